@@ -1,0 +1,515 @@
+r"""The five word2vec output layers as pure per-example losses.
+
+Every loss is written for one example and batched with `jax.vmap`; it takes arrays and
+returns the per-example losses ``[B]`` (the caller reduces). Nothing here draws random
+numbers or reads a config: noise samples, their log-probabilities and Huffman paths come
+in as arguments, so every loss is deterministic and jittable.
+
+The output ``weights`` need not be the whole vocabulary table: a trainer may pass only the
+rows a batch touches with ``labels``/``sampled_ids``/``points`` remapped to local row
+indices (and ``biases``/``log_q`` gathered the same way). ``V`` below is the number of rows
+given, not the vocabulary size.
+
+Shape letters:
+  B batch (examples), D embedding dim, V output rows, K noise samples per example,
+  L Huffman code length (tree depth), N inner-node rows.
+
+The score of output row ``w`` for input ``h`` is :math:`s(w) = h \cdot u_w + b_w`, with
+``u = weights`` and ``b = biases`` (zero when ``None``).
+"""
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# ---------------------------------------------------------------------------------------
+# Trace-time argument checks.
+
+
+def _describe(x: jax.Array) -> str:
+    return f"{x.dtype}{list(x.shape)}"
+
+
+def _float_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
+    """``x`` as a floating-point array whose rank matches the letters in ``shape``."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{fn}: {name} must be a float array of shape {shape}, got {_describe(x)}")
+    if x.ndim != shape.count(",") + 1:
+        raise ValueError(f"{fn}: {name} must have shape {shape}, got {_describe(x)}")
+    return x
+
+
+def _int_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
+    """``x`` as an integer array whose rank matches the letters in ``shape``."""
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: {name} must be an integer array of shape {shape}, got {_describe(x)}"
+        )
+    if x.ndim != shape.count(",") + 1:
+        raise ValueError(f"{fn}: {name} must have shape {shape}, got {_describe(x)}")
+    return x
+
+
+def _check_size(fn: str, name: str, x: jax.Array, axis: int, size: int, what: str) -> None:
+    if x.shape[axis] != size:
+        raise ValueError(
+            f"{fn}: {name} must have {size} ({what}) along axis {axis}, got {_describe(x)}"
+        )
+
+
+def _check_range(fn: str, name: str, ids: jax.Array, upper: int, where=None) -> None:
+    """Raises if concrete ``ids`` (where ``where`` is true) leave ``[0, upper)``.
+
+    Traced arrays (inside `jax.jit`) cannot be inspected and are not checked.
+    """
+    if isinstance(ids, jax.core.Tracer) or isinstance(where, jax.core.Tracer):
+        return
+    ids = np.asarray(ids)
+    if where is not None:
+        ids = ids[np.asarray(where) != 0]
+    if ids.size and (ids.min() < 0 or ids.max() >= upper):
+        raise ValueError(
+            f"{fn}: {name} must lie in [0, {upper}) (rows of the output table), "
+            f"got values in [{ids.min()}, {ids.max()}]"
+        )
+
+
+def _check_common(fn, inputs, weights, labels, biases):
+    """Checks the arguments every flat loss shares; returns them as arrays."""
+    inputs = _float_array(fn, "inputs", inputs, "[B, D]")
+    weights = _float_array(fn, "weights", weights, "[V, D]")
+    _check_size(fn, "weights", weights, 1, inputs.shape[1], "D, the inputs' last dim")
+    labels = _int_array(fn, "labels", labels, "[B]")
+    _check_size(fn, "labels", labels, 0, inputs.shape[0], "B, the inputs' first dim")
+    _check_range(fn, "labels", labels, weights.shape[0])
+    if biases is None:
+        biases = jnp.zeros(weights.shape[:1], weights.dtype)
+    biases = _float_array(fn, "biases", biases, "[V]")
+    _check_size(fn, "biases", biases, 0, weights.shape[0], "V, the rows of weights")
+    return inputs, weights, labels, biases
+
+
+def _check_samples(fn, sampled_ids, batch, num_rows):
+    """``sampled_ids`` as ``[B, K]`` or shared ``[K]`` ids, and its `jax.vmap` axis."""
+    sampled_ids = jnp.asarray(sampled_ids)
+    shape = "[B, K] or [K]"
+    if not jnp.issubdtype(sampled_ids.dtype, jnp.integer):
+        raise TypeError(
+            f"{fn}: sampled_ids must be an integer array of shape {shape}, "
+            f"got {_describe(sampled_ids)}"
+        )
+    if sampled_ids.ndim not in (1, 2):
+        raise ValueError(f"{fn}: sampled_ids must have shape {shape}, got {_describe(sampled_ids)}")
+    if sampled_ids.ndim == 2:
+        _check_size(fn, "sampled_ids", sampled_ids, 0, batch, "B, the inputs' first dim")
+    if sampled_ids.shape[-1] == 0:
+        raise ValueError(f"{fn}: sampled_ids must hold at least one sample (K >= 1)")
+    _check_range(fn, "sampled_ids", sampled_ids, num_rows)
+    return sampled_ids, (0 if sampled_ids.ndim == 2 else None)
+
+
+def _check_log_q(fn, log_q, num_rows):
+    log_q = _float_array(fn, "log_q", log_q, "[V]")
+    _check_size(fn, "log_q", log_q, 0, num_rows, "V, the rows of weights")
+    return log_q
+
+
+# ---------------------------------------------------------------------------------------
+# Per-example pieces.
+
+
+def _scores(h: jax.Array, weights: jax.Array, biases: jax.Array, ids: jax.Array) -> jax.Array:
+    """s(ids) = weights[ids] · h + biases[ids]; ``ids`` [] or [K] -> [] or [K]."""
+    return weights[ids] @ h + biases[ids]
+
+
+def _softmax_one(h, label, weights, biases):
+    logits = weights @ h + biases  # [V]
+    return jax.nn.logsumexp(logits) - logits[label]
+
+
+def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
+    """logsumexp over all rows, one ``[c]`` block of logits at a time (``[N, c, ...]`` in)."""
+
+    # The checkpoint makes the backward pass recompute each block's logits instead of
+    # saving them, so neither pass ever holds more than one block.
+    @jax.checkpoint
+    def step(running, block):
+        w, b, valid = block  # [c, D], [c], [c]
+        logits = jnp.where(valid, w @ h + b, -jnp.inf)  # [c]
+        return jnp.logaddexp(running, jax.nn.logsumexp(logits)), None
+
+    init = jnp.full((), -jnp.inf, jnp.result_type(h, weight_blocks))
+    lse, _ = jax.lax.scan(step, init, (weight_blocks, bias_blocks, valid_blocks))
+    return lse
+
+
+def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, valid_blocks):
+    lse = _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks)
+    return lse - _scores(h, weights, biases, label)
+
+
+def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
+    true_logit = _scores(h, weights, biases, label) - log_q[label]  # []
+    sampled_logits = _scores(h, weights, biases, sampled_ids) - log_q[sampled_ids]  # [K]
+    if remove_accidental_hits:
+        # -inf drops the sample from the softmax; the true logit keeps the sum finite.
+        sampled_logits = jnp.where(sampled_ids == label, -jnp.inf, sampled_logits)
+    logits = jnp.concatenate([true_logit[None], sampled_logits])  # [1 + K]
+    return jax.nn.logsumexp(logits) - true_logit
+
+
+def _nce_one(h, label, sampled_ids, weights, biases, log_q):
+    log_k = math.log(sampled_ids.shape[-1])
+    true_logit = _scores(h, weights, biases, label) - log_k - log_q[label]  # []
+    noise_logits = _scores(h, weights, biases, sampled_ids) - log_k - log_q[sampled_ids]  # [K]
+    return -jax.nn.log_sigmoid(true_logit) - jnp.sum(jax.nn.log_sigmoid(-noise_logits))
+
+
+def _negative_sampling_one(h, label, sampled_ids, weights, biases):
+    true_score = _scores(h, weights, biases, label)  # []
+    noise_scores = _scores(h, weights, biases, sampled_ids)  # [K]
+    return -jax.nn.log_sigmoid(true_score) - jnp.sum(jax.nn.log_sigmoid(-noise_scores))
+
+
+def _hierarchical_softmax_one(h, codes, points, mask, node_weights):
+    x = node_weights[points] @ h  # [L]
+    sign = 1 - 2 * codes  # [L], +1 for code 0, -1 for code 1
+    return -jnp.sum(mask * jax.nn.log_sigmoid(sign * x))
+
+
+# ---------------------------------------------------------------------------------------
+# Batch losses.
+
+
+def softmax_loss(
+    inputs: jax.typing.ArrayLike,
+    weights: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    biases: jax.typing.ArrayLike | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    r"""Exact softmax cross entropy over all ``V`` output rows.
+
+    .. math::
+        \ell(h, w) = -\log \frac{\exp s(w)}{\sum_{v=1}^{V} \exp s(v)}
+                   = \operatorname{logsumexp}_v s(v) - s(w)
+
+    The reference every other loss is measured against; costs :math:`O(VD)` per example.
+    With ``chunk_size=c`` the log-partition is a streaming logsumexp over blocks of ``c``
+    rows (a `jax.lax.scan` whose body is under `jax.checkpoint`), so neither the forward
+    nor the backward pass holds more than a ``[B, c]`` block of logits: a vocabulary of
+    millions fits in memory. The result equals the unchunked loss to float rounding and
+    ``V`` need not be a multiple of ``c`` (the last block is padded and masked).
+
+    Args:
+      inputs: ``[B, D]`` float input vectors :math:`h`.
+      weights: ``[V, D]`` float output vectors :math:`u`.
+      labels: ``[B]`` integer target rows in ``[0, V)``.
+      biases: optional ``[V]`` float output biases :math:`b`.
+      chunk_size: optional number of rows per logsumexp block (a static Python int).
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax import losses
+      >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
+      >>> print(losses.softmax_loss(inputs, weights, jnp.array([0, 5]), chunk_size=3))
+      [2.0794415 2.0794415]
+
+    References:
+      Mikolov et al., `Efficient Estimation of Word Representations in Vector Space
+      <https://arxiv.org/abs/1301.3781>`_, 2013a
+    """
+    fn = "softmax_loss"
+    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
+    num_rows = weights.shape[0]
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"{fn}: chunk_size must be None or a positive int, got {chunk_size!r}")
+    if chunk_size is None or chunk_size >= num_rows:
+        return jax.vmap(_softmax_one, in_axes=(0, 0, None, None))(inputs, labels, weights, biases)
+    num_blocks = -(-num_rows // chunk_size)
+    pad = num_blocks * chunk_size - num_rows
+    weight_blocks = jnp.pad(weights, ((0, pad), (0, 0))).reshape(num_blocks, chunk_size, -1)
+    bias_blocks = jnp.pad(biases, (0, pad)).reshape(num_blocks, chunk_size)
+    valid_blocks = (jnp.arange(num_blocks * chunk_size) < num_rows).reshape(num_blocks, -1)
+    return jax.vmap(_softmax_chunked_one, in_axes=(0, 0) + (None,) * 5)(
+        inputs, labels, weights, biases, weight_blocks, bias_blocks, valid_blocks
+    )
+
+
+def sampled_softmax_loss(
+    inputs: jax.typing.ArrayLike,
+    weights: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    sampled_ids: jax.typing.ArrayLike,
+    log_q: jax.typing.ArrayLike,
+    biases: jax.typing.ArrayLike | None = None,
+    remove_accidental_hits: bool = True,
+) -> jax.Array:
+    r"""Softmax over the label and ``K`` noise samples, with logits corrected by ``log q``.
+
+    With samples :math:`n_1..n_K \sim q` and :math:`o(v) = s(v) - \log q(v)`,
+
+    .. math::
+        \ell(h, w) = \log\Big(e^{o(w)} + \sum_{k=1}^{K} [n_k \ne w]\, e^{o(n_k)}\Big) - o(w)
+
+    The :math:`-\log q` correction makes the sampled partition function an importance
+    sampling estimate of the full one, so the gradient approaches the full softmax's as
+    ``K`` grows (biased for finite ``K``). With ``remove_accidental_hits`` (the bracket
+    above) samples equal to the label are dropped (their logit is set to :math:`-\infty`);
+    without it they stay. If the samples are every row except the label and ``q`` is
+    uniform, this is exactly `softmax_loss`. Use it to train a softmax model cheaply.
+
+    Args:
+      inputs: ``[B, D]`` float input vectors.
+      weights: ``[V, D]`` float output vectors.
+      labels: ``[B]`` integer target rows in ``[0, V)``.
+      sampled_ids: ``[B, K]`` integer noise rows, or ``[K]`` shared by the whole batch.
+      log_q: ``[V]`` float log noise probability of each row.
+      biases: optional ``[V]`` float output biases.
+      remove_accidental_hits: drop samples that equal the example's label.
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax import losses
+      >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
+      >>> log_q = jnp.full((8,), -jnp.log(8.0))
+      >>> labels, ids = jnp.array([0, 5]), jnp.arange(8)
+      >>> # every row sampled and q uniform: the full softmax, log 8
+      >>> print(losses.sampled_softmax_loss(inputs, weights, labels, ids, log_q))
+      [2.0794415 2.0794415]
+
+    References:
+      Jean et al., `On Using Very Large Target Vocabulary for Neural Machine Translation
+      <https://arxiv.org/abs/1412.2007>`_, 2015
+    """
+    fn = "sampled_softmax_loss"
+    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    log_q = _check_log_q(fn, log_q, weights.shape[0])
+    return jax.vmap(_sampled_softmax_one, in_axes=(0, 0, ids_axis, None, None, None, None))(
+        inputs, labels, sampled_ids, weights, biases, log_q, bool(remove_accidental_hits)
+    )
+
+
+def nce_loss(
+    inputs: jax.typing.ArrayLike,
+    weights: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    sampled_ids: jax.typing.ArrayLike,
+    log_q: jax.typing.ArrayLike,
+    biases: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+    r"""Binary noise-contrastive estimation with a self-normalised model (:math:`Z = 1`).
+
+    Each of the label and the ``K`` samples :math:`n_k \sim q` is classified "data" vs
+    "noise" with the logit :math:`\Delta(v) = s(v) - \log(K\,q(v))`, the log-odds that
+    :math:`v` came from the model :math:`p(v) = e^{s(v)}` rather than from ``K`` noise
+    draws:
+
+    .. math::
+        \ell(h, w) = -\log\sigma(\Delta(w)) - \sum_{k=1}^{K} \log\sigma(-\Delta(n_k))
+
+    Its expected gradient tends to the softmax gradient as ``K`` grows, and its optimum is
+    the normalised data distribution: NCE is a consistent estimator of the softmax model.
+    ``K`` is ``sampled_ids.shape[-1]``. With ``K q(v) = 1`` (uniform ``q`` and ``K = V``)
+    it is exactly `negative_sampling_loss`.
+
+    Args:
+      inputs: ``[B, D]`` float input vectors.
+      weights: ``[V, D]`` float output vectors.
+      labels: ``[B]`` integer target rows in ``[0, V)``.
+      sampled_ids: ``[B, K]`` integer noise rows, or ``[K]`` shared by the whole batch.
+      log_q: ``[V]`` float log noise probability of each row.
+      biases: optional ``[V]`` float output biases.
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax import losses
+      >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
+      >>> log_q = jnp.full((8,), -jnp.log(8.0))
+      >>> ids = jnp.array([[1, 2], [3, 4]])
+      >>> print(losses.nce_loss(inputs, weights, jnp.array([0, 5]), ids, log_q).round(4))
+      [3.442 3.442]
+
+    References:
+      Gutmann & Hyvärinen, `Noise-contrastive estimation: A new estimation principle for
+      unnormalized statistical models <https://proceedings.mlr.press/v9/gutmann10a>`_, 2010
+
+      Mnih & Teh, `A fast and simple algorithm for training neural probabilistic language
+      models <https://arxiv.org/abs/1206.6426>`_, 2012
+
+      Dyer, `Notes on Noise Contrastive Estimation and Negative Sampling
+      <https://arxiv.org/abs/1410.8251>`_, 2014
+    """
+    fn = "nce_loss"
+    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    log_q = _check_log_q(fn, log_q, weights.shape[0])
+    return jax.vmap(_nce_one, in_axes=(0, 0, ids_axis, None, None, None))(
+        inputs, labels, sampled_ids, weights, biases, log_q
+    )
+
+
+def negative_sampling_loss(
+    inputs: jax.typing.ArrayLike,
+    weights: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    sampled_ids: jax.typing.ArrayLike,
+    biases: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+    r"""word2vec's negative sampling: NCE without the :math:`\log(K q)` correction.
+
+    .. math::
+        \ell(h, w) = -\log\sigma(s(w)) - \sum_{k=1}^{K} \log\sigma(-s(n_k)),
+        \qquad n_k \sim q
+
+    It is not an estimator of the softmax: at its optimum
+    :math:`s(w) = \log \frac{p(w \mid h)}{q(w)} - \log K`, the PMI shifted by
+    :math:`\log K` when ``q`` is the unigram distribution (Levy & Goldberg, 2014), and its
+    expected gradient does not approach the softmax gradient as ``K`` grows. It is what
+    word2vec trains (``negative=K``, ``q`` the unigram^0.75 table) and is cheap and good
+    for embeddings; use `nce_loss` when the scores must be log-probabilities. Samples
+    equal to the label count as noise here; word2vec C skips them, which a sampler can
+    do by redrawing (the difference is negligible when ``K`` is much less than ``V``).
+
+    .. warning::
+      A naming trap: NCE and negative sampling differ only by the :math:`\log(K q)` shift
+      of the logits, and the names get swapped. Code that calls its loss "NCE" but feeds
+      the raw scores to the sigmoid trains this loss. Conversely TensorFlow's word2vec
+      tutorial trains with ``tf.nn.nce_loss``, which does subtract the log of the
+      sampler's expected count (about :math:`K q`): that is NCE, not word2vec's
+      objective. Name a loss for what it computes.
+
+    Args:
+      inputs: ``[B, D]`` float input vectors.
+      weights: ``[V, D]`` float output vectors.
+      labels: ``[B]`` integer target rows in ``[0, V)``.
+      sampled_ids: ``[B, K]`` integer noise rows, or ``[K]`` shared by the whole batch.
+      biases: optional ``[V]`` float output biases (word2vec has none).
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax import losses
+      >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
+      >>> ids = jnp.array([[1, 2], [3, 4]])
+      >>> labels = jnp.array([0, 5])
+      >>> print(losses.negative_sampling_loss(inputs, weights, labels, ids).round(4))
+      [2.0794 2.0794]
+
+    References:
+      Mikolov et al., `Distributed Representations of Words and Phrases and their
+      Compositionality <https://arxiv.org/abs/1310.4546>`_, 2013b
+
+      Dyer, `Notes on Noise Contrastive Estimation and Negative Sampling
+      <https://arxiv.org/abs/1410.8251>`_, 2014
+
+      Levy & Goldberg, `Neural Word Embedding as Implicit Matrix Factorization
+      <https://papers.nips.cc/paper/5477>`_, 2014
+    """
+    fn = "negative_sampling_loss"
+    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    return jax.vmap(_negative_sampling_one, in_axes=(0, 0, ids_axis, None, None))(
+        inputs, labels, sampled_ids, weights, biases
+    )
+
+
+def hierarchical_softmax_loss(
+    inputs: jax.typing.ArrayLike,
+    node_weights: jax.typing.ArrayLike,
+    codes: jax.typing.ArrayLike,
+    points: jax.typing.ArrayLike,
+    mask: jax.typing.ArrayLike,
+) -> jax.Array:
+    r"""word2vec's hierarchical softmax over a binary (Huffman) tree.
+
+    A word is the leaf reached by the path of inner nodes ``points`` taking the branches
+    ``codes``; its probability is the product of the branch probabilities:
+
+    .. math::
+        \ell(h, w) = -\sum_{l=1}^{L} m_l \log\sigma\big((1 - 2c_l)\, h \cdot u_{p_l}\big)
+
+    Code 0 is the branch taken with probability :math:`\sigma(h \cdot u_p)` and code 1 the
+    other, with :math:`1 - \sigma(x) = \sigma(-x)`: word2vec C's convention, whose update
+    uses the label ``1 - code``. Over a complete prefix-code tree the leaf probabilities
+    sum to one, :math:`\sum_w e^{-\ell(h, w)} = 1`, so this is a normalised model at
+    :math:`O(L D)` per example instead of :math:`O(V D)`; there are no biases.
+
+    Args:
+      inputs: ``[B, D]`` float input vectors.
+      node_weights: ``[N, D]`` float inner-node vectors (``N = V - 1`` for a full tree,
+        fewer when a trainer passes only the gathered rows).
+      codes: ``[B, L]`` 0/1 branch codes (int, bool or float).
+      points: ``[B, L]`` integer inner-node rows in ``[0, N)`` along the path.
+      mask: ``[B, L]`` 1 on the path's real positions, 0 on padding (float, int or bool).
+        Padded positions may hold any code and point.
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax import losses
+      >>> inputs, node_weights = jnp.ones((1, 3)), jnp.zeros((7, 3))
+      >>> codes, points = jnp.array([[0, 1, 1]]), jnp.array([[0, 1, 4]])
+      >>> mask = jnp.array([[1.0, 1.0, 0.0]])
+      >>> print(losses.hierarchical_softmax_loss(inputs, node_weights, codes, points, mask))
+      [1.3862944]
+
+    References:
+      Morin & Bengio, `Hierarchical Probabilistic Neural Network Language Model
+      <https://proceedings.mlr.press/r5/morin05a>`_, 2005
+
+      Mikolov et al., `Distributed Representations of Words and Phrases and their
+      Compositionality <https://arxiv.org/abs/1310.4546>`_, 2013b
+    """
+    fn = "hierarchical_softmax_loss"
+    inputs = _float_array(fn, "inputs", inputs, "[B, D]")
+    node_weights = _float_array(fn, "node_weights", node_weights, "[N, D]")
+    _check_size(fn, "node_weights", node_weights, 1, inputs.shape[1], "D, the inputs' last dim")
+    points = _int_array(fn, "points", points, "[B, L]")
+    _check_size(fn, "points", points, 0, inputs.shape[0], "B, the inputs' first dim")
+    codes, mask = jnp.asarray(codes), jnp.asarray(mask)
+    for name, x in (("codes", codes), ("mask", mask)):
+        if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
+            raise TypeError(f"{fn}: {name} must be a numeric or bool array, got {_describe(x)}")
+        if x.shape != points.shape:
+            raise ValueError(
+                f"{fn}: {name} must have shape [B, L] like points {list(points.shape)}, "
+                f"got {_describe(x)}"
+            )
+    _check_range(fn, "points", points, node_weights.shape[0], where=mask)
+    dtype = jnp.result_type(inputs, node_weights)
+    points = jnp.where(mask != 0, points, 0)  # padding may hold any id
+    return jax.vmap(_hierarchical_softmax_one, in_axes=(0, 0, 0, 0, None))(
+        inputs, codes.astype(dtype), points, mask.astype(dtype), node_weights
+    )
+
+
+LOSSES: dict[str, Callable[..., jax.Array]] = {
+    "softmax": softmax_loss,
+    "sampled_softmax": sampled_softmax_loss,
+    "nce": nce_loss,
+    "neg": negative_sampling_loss,
+    "hs": hierarchical_softmax_loss,
+}
+"""The losses by the name a config uses for them."""
