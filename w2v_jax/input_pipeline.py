@@ -1,0 +1,327 @@
+"""Host input pipeline: fixed-shape word2vec batches from a tokenised corpus.
+
+The corpus comes in as arrays: ``ids`` int32[N] (OOV removed), ``offsets`` int64[S + 1]
+(sentence s is ids[offsets[s]:offsets[s + 1]]) and ``counts`` int64[V]. Everything runs in
+NumPy on the host; the device only sees `Batch`es of one shape.
+
+An epoch is cut into chunks of whole sentences (about ``chunk_tokens`` tokens each; longer
+sentences are first split into ``max_sentence_length`` pieces). Chunk c of epoch e draws
+its subsampling, windows and shuffle from its own generator seeded with (seed, e, first
+token of c), so batches are a pure function of (seed, epoch, batch index) and a resume
+regenerates one chunk, not an epoch.
+
+Shape letters: B batch rows, C context slots, N tokens, S sentences, V vocabulary.
+"""
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+import numpy as np
+from absl import logging
+
+from w2v_jax import windows
+
+LAYOUTS = ("grouped", "pairs")
+
+# Re-exported so that users of the pipeline need one module.
+keep_probabilities = windows.keep_probabilities
+process_sentences = windows.process_sentences
+
+
+class Batch(NamedTuple):
+    """One fixed-shape batch. An all-zero mask row is padding and carries no loss."""
+
+    centers: np.ndarray  # int32 [B]     the centre word (CBOW's label; skip-gram's output)
+    contexts: np.ndarray  # int32 [B, C]  context word ids, 0 where padded
+    mask: np.ndarray  # float32 [B, C] 1.0 for a real context slot, 0.0 for padding
+
+
+class Position(NamedTuple):
+    """Where an iteration stands: the next batch to yield is ``batch`` of ``epoch``."""
+
+    epoch: int = 0
+    batch: int = 0
+
+
+class Item(NamedTuple):
+    """What `iterate_batches` yields."""
+
+    batch: Batch
+    position: Position  # the position after this batch: start there to continue
+    tokens: int  # raw tokens of this process's share consumed since epoch 0, this batch incl.
+
+
+def tokens_per_epoch(
+    offsets: np.ndarray,
+    *,
+    process_index: int = 0,
+    process_count: int = 1,
+    max_sentence_length: int = 10_000,
+) -> int:
+    """Raw tokens of this process's share: an `Item`'s ``tokens`` grow by this per epoch.
+
+    For word2vec's linear learning-rate decay: progress = tokens / (epochs · this).
+    """
+    pieces = windows.split_sentences(offsets, max_sentence_length)
+    mine = windows.process_sentences(pieces, process_index, process_count)
+    return int(pieces[mine.stop] - pieces[mine.start])
+
+
+def _empty_batch(batch_size: int, slots: int) -> Batch:
+    return Batch(
+        np.zeros(batch_size, np.int32),
+        np.zeros((batch_size, slots), np.int32),
+        np.zeros((batch_size, slots), np.float32),
+    )
+
+
+def _epoch(
+    plan: windows.Plan,
+    epoch: int,
+    first_batch: int,
+    *,
+    batch_size: int,
+    layout: str,
+    left_only: bool,
+    shuffle_buffer: int,
+    drop_remainder: bool,
+) -> Iterator[tuple[Batch, int]]:
+    """Yields (batch, raw tokens consumed in this epoch) from batch ``first_batch`` on."""
+    size, num_chunks = batch_size, plan.bounds.shape[0] - 1
+    skip, k = first_batch * size, 0
+    while skip and k < num_chunks:  # resume: count rows without building them
+        rows = windows.num_rows(plan.chunk(epoch, k)[0], layout=layout, left_only=left_only)
+        if rows > skip:
+            break
+        skip, k = skip - rows, k + 1
+    parts, have = [], 0  # rows carried over to the next batch
+    for chunk in range(k, num_chunks):
+        draws, rng, lo, hi = plan.chunk(epoch, chunk)
+        rows = windows.make_rows(draws, layout=layout, window=plan.window, left_only=left_only)
+        rows = windows.shuffle_rows(rng, rows, shuffle_buffer)
+        n, i, skip = rows[0].shape[0], skip, 0
+        done = lo - int(plan.pieces[0])  # tokens before this chunk; row j ends at
+        width = hi - lo  # done + width · (j + 1) / n (interpolated)
+        if have:
+            take = min(size - have, n - i)
+            parts.append(tuple(a[i : i + take] for a in rows))
+            have, i = have + take, i + take
+            if have < size:
+                continue
+            batch = Batch(*(np.concatenate(p) for p in zip(*parts, strict=True)))
+            yield batch, done + width * i // n
+            parts, have = [], 0
+        while n - i >= size:
+            yield Batch(*(a[i : i + size] for a in rows)), done + width * (i + size) // n
+            i += size
+        if i < n:
+            parts, have = [tuple(a[i:] for a in rows)], n - i
+    if have and not drop_remainder:
+        pad = _empty_batch(size - have, parts[0][1].shape[1])
+        yield Batch(*(np.concatenate(p) for p in zip(*parts, pad, strict=True))), plan.tokens
+
+
+def iterate_batches(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    *,
+    layout: str,
+    batch_size: int,
+    window: int,
+    sample: float,
+    seed: int,
+    epochs: int | None,
+    start: Position | None = None,
+    dynamic_window: bool = True,
+    left_only: bool = False,
+    shuffle_buffer: int = 0,
+    drop_remainder: bool = False,
+    batches_per_epoch: int | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+    chunk_tokens: int = 1 << 16,
+    max_sentence_length: int = 10_000,
+) -> Iterator[Item]:
+    """Yields word2vec batches of one fixed shape, epoch after epoch.
+
+    Frequent words are subsampled (`windows.keep_probabilities`) before windowing, so
+    window distances count kept words, as in word2vec C; windows never cross a sentence.
+    Centres without any valid context produce no row.
+
+    Args:
+        ids: int[N] token ids; offsets: int[S + 1] sentence bounds; counts: int[V].
+        layout: "grouped": one row per kept centre, C = 2·window slots (slot k < window is
+            the word k + 1 to the left, slot window + k the word k + 1 to the right), or
+            C = window left slots when ``left_only``; serves skip-gram (each valid slot is a
+            pair) and CBOW (a row is one example). "pairs": flat skip-gram pairs, C = 1.
+        batch_size: rows B per batch.
+        window: the maximum window W.
+        sample: subsampling threshold t (word2vec's ``sample``; 0 disables).
+        seed: with the epoch and the chunk, determines every random draw.
+        epochs: the epoch to stop before (None: forever).
+        start: the position to start from (default the beginning), e.g. the ``position``
+            of the last `Item` a previous run consumed.
+        dynamic_window: window b uniform in 1..W per kept centre (word2vec); else b = W.
+        left_only: contexts are only the previous words (n-gram / log-bilinear LM setup:
+            use with ``dynamic_window=False``).
+        shuffle_buffer: permute rows within consecutive blocks of this many rows inside a
+            chunk (0: keep corpus order).
+        drop_remainder: drop the last partial batch of an epoch instead of padding it.
+        batches_per_epoch: if set, every epoch has exactly this many batches: padded with
+            all-zero batches, or truncated (logged). Multi-host runs need it so that all
+            processes step in lockstep.
+        process_index, process_count: this process reads only its `process_sentences`
+            (of the sentence pieces).
+        chunk_tokens: about how many tokens each independently seeded chunk holds.
+        max_sentence_length: longer sentences are cut into pieces of this many tokens.
+
+    Yields:
+        `Item`(batch, position after the batch, cumulative raw tokens of this process).
+        The position after the last batch of epoch e is Position(e + 1, 0).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    start = Position() if start is None else Position(*start)
+    if batch_size < 1 or start.epoch < 0 or start.batch < 0:
+        raise ValueError(f"bad batch_size {batch_size} or start {start}")
+    plan = windows.make_plan(
+        ids,
+        offsets,
+        counts,
+        window=window,
+        sample=sample,
+        seed=seed,
+        dynamic_window=dynamic_window,
+        process_index=process_index,
+        process_count=process_count,
+        chunk_tokens=chunk_tokens,
+        max_sentence_length=max_sentence_length,
+    )
+    opts = dict(
+        batch_size=batch_size,
+        layout=layout,
+        left_only=left_only,
+        shuffle_buffer=shuffle_buffer,
+        drop_remainder=drop_remainder,
+    )
+    slots = 1 if layout == "pairs" else (window if left_only else 2 * window)
+    total = plan.tokens
+    epoch, index = start
+    while epochs is None or epoch < epochs:
+        stream = _epoch(plan, epoch, index, **opts)
+        if batches_per_epoch is not None:
+            stream = _exactly(
+                stream, batches_per_epoch - index, _empty_batch(batch_size, slots), total, epoch
+            )
+        previous = None
+        for current in stream:
+            if previous is not None:
+                yield Item(previous[0], Position(epoch, index), epoch * total + previous[1])
+            previous, index = current, index + 1
+        if previous is not None:
+            yield Item(previous[0], Position(epoch + 1, 0), epoch * total + previous[1])
+        epoch, index = epoch + 1, 0
+
+
+def _exactly(stream: Iterator, count: int, empty: Batch, total: int, epoch: int) -> Iterator:
+    """Pads ``stream`` with empty batches, or truncates it, to ``count`` batches."""
+    for _ in range(count):
+        yield next(stream, (empty, total))
+    if next(stream, None) is not None:
+        logging.warning("epoch %d has more than batches_per_epoch batches; truncated", epoch)
+
+
+def shard_batch(batch: Batch, num_devices: int) -> Batch:
+    """Reshapes every field from [B, ...] to [num_devices, B // num_devices, ...] for pmap."""
+    rows = batch.centers.shape[0]
+    if num_devices < 1 or rows % num_devices:
+        raise ValueError(f"batch of {rows} rows does not split over {num_devices} devices")
+    return Batch(*(a.reshape(num_devices, rows // num_devices, *a.shape[1:]) for a in batch))
+
+
+def _produce(iterator: Iterator, out: queue.Queue, stop: threading.Event) -> None:
+    """The prefetch thread: puts (False, item)..., then (True, None) or (True, error)."""
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    try:
+        for item in iterator:
+            if not put((False, item)):
+                return
+        put((True, None))
+    except BaseException as error:  # handed to the consumer
+        put((True, error))
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class _Prefetcher:
+    """Iterates over what `_produce` puts in the queue (see `prefetch`)."""
+
+    def __init__(self, iterable: Iterable, size: int):
+        if size < 1:
+            raise ValueError(f"prefetch size must be >= 1, got {size}")
+        self._queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._finished = False
+        # The thread holds no reference to self, so a dropped iterator is collected.
+        self._thread = threading.Thread(
+            target=_produce,
+            args=(iter(iterable), self._queue, self._stop),
+            name="w2v-prefetch",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        done, value = self._queue.get()
+        if not done:
+            return value
+        self._finished = True
+        self._thread.join()
+        if value is not None:
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stops the producer thread (after the item it is making) and waits for it."""
+        self._finished = True
+        self._stop.set()
+        self._thread.join()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __del__(self):
+        self._stop.set()
+
+
+def prefetch(iterable: Iterable, size: int = 2) -> _Prefetcher:
+    """Produces ``iterable``'s items on a background thread, at most ``size`` ahead.
+
+    NumPy releases the GIL in its array kernels, so batch generation overlaps the
+    consumer's work. An exception in the producer is raised in the consumer at the point
+    it would have occurred. ``close()`` (or leaving a ``with`` block, or dropping the
+    iterator) stops the thread and closes the source iterator.
+    """
+    return _Prefetcher(iterable, size)
