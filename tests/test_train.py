@@ -1,0 +1,137 @@
+"""The train step: every loss × model descends, sparse SGD equals dense SGD, estimators."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from w2v_jax import huffman, input_pipeline, model, sampling, train
+
+V, D, B, C = 40, 8, 16, 4
+LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
+
+
+@functools.cache
+def _fixture(loss):
+    rng = np.random.default_rng(0)
+    counts = np.sort(rng.integers(1, 500, V))[::-1].astype(np.int64)
+    mask = (rng.random((B, C)) < 0.75).astype(np.float32)
+    mask[0] = 0.0  # a padding row
+    batch = input_pipeline.Batch(
+        rng.integers(0, V, B).astype(np.int32), rng.integers(0, V, (B, C)).astype(np.int32), mask
+    )
+    if loss in model.SAMPLED_LOSSES:
+        aux = model.Aux(
+            noise=sampling.build_alias_table(sampling.noise_probs(counts)),
+            log_q=sampling.noise_log_probs(counts),
+        )
+    elif loss == "hs":
+        t = huffman.build_huffman(counts)
+        aux = model.Aux(
+            codes=t.codes.astype(np.float32), points=t.points, path_mask=t.mask.astype(np.float32)
+        )
+    else:
+        aux = model.Aux()
+    return batch, aux
+
+
+def _state(cfg, use_bias=False):
+    st = train.init_state(jax.random.PRNGKey(0), V, D, cfg, use_bias)
+    key = jax.random.PRNGKey(1)
+    params = {k: v + 0.1 * jax.random.normal(key, v.shape) for k, v in st.params.items()}
+    return jax.device_get(st._replace(params=params))
+
+
+@pytest.mark.parametrize("model_name", ["skipgram", "cbow"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_steps_lower_the_loss_and_sparse_equals_dense(model_name, loss):
+    batch, aux = _fixture(loss)
+    use_bias = loss in ("softmax", "nce")
+    sparse_cfg = train.StepConfig(model=model_name, loss=loss, k=4, sparse=True)
+    dense_cfg = train.StepConfig(model=model_name, loss=loss, k=4, sparse=False)
+    step_sparse = jax.jit(functools.partial(train.train_step, cfg=sparse_cfg))
+    step_dense = jax.jit(functools.partial(train.train_step, cfg=dense_cfg))
+    s0 = _state(sparse_cfg, use_bias)
+    s1, m1 = step_sparse(s0, batch, aux, np.float32(0.05))
+    d1, _ = step_dense(s0, batch, aux, np.float32(0.05))
+    for name in s1.params:  # the same negatives (same key and step): the same update
+        np.testing.assert_allclose(s1.params[name], d1.params[name], rtol=0, atol=2e-6)
+    changed = [n for n in s1.params if not np.array_equal(s1.params[n], s0.params[n])]
+    assert "in_embed" in changed and model.output_table(loss) in changed
+    # Re-evaluate the same batch with the same draws (step reset): the loss went down.
+    _, m2 = step_sparse(s1._replace(step=jnp.zeros((), jnp.int32)), batch, aux, np.float32(0.0))
+    assert float(m2["loss"]) < float(m1["loss"])
+    assert bool(m1["finite"]) and float(m1["examples"]) > 0
+
+
+@pytest.mark.parametrize("share", ["pair", "row", "block"])
+def test_sharing_modes_train_and_differ(share):
+    batch, aux = _fixture("neg")
+    cfg = train.StepConfig(loss="neg", k=4, share=share, block_size=8)
+    st = _state(cfg)
+    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    first = None
+    for _ in range(20):
+        st, m = step(st, batch, aux, np.float32(0.1))
+        first = first if first is not None else float(m["loss"])
+    assert float(m["loss"]) < first
+
+
+def test_sample_shapes_follow_the_sharing_mode():
+    assert model.sample_shape("skipgram", "pair", 8, 4, 5, 2) == (8, 4, 5)
+    assert model.sample_shape("cbow", "pair", 8, 4, 5, 2) == (8, 5)
+    assert model.sample_shape("skipgram", "row", 8, 4, 5, 2) == (8, 5)
+    assert model.sample_shape("skipgram", "block", 8, 4, 5, 2) == (4, 5)
+    group = model.example_group("skipgram", "block", 4, 3, 2)
+    np.testing.assert_array_equal(group, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="block_size"):
+        model.sample_shape("skipgram", "block", 7, 4, 5, 2)
+
+
+def test_cbow_gradient_conventions():
+    """word2vec gives each context the full gradient of the mean; exact mode divides by n."""
+    rows = jnp.arange(12.0).reshape(1, 3, 4)
+    mask = jnp.array([[1.0, 1.0, 0.0]])
+
+    def f(r, exact):
+        h, _, _ = model.example_inputs(r, mask, "cbow", True, exact)
+        return jnp.sum(h * jnp.arange(4.0)[None, :])
+
+    h, w, _ = model.example_inputs(rows, mask, "cbow", True, False)
+    np.testing.assert_allclose(h[0], (rows[0, 0] + rows[0, 1]) / 2)
+    assert float(w[0]) == 1.0
+    g_w2v = jax.grad(f)(rows, False)
+    g_exact = jax.grad(f)(rows, True)
+    np.testing.assert_allclose(g_w2v[0, 0], jnp.arange(4.0))
+    np.testing.assert_allclose(g_exact[0, 0], jnp.arange(4.0) / 2)
+    np.testing.assert_allclose(g_w2v[0, 2], 0.0)  # padded slot untouched
+
+
+def test_skipgram_examples_are_the_valid_slots():
+    rows = jnp.ones((2, 3, 4))
+    mask = jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    inputs, weights, row = model.example_inputs(rows, mask, "skipgram", True, False)
+    assert inputs.shape == (6, 4)
+    np.testing.assert_array_equal(weights, [1, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(row, [0, 0, 0, 1, 1, 1])
+
+
+def test_learning_rate_decays_linearly_and_clamps():
+    assert train.learning_rate(0.025, 1e-4, 0.0) == np.float32(0.025)
+    assert train.learning_rate(0.025, 1e-4, 1.0) == np.float32(1e-4)
+    assert train.learning_rate(0.025, 1e-4, 2.0) == np.float32(1e-4)
+    mid = train.learning_rate(0.025, 1e-4, 0.5)
+    assert mid == pytest.approx((0.025 + 1e-4) / 2)
+
+
+def test_init_matches_word2vec():
+    cfg = train.StepConfig(loss="hs")
+    st = train.init_state(jax.random.PRNGKey(0), 100, 50, cfg)
+    emb = np.asarray(st.params["in_embed"])
+    assert emb.min() >= -0.5 / 50 and emb.max() <= 0.5 / 50 and emb.std() > 0
+    assert st.params["node_embed"].shape == (99, 50)
+    assert not np.any(st.params["node_embed"])
+    with pytest.raises(ValueError, match="vocab_size"):
+        model.init_params(jax.random.PRNGKey(0), 1, 4, "neg")

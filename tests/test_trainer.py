@@ -1,0 +1,167 @@
+"""End to end: train_and_evaluate on the tiny config, resume, determinism, guards."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from w2v_jax import checkpoint, keyed_vectors, trainer
+from w2v_jax.configs import tiny
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(**overrides):
+    config = tiny.get_config()
+    for dotted, value in overrides.items():
+        node = config
+        *path, last = dotted.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return config
+
+
+def _vectors(workdir):
+    return keyed_vectors.load_word2vec(pathlib.Path(workdir) / "vectors.bin")
+
+
+def test_tiny_run_writes_every_output(tmp_path):
+    result = trainer.train_and_evaluate(_config(), str(tmp_path))
+    for name in ("config.json", "metrics.jsonl", "vectors.txt", "vectors.bin", "vocab.tsv"):
+        assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "config.json").read_text())["loss"]["name"] == "neg"
+    rows = trainer.read_metrics(tmp_path)
+    logged = [r for r in rows if "train/loss" in r]
+    assert logged and all(np.isfinite(r["train/loss"]) for r in logged)
+    assert {"train/lr", "train/words_per_s", "train/grad_norm_in"} <= set(logged[0])
+    assert logged[-1]["train/loss"] < logged[0]["train/loss"]
+    assert "eval/heldout_loss" in rows[-1] and result["step"] == rows[-1]["step"]
+    # The exported vectors are the input table, readable in both word2vec formats.
+    binary, text = _vectors(tmp_path), keyed_vectors.load_word2vec(tmp_path / "vectors.txt")
+    assert binary.words == text.words
+    np.testing.assert_allclose(binary.vectors, text.vectors, rtol=1e-5, atol=1e-6)
+    state, meta = checkpoint.load(checkpoint.path_in(tmp_path), _template(tmp_path))
+    np.testing.assert_array_equal(binary.vectors, state.params["in_embed"])
+    vocab_lines = (tmp_path / "vocab.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in vocab_lines] == list(binary.words)
+
+
+def _template(workdir):
+    """A state shaped like the tiny run's, to read its checkpoint back."""
+    import jax
+
+    from w2v_jax import config_checks, train
+
+    config = _config()
+    vocab_size = len((pathlib.Path(workdir) / "vocab.tsv").read_text().splitlines())
+    cfg = config_checks.step_config(config)
+    return jax.device_get(train.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg))
+
+
+def test_same_config_and_seed_give_bit_identical_vectors(tmp_path):
+    trainer.train_and_evaluate(_config(), str(tmp_path / "a"))
+    trainer.train_and_evaluate(_config(), str(tmp_path / "b"))
+    assert (tmp_path / "a/vectors.bin").read_bytes() == (tmp_path / "b/vectors.bin").read_bytes()
+
+
+def test_stopped_run_resumes_to_identical_parameters(tmp_path):
+    full = tmp_path / "full"
+    trainer.train_and_evaluate(_config(), str(full))
+    part = tmp_path / "part"
+    first = trainer.train_and_evaluate(_config(max_steps=37), str(part))
+    assert first["step"] == 37
+    second = trainer.train_and_evaluate(_config(), str(part))
+    assert second["step"] > 37
+    assert (full / "vectors.bin").read_bytes() == (part / "vectors.bin").read_bytes()
+    steps = [r["step"] for r in trainer.read_metrics(part) if "train/loss" in r]
+    assert steps == sorted(steps)
+
+
+@pytest.mark.slow
+def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
+    """A run killed with SIGKILL mid-training, restarted, ends exactly as an unkilled run."""
+    flags = [
+        "--config=w2v_jax/configs/tiny.py",
+        "--config.synthetic.num_tokens=60000",
+        "--config.checkpoint_every=50",
+        "--config.log_every=50",
+    ]
+
+    def cmd(workdir):
+        return [sys.executable, "-m", "w2v_jax.main", *flags, f"--workdir={workdir}"]
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    ckpt = checkpoint.path_in(killed)
+    deadline = time.time() + 300
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "vectors.bin").exists()
+    subprocess.run(cmd(killed), cwd=ROOT, env=env, check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run(cmd(clean), cwd=ROOT, env=env, check=True, capture_output=True)
+    assert (clean / "vectors.bin").read_bytes() == (killed / "vectors.bin").read_bytes()
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
+    trainer.train_and_evaluate(_config(max_steps=20), str(tmp_path))
+    ckpt = checkpoint.path_in(tmp_path)
+    before = ckpt.read_bytes()
+    with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
+        trainer.train_and_evaluate(_config(**{"optimizer.alpha": 1e30}), str(tmp_path))
+    assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("loss.name", "bogus", r"config.loss.name='bogus' .*'hs'"),
+        ("model", "glove", r"config.model='glove'.*'skipgram', 'cbow'"),
+        ("loss.k", -1, r"config.loss.k=-1 must be a number >= 1"),
+        ("window", 0, r"config.window=0 must be a number >= 1"),
+        ("optimizer.name", "lbfgs", r"config.optimizer.name='lbfgs'"),
+        ("parallel.mode", "tpu", r"config.parallel.mode='tpu'"),
+        ("layout", "pairs", r"layout='pairs' needs config.model='skipgram'"),
+    ],
+)
+def test_invalid_config_fails_before_any_work(tmp_path, field, value, message):
+    overrides = {field: value}
+    if field == "layout":
+        overrides["model"] = "cbow"
+    with pytest.raises(ValueError, match=message):
+        trainer.train_and_evaluate(_config(**overrides), str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_batch_larger_than_an_epoch_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"config.batch_size=100000 is larger than"):
+        trainer.train_and_evaluate(_config(batch_size=100_000), str(tmp_path))
+
+
+def test_cli_reports_one_line_errors(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "w2v_jax.main",
+            "--config=w2v_jax/configs/tiny.py",
+            "--config.loss.name=bogus",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.loss.name='bogus'")

@@ -1,0 +1,1 @@
+"""Experiment configs: `default.py` documents every field; variants import and override it."""

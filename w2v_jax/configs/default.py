@@ -1,0 +1,94 @@
+"""Default config: every field, with gensim / word2vec C names in the comments.
+
+Variants (`synthetic.py`, `text8.py`, ...) call `get_config()` and override a few fields.
+Any field can be overridden on the command line, e.g. ``--config.loss.name=nce``.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # ---- data ------------------------------------------------------------------------
+    config.corpus = ml_collections.ConfigDict()
+    # "synthetic" (embedded, no download), "text8", "text8-head", "wiki-60m", "ptb",
+    # or a path to a text file / directory of text files.
+    config.corpus.name = "text8-head"
+    config.corpus.data_dir = ""  # "" = $W2V_DATA_DIR, else ~/.cache/w2v_jax
+    config.corpus.download = False  # fetch text8.zip when missing (main program only)
+    config.corpus.min_count = 5  # min_count: drop words rarer than this
+    config.corpus.max_vocab_size = 0  # max_final_vocab-like cap; 0 = no cap
+    config.corpus.max_sentence_length = 10_000  # gensim's cut of text8's single line
+    config.corpus.heldout = "heldout"  # held-out split for evaluation ("" = none)
+
+    # The synthetic corpus (used when corpus.name == "synthetic").
+    config.synthetic = ml_collections.ConfigDict()
+    config.synthetic.vocab_size = 500  # V of the Markov chain
+    config.synthetic.rank = 16  # rank of the log-linear transition model
+    config.synthetic.num_tokens = 500_000  # training tokens
+    config.synthetic.heldout_tokens = 50_000  # held-out tokens from the same chain
+    config.synthetic.sentence_length = 1000  # tokens per sentence
+    config.synthetic.zipf_exponent = 1.0  # Zipf-like word frequencies
+    config.synthetic.scale = 2.0  # std of the chain's interaction logits (peakedness)
+    config.synthetic.seed = 0
+
+    # ---- model -----------------------------------------------------------------------
+    config.model = "skipgram"  # sg=1: "skipgram"; sg=0: "cbow"
+    config.cbow_mean = True  # cbow_mean: mean (True) or sum of context vectors
+    config.cbow_exact_grad = False  # True: true gradient of the mean (word2vec: not)
+    config.dim = 100  # vector_size / -size
+    config.window = 5  # window: max distance between centre and context
+    config.dynamic_window = True  # word2vec's effective window ~ Uniform{1..window}
+    config.left_only = False  # contexts = previous `window` words (n-gram LM setup)
+    config.sample = 1e-3  # sample: subsampling threshold t (0 = off)
+
+    # ---- output layer ----------------------------------------------------------------
+    config.loss = ml_collections.ConfigDict()
+    # "softmax", "sampled_softmax", "nce", "neg" (negative sampling), "hs" (hs=1).
+    config.loss.name = "neg"
+    config.loss.k = 5  # negative: noise samples per example
+    config.loss.ns_exponent = 0.75  # ns_exponent: noise q ∝ count^0.75
+    # Who shares one set of k samples: "pair" (word2vec's estimator, independent per
+    # example), "row" (one set per centre word), "block" (one per block_size rows:
+    # a different, faster estimator whose negative logits become a matmul).
+    config.loss.share = "pair"
+    config.loss.block_size = 64
+    config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
+    config.loss.use_bias = False  # output biases (word2vec has none)
+    config.loss.remove_accidental_hits = True  # sampled softmax only
+
+    # ---- optimisation ----------------------------------------------------------------
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # "sgd" (word2vec), "adagrad", "adam"
+    config.optimizer.sparse = True  # sgd: update only the rows a batch touches
+    config.optimizer.alpha = 0.025  # alpha: initial learning rate (word2vec: 0.05 CBOW)
+    config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
+    config.epochs = 5  # epochs / -iter
+    config.batch_size = 1024  # rows (centre words, or pairs with layout "pairs") per step
+    config.layout = "grouped"  # "grouped" (centre × context slots) or "pairs" (skip-gram)
+    config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
+    config.seed = 0  # seed: initialisation, subsampling, windows, negatives
+
+    # ---- parallelism -----------------------------------------------------------------
+    config.parallel = ml_collections.ConfigDict()
+    config.parallel.mode = "single"  # "single" (jit), "pmap", "mesh" (jit + NamedSharding)
+    config.parallel.num_devices = 0  # 0 = all local devices
+    config.parallel.model_axis = 1  # mesh: devices along the vocabulary axis
+    config.parallel.shard_vocab = False  # mesh: shard the tables along V over "model"
+
+    # ---- bookkeeping -----------------------------------------------------------------
+    config.log_every = 200  # steps between log lines / metrics.jsonl rows
+    config.eval_every = 0  # steps between evaluations; 0 = only at the end
+    config.checkpoint_every = 2_000  # steps between checkpoints (and one at the end)
+    config.prefetch = 2  # host batches prepared ahead on a background thread
+    config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
+    config.max_steps = 0  # stop after this many steps (0 = run all epochs); for tests
+
+    # ---- evaluation ------------------------------------------------------------------
+    config.eval = ml_collections.ConfigDict()
+    config.eval.analogies = ""  # questions-words.txt ("" = W2V_DATA_DIR's, if English)
+    config.eval.similarity = ""  # comma-separated word-pair files
+    config.eval.restrict_vocab = 30_000  # analogy cap, as word2vec's compute-accuracy
+    config.eval.heldout_batches = 50  # held-out batches for the held-out loss
+    return config

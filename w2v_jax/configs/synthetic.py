@@ -1,0 +1,24 @@
+"""The embedded default: skip-gram + negative sampling on the synthetic Markov corpus.
+
+No download; every loss can be compared with the true distribution (see synthetic.py).
+
+  python -m w2v_jax.main --config=w2v_jax/configs/synthetic.py --workdir=/tmp/w2v_run
+
+Expect (measured on the 2-core CPU): see README "Quick start".
+"""
+
+from w2v_jax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.corpus.name = "synthetic"
+    config.corpus.min_count = 1
+    config.sample = 0.0  # subsampling off: the truth is exact only without it
+    config.dim = 32
+    config.window = 2
+    config.epochs = 3
+    config.batch_size = 256
+    config.log_every = 100
+    config.checkpoint_every = 1000
+    return config

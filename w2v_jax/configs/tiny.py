@@ -1,0 +1,24 @@
+"""A shrunken synthetic run for tests: a few hundred steps at most, seconds on a CPU."""
+
+from w2v_jax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.corpus.name = "synthetic"
+    config.corpus.min_count = 1
+    config.synthetic.vocab_size = 60
+    config.synthetic.rank = 4
+    config.synthetic.num_tokens = 6_000
+    config.synthetic.heldout_tokens = 1_000
+    config.synthetic.sentence_length = 200
+    config.sample = 0.0
+    config.dim = 8
+    config.window = 2
+    config.epochs = 2
+    config.batch_size = 64
+    config.log_every = 10
+    config.checkpoint_every = 20
+    config.eval.heldout_batches = 4
+    config.prefetch = 0
+    return config

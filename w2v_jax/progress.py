@@ -1,0 +1,90 @@
+"""Progress for long runs: words/s, ETA, a log line (or a bar on a terminal), metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import time
+
+from absl import logging
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to ``metrics.jsonl``.
+
+    On resume, rows written after the checkpoint's step (by the run that was killed) are
+    dropped first, so the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: pathlib.Path, resume_step: int = 0):
+        self.path = pathlib.Path(path)
+        if self.path.exists():
+            keep = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.path.write_text("".join(line + "\n" for line in keep))
+
+    def write(self, step: int, row: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": int(step), **row}) + "\n")
+
+
+class Meter:
+    """Tracks corpus words processed against the plan: % done, words/s, ETA.
+
+    Rates are measured from the end of the first step, so compilation is excluded.
+    """
+
+    def __init__(self, planned_tokens: int, tokens_done: int = 0, total_epochs: int = 1):
+        self.planned = max(int(planned_tokens), 1)
+        self.start_tokens = int(tokens_done)
+        self.tokens = int(tokens_done)
+        self.epoch = 0
+        self.total_epochs = total_epochs
+        self.start = time.perf_counter()
+        self.started = False
+        self.tty = sys.stderr.isatty()
+
+    def update(self, tokens: int, epoch: int) -> None:
+        if not self.started:  # the first step includes compilation: rates start after it
+            self.started = True
+            self.start, self.start_tokens = time.perf_counter(), int(tokens)
+        self.tokens, self.epoch = int(tokens), int(epoch)
+
+    def rates(self) -> dict:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        wps = (self.tokens - self.start_tokens) / elapsed
+        return {
+            "train/words_per_s": wps,
+            "train/progress": self.tokens / self.planned,
+            "train/elapsed_s": elapsed,
+        }
+
+    def report(self, step: int, row: dict, final: bool = False) -> None:
+        rates = self.rates()
+        wps = rates["train/words_per_s"]
+        left = max(self.planned - self.tokens, 0) / wps if wps > 0 else float("inf")
+        eta = "?" if left == float("inf") else time.strftime("%H:%M:%S", time.gmtime(left))
+        parts = [
+            f"epoch {min(self.epoch + 1, self.total_epochs)}/{self.total_epochs}",
+            f"{100 * rates['train/progress']:5.1f}%",
+            f"step {step}",
+        ]
+        if "train/loss" in row:
+            parts.append(f"loss {row['train/loss']:.4f}")
+        if "train/lr" in row:
+            parts.append(f"lr {row['train/lr']:.5f}")
+        parts.append(f"{wps / 1e3:.1f}k words/s")
+        parts.append("done" if final else f"ETA {eta}")
+        evals = [f"{k[5:]} {v:.4g}" for k, v in row.items() if k.startswith("eval/")]
+        line = "  ".join(parts + evals[:6])
+        if self.tty and not final:
+            sys.stderr.write("\r" + line[:160].ljust(160))
+            sys.stderr.flush()
+        else:
+            if self.tty:
+                sys.stderr.write("\n")
+            logging.info("%s", line)

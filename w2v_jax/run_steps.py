@@ -1,0 +1,93 @@
+"""Runs `train.train_step` one of three ways, behind one small interface.
+
+* ``single`` — ``jit`` on the default device (CPU, one GPU, one TPU core).
+* ``pmap``   — one replica per local device, batch split along a leading device axis,
+  sparse row updates all-gathered so replicas stay bit-identical.
+* ``mesh``   — ``jit`` over a ``(data, model)`` mesh with ``NamedSharding``: batch split
+  along ``data``, tables replicated or sharded along V over ``model``.
+
+On the CPU backend with several (simulated) devices every step is synchronised:
+asynchronously dispatched collectives can deadlock there (see shared/notes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from w2v_jax import input_pipeline, train
+
+
+@dataclasses.dataclass
+class Runner:
+    step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
+    put_state: Callable[[train.TrainState], Any]  # host/single state -> runner layout
+    host_state: Callable[[Any], train.TrainState]  # runner layout -> host numpy state
+    put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
+
+    def host_params(self, state) -> dict:
+        return self.host_state(state).params
+
+
+def _num_devices(config) -> list:
+    devices = jax.local_devices()
+    n = config.parallel.num_devices or len(devices)
+    if n > len(devices):
+        raise ValueError(
+            f"parallel.num_devices={n} but only {len(devices)} local devices exist; "
+            "lower it (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N)"
+        )
+    return devices[:n]
+
+
+def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runner:
+    mode = config.parallel.mode
+    sync = jax.default_backend() == "cpu" and mode != "single"
+    if mode == "single":
+        fn = train.jit_step(cfg)
+        return Runner(
+            step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
+            put_state=jax.device_put,
+            host_state=jax.device_get,
+        )
+    devices = _num_devices(config)
+    if mode == "pmap":
+        fn = train.pmap_step(cfg, devices)
+        n = len(devices)
+
+        def step(s, b, a, lr):
+            out = fn(s, input_pipeline.shard_batch(b, n), a, np.float32(lr))
+            return jax.block_until_ready(out) if sync else out
+
+        return Runner(
+            step=step,
+            put_state=lambda s: train.replicate(s, devices),
+            host_state=lambda s: jax.device_get(train.unreplicate(s)),
+            put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
+        )
+    if mode == "mesh":
+        mesh = train.make_mesh(len(devices), config.parallel.model_axis)
+        fn, st_sh = train.mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
+        data_sh = NamedSharding(mesh, P("data"))
+
+        def step(s, b, a, lr):
+            # Each process holds its own rows; together they form the global batch.
+            b = jax.tree_util.tree_map(
+                lambda x: jax.make_array_from_process_local_data(data_sh, x), b
+            )
+            out = fn(s, b, a, np.float32(lr))
+            return jax.block_until_ready(out) if sync else out
+
+        return Runner(
+            step=step,
+            put_state=lambda s: jax.device_put(s, st_sh),
+            host_state=jax.device_get,
+            put_aux=lambda a: jax.device_put(a, NamedSharding(mesh, P())),
+        )
+    raise ValueError(f"parallel.mode must be one of {train.PARALLEL}; got {mode!r}")

@@ -1,0 +1,264 @@
+"""The training state and one pure step, runnable with jit, pmap or a sharded mesh.
+
+Shape letters: B batch rows (per device under pmap), C context slots, D dim, V vocab,
+K samples, n devices.
+
+``train_step(state, batch, aux, lr, cfg=...) -> (state, metrics)`` is the whole update:
+negatives are drawn inside from ``fold_in(state.key, state.step)``; ``aux`` carries the
+noise table and Huffman arrays as arguments; ``lr`` is the learning rate for this step,
+computed on the host from the words processed (word2vec's linear decay).
+
+Two update rules:
+  * ``optimizer="sgd"`` with ``sparse=True`` — word2vec's own: plain SGD on the summed
+    loss, applied to the gathered rows only and scatter-added into the (donated) tables,
+    so a step costs O(B·C·(K+2)·D), not O(V·D). Exactly equal to dense SGD.
+  * any of ``sgd``, ``adagrad``, ``adam`` through optax on dense full-table gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from w2v_jax import model, sampling
+
+OPTIMIZERS = ("sgd", "adagrad", "adam")
+PARALLEL = ("single", "pmap", "mesh")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """Static settings of the step (hashable; never a ConfigDict inside jit)."""
+
+    model: str = "skipgram"  # skipgram | cbow
+    loss: str = "neg"  # softmax | sampled_softmax | nce | neg | hs
+    k: int = 5  # negative / noise samples per example (per group, see share)
+    share: str = "pair"  # pair | row | block: who shares one set of K samples
+    block_size: int = 64  # rows per shared set when share == "block"
+    chunk_size: int | None = None  # softmax: vocabulary block of the streaming logsumexp
+    remove_accidental_hits: bool = True  # sampled softmax
+    cbow_mean: bool = True  # CBOW input = mean (True) or sum of context vectors
+    cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's
+    optimizer: str = "sgd"  # sgd | adagrad | adam
+    sparse: bool = True  # sgd only: row-sparse scatter-add update
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # [] int32, number of updates applied
+    params: dict  # see model.init_params
+    opt_state: Any  # optax state of the dense path; () for sparse SGD
+    key: jax.Array  # [2] uint32 base RNG key; step keys are fold_in(key, step)
+
+
+def make_transform(cfg: StepConfig) -> optax.GradientTransformation:
+    """The optimiser without its learning rate (the step scales by -lr itself)."""
+    if cfg.optimizer == "sgd":
+        return optax.identity()
+    if cfg.optimizer == "adagrad":
+        return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
+    if cfg.optimizer == "adam":
+        return optax.scale_by_adam()
+    raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}; got {cfg.optimizer!r}")
+
+
+def init_state(key: jax.Array, vocab_size: int, dim: int, cfg: StepConfig, use_bias=False):
+    init_key, step_key = jax.random.split(key)
+    params = model.init_params(init_key, vocab_size, dim, cfg.loss, use_bias)
+    opt_state = () if _is_sparse(cfg) else make_transform(cfg).init(params)
+    return TrainState(jnp.zeros((), jnp.int32), params, opt_state, step_key)
+
+
+def _is_sparse(cfg: StepConfig) -> bool:
+    return cfg.optimizer == "sgd" and cfg.sparse
+
+
+def _draw_samples(key, aux: model.Aux, shape, axis_name):
+    """Negatives for this step; under pmap each device takes its slice of the global draw."""
+    if axis_name is None:
+        return sampling.draw(key, aux.noise, shape)
+    n = jax.lax.psum(1, axis_name)
+    full = sampling.draw(key, aux.noise, (shape[0] * n, *shape[1:]))
+    start = jax.lax.axis_index(axis_name) * shape[0]
+    return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
+
+
+def batch_targets(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -> model.Targets:
+    """Draws this batch's negatives (sampled losses) and builds the output-side targets."""
+    b, c = batch.contexts.shape
+    samples = group = None
+    if cfg.loss in model.SAMPLED_LOSSES:
+        shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
+        samples = _draw_samples(key, aux, shape, axis_name)
+        group = model.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
+    return model.make_targets(cfg.loss, batch.centers, samples, group, aux)
+
+
+def eval_loss(params: dict, batch, aux: model.Aux, key, *, cfg: StepConfig):
+    """(Σ loss, Σ examples) of ``batch`` under the training objective, without an update."""
+    targets = batch_targets(cfg, batch, aux, key)
+    rows = model.gather(params, batch.contexts, targets, cfg.loss)
+    return model.summed_loss(rows, batch.mask, targets, cfg)
+
+
+def _norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def train_step(state: TrainState, batch, aux: model.Aux, lr, *, cfg: StepConfig, axis_name=None):
+    """One update on ``batch`` (an `input_pipeline.Batch`: centers [B], contexts [B, C], mask).
+
+    Returns the new state and metrics: ``loss`` (mean per example), ``lr``, ``examples``,
+    ``grad_norm_in`` and ``grad_norm_out`` (of the summed loss), ``finite``.
+    Under pmap (``axis_name`` set) the update is all-reduced so replicas stay identical.
+    """
+    contexts, mask = batch.contexts, batch.mask
+    key = jax.random.fold_in(state.key, state.step)
+    targets = batch_targets(cfg, batch, aux, key, axis_name)
+
+    def loss_of_rows(rows):
+        return model.summed_loss(rows, mask, targets, cfg)
+
+    params = state.params
+    if _is_sparse(cfg):
+        rows = model.gather(params, contexts, targets, cfg.loss)
+        (total, count), grads = jax.value_and_grad(loss_of_rows, has_aux=True)(rows)
+        grad_norm_in, grad_norm_out = _norm(grads["in"]), _norm(grads["out"])
+        if axis_name is not None:  # every replica applies every device's rows, in one order
+            contexts, targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
+        params = model.scatter_add(params, contexts, targets, cfg.loss, grads, -lr)
+        opt_state = state.opt_state
+    else:
+
+        def loss_of_params(p):
+            return loss_of_rows(model.gather(p, contexts, targets, cfg.loss))
+
+        (total, count), grads = jax.value_and_grad(loss_of_params, has_aux=True)(params)
+        if axis_name is not None:
+            grads = jax.lax.psum(grads, axis_name)
+        grad_norm_in = _norm(grads["in_embed"])
+        grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in_embed"})
+        updates, opt_state = make_transform(cfg).update(grads, state.opt_state, params)
+        params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
+    if axis_name is not None:
+        total, count = jax.lax.psum((total, count), axis_name)
+    loss = total / jnp.maximum(count, 1.0)
+    metrics = {
+        "loss": loss,
+        "lr": jnp.asarray(lr, jnp.float32),
+        "examples": count,
+        "grad_norm_in": grad_norm_in,
+        "grad_norm_out": grad_norm_out,
+        "finite": jnp.isfinite(loss),
+    }
+    return TrainState(state.step + 1, params, opt_state, state.key), metrics
+
+
+def _all_gather_rows(contexts, targets: model.Targets, grads: dict, axis_name):
+    """Row ids and row gradients of every device, concatenated in device order.
+
+    Each replica then applies the same scatter-add, so replicas stay bit-identical. A
+    dense output gradient (softmax) is summed with ``psum`` instead.
+    """
+    gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
+    out = {"in": gather(grads["in"])}
+    reduce = functools.partial(jax.lax.psum, axis_name=axis_name)
+    if targets.out_ids is not None:
+        targets = targets._replace(out_ids=gather(targets.out_ids))
+        reduce = gather
+    out["out"] = reduce(grads["out"])
+    if "bias" in grads:
+        out["bias"] = reduce(grads["bias"])
+    return gather(contexts), targets, out
+
+
+# ---------------------------------------------------------------------------- runners
+
+
+def jit_step(cfg: StepConfig):
+    """Single device: ``jit`` with the state donated."""
+    return jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
+
+
+def pmap_step(cfg: StepConfig, devices=None):
+    """``jax.pmap`` over a leading device axis of state and batch; aux and lr replicated.
+
+    The state must be replicated (`replicate`) and the batch laid out
+    ``[n, B/n, ...]`` (`input_pipeline.shard_batch`).
+    """
+    fn = functools.partial(train_step, cfg=cfg, axis_name="devices")
+    return jax.pmap(
+        fn, axis_name="devices", in_axes=(0, 0, None, None), donate_argnums=0, devices=devices
+    )
+
+
+def replicate(tree, devices):
+    """Stacks ``tree`` onto every device of ``devices`` (leading device axis), as pmap wants.
+
+    (``jax.device_put_replicated`` is deprecated in this JAX; this is its replacement.)
+    """
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
+    sharding = NamedSharding(mesh, P("devices"))
+    n = len(devices)
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree
+    )
+
+
+def unreplicate(tree):
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def make_mesh(num_devices: int | None = None, model_axis: int = 1):
+    """A ``(data, model)`` mesh of Auto axes over the first ``num_devices`` devices."""
+    devices = jax.devices()[: num_devices or len(jax.devices())]
+    n = len(devices)
+    if n % model_axis:
+        raise ValueError(f"parallel.model_axis={model_axis} must divide {n} devices")
+    return jax.make_mesh(
+        (n // model_axis, model_axis),
+        ("data", "model"),
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        devices=devices,
+    )
+
+
+def state_sharding(state: TrainState, mesh, shard_vocab: bool):
+    """Tables sharded along V over ``model`` when ``shard_vocab``, else replicated."""
+
+    def spec(x):
+        if shard_vocab and x.ndim == 2 and x.shape[0] % mesh.shape["model"] == 0:
+            return NamedSharding(mesh, P("model", None))
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map(spec, state)
+
+
+def mesh_step(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
+    """``jit`` over a device mesh: batch split along ``data``, tables replicated or V-sharded.
+
+    The same `train_step` runs unchanged; XLA inserts the collectives. Random draws use
+    the global shape, so the result equals the single-device step on the global batch.
+    """
+    st_sh = state_sharding(state, mesh, shard_vocab)
+    data = NamedSharding(mesh, P("data"))
+    rep = NamedSharding(mesh, P())
+    return jax.jit(
+        functools.partial(train_step, cfg=cfg),
+        in_shardings=(st_sh, data, rep, rep),
+        out_shardings=(st_sh, rep),
+        donate_argnums=0,
+    ), st_sh
+
+
+def learning_rate(alpha: float, min_alpha: float, progress: float) -> np.float32:
+    """word2vec's linear decay from ``alpha`` to ``min_alpha`` as ``progress`` goes 0 → 1."""
+    p = min(max(progress, 0.0), 1.0)
+    return np.float32(alpha - (alpha - min_alpha) * p)

@@ -1,0 +1,163 @@
+"""`train_and_evaluate(config, workdir)`: the one function the CLI, sweeps, notebooks and
+tests call. It loads the data, resumes from ``workdir`` if a checkpoint is there, trains
+with the configured step (jit, pmap or mesh), logs progress, evaluates, checkpoints
+atomically and exports the vectors.
+
+Files written to ``workdir``: ``config.json`` (at start), ``metrics.jsonl`` (one JSON
+object per logged step, keys ``step``, ``train/*``, ``eval/*``), ``checkpoint.npz``,
+and at the end ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from w2v_jax import (
+    checkpoint,
+    config_checks,
+    data,
+    eval_hook,
+    input_pipeline,
+    keyed_vectors,
+    progress,
+    run_steps,
+    train,
+)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
+    config_checks.validate(config)  # one-line ValueError before any work
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+    dataset = data.load(config)
+    corpus = dataset.train
+    vocab = corpus.vocab
+    config_checks.validate_against_corpus(config, corpus)
+    cfg = config_checks.step_config(config)
+    aux = data.make_aux(config, vocab.counts)
+    state = train.init_state(
+        jax.random.PRNGKey(config.seed), len(vocab), config.dim, cfg, config.loss.use_bias
+    )
+    position, tokens_done = input_pipeline.Position(0, 0), 0
+    ckpt_path = checkpoint.path_in(workdir)
+    if ckpt_path.exists():
+        state, meta = checkpoint.load(ckpt_path, state)
+        position = input_pipeline.Position(*meta["position"])
+        tokens_done = meta["tokens"]
+        logging.info("resumed from %s at step %d", ckpt_path, int(state.step))
+    step = int(state.step)  # host copy; the runner may replicate the state
+    last_good = step if ckpt_path.exists() else None
+    log = progress.MetricsLog(workdir / "metrics.jsonl", resume_step=step)
+    evaluator = eval_hook.Evaluator(dataset, config, cfg, aux)
+    runner = run_steps.make_runner(config, cfg, state)
+    state = runner.put_state(state)
+    aux = runner.put_aux(aux)
+
+    opts = data.batch_options(config)
+    planned = config.epochs * input_pipeline.tokens_per_epoch(
+        corpus.offsets,
+        process_index=opts["process_index"],
+        process_count=opts["process_count"],
+        max_sentence_length=opts["max_sentence_length"],
+    )
+    batches = data.batches(config, corpus, position)
+    meter = progress.Meter(planned, tokens_done, total_epochs=config.epochs)
+    pending: list = []  # device metrics not yet fetched
+
+    def flush(step_now: int) -> dict:
+        """Fetches pending metrics; raises if any step's loss was not finite."""
+        nonlocal last_good
+        rows = jax.device_get(pending)
+        pending.clear()
+        first = step_now - len(rows)
+        for i, m in enumerate(rows):
+            if not bool(np.all(m["finite"])):
+                where = (
+                    f"{ckpt_path} (step {last_good}), left intact"
+                    if last_good is not None
+                    else "none yet"
+                )
+                raise NonFiniteLossError(
+                    f"loss became non-finite at step {first + i + 1}; last good checkpoint: "
+                    f"{where}. Lower optimizer.alpha or check the data"
+                )
+        return _mean_metrics(rows)
+
+    for batch, position_after, tokens_after in batches:
+        lr = train.learning_rate(
+            config.optimizer.alpha, config.optimizer.min_alpha, tokens_done / planned
+        )
+        state, metrics = runner.step(state, batch, aux, lr)
+        pending.append(metrics)
+        step += 1
+        tokens_done = tokens_after
+        position = position_after
+        meter.update(tokens_done, position.epoch)
+        at_end = config.max_steps and step >= config.max_steps
+        row = {}
+        if step % config.log_every == 0 or at_end:
+            row.update({f"train/{k}": v for k, v in flush(step).items()})
+            row.update(meter.rates())
+        if config.eval_every and step % config.eval_every == 0:
+            row.update(evaluator(runner.host_params(state)))
+        if row:
+            log.write(step, row)
+            meter.report(step, row)
+        if step % config.checkpoint_every == 0 and not at_end:
+            flush(step)
+            _save(ckpt_path, runner.host_state(state), position, tokens_done)
+            last_good = step
+        if at_end:
+            break
+
+    flush(step)
+    _save(ckpt_path, runner.host_state(state), position, tokens_done)
+    params = runner.host_params(state)
+    final_eval = evaluator(params)
+    final = {**meter.rates(), **final_eval}
+    log.write(step, final)
+    meter.report(step, final, final=True)
+    if config.export:
+        export(workdir, vocab, params["in_embed"])
+    return {"step": step, **final}
+
+
+def _save(path, host_state, position, tokens) -> None:
+    meta = {"position": list(position), "tokens": int(tokens), "step": int(host_state.step)}
+    checkpoint.save(path, host_state, meta)
+
+
+def _mean_metrics(rows: list[dict]) -> dict:
+    if not rows:
+        return {}
+    keys = [k for k in rows[0] if k != "finite"]
+    return {k: float(np.mean([np.mean(r[k]) for r in rows])) for k in keys}
+
+
+def export(workdir, vocab, in_embed) -> None:
+    """Writes ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``."""
+    workdir = pathlib.Path(workdir)
+    vectors = np.asarray(in_embed, dtype=np.float32)
+    keyed_vectors.save_word2vec_text(workdir / "vectors.txt", vocab.words, vectors)
+    keyed_vectors.save_word2vec_binary(workdir / "vectors.bin", vocab.words, vectors)
+    vocab.save(workdir / "vocab.tsv")
+    logging.info("exported %d x %d vectors to %s", *vectors.shape, workdir)
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The rows of ``workdir/metrics.jsonl``."""
+    path = pathlib.Path(workdir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
