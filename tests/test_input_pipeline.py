@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from w2v_jax import input_pipeline, windows
+from w2v_jax import input_pipeline, prefetch, windows
 
 V = 60
 
@@ -337,7 +337,7 @@ def test_prefetch_yields_the_same_sequence():
         epochs=2,
         chunk_tokens=50,
     )
-    fetched = list(input_pipeline.prefetch(source, size=3))
+    fetched = list(prefetch.prefetch(source, size=3))
     assert [it.position for it in fetched] == [it.position for it in items]
     for x, y in zip(items, fetched, strict=True):
         np.testing.assert_array_equal(x.batch.contexts, y.batch.contexts)
@@ -349,7 +349,7 @@ def test_prefetch_propagates_exceptions():
         yield 2
         raise KeyError("boom")
 
-    it = input_pipeline.prefetch(failing())
+    it = prefetch.prefetch(failing())
     assert next(it) == 1 and next(it) == 2
     with pytest.raises(KeyError, match="boom"):
         next(it)
@@ -367,7 +367,7 @@ def test_prefetch_close_stops_the_thread():
             closed.set()
 
     before = threading.active_count()
-    with input_pipeline.prefetch(endless(), size=2) as it:
+    with prefetch.prefetch(endless(), size=2) as it:
         assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
     assert closed.wait(2.0)
     deadline = time.time() + 2.0

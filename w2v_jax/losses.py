@@ -15,7 +15,8 @@ Shape letters:
   L Huffman code length (tree depth), N inner-node rows.
 
 The score of output row ``w`` for input ``h`` is :math:`s(w) = h \cdot u_w + b_w`, with
-``u = weights`` and ``b = biases`` (zero when ``None``).
+``u = weights`` and ``b = biases`` (zero when ``None``). The arguments are checked at trace
+time by `loss_checks`.
 """
 
 import math
@@ -23,101 +24,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-# ---------------------------------------------------------------------------------------
-# Trace-time argument checks.
-
-
-def _describe(x: jax.Array) -> str:
-    return f"{x.dtype}{list(x.shape)}"
-
-
-def _float_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
-    """``x`` as a floating-point array whose rank matches the letters in ``shape``."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{fn}: {name} must be a float array of shape {shape}, got {_describe(x)}")
-    if x.ndim != shape.count(",") + 1:
-        raise ValueError(f"{fn}: {name} must have shape {shape}, got {_describe(x)}")
-    return x
-
-
-def _int_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
-    """``x`` as an integer array whose rank matches the letters in ``shape``."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.integer):
-        raise TypeError(
-            f"{fn}: {name} must be an integer array of shape {shape}, got {_describe(x)}"
-        )
-    if x.ndim != shape.count(",") + 1:
-        raise ValueError(f"{fn}: {name} must have shape {shape}, got {_describe(x)}")
-    return x
-
-
-def _check_size(fn: str, name: str, x: jax.Array, axis: int, size: int, what: str) -> None:
-    if x.shape[axis] != size:
-        raise ValueError(
-            f"{fn}: {name} must have {size} ({what}) along axis {axis}, got {_describe(x)}"
-        )
-
-
-def _check_range(fn: str, name: str, ids: jax.Array, upper: int, where=None) -> None:
-    """Raises if concrete ``ids`` (where ``where`` is true) leave ``[0, upper)``.
-
-    Traced arrays (inside `jax.jit`) cannot be inspected and are not checked.
-    """
-    if isinstance(ids, jax.core.Tracer) or isinstance(where, jax.core.Tracer):
-        return
-    ids = np.asarray(ids)
-    if where is not None:
-        ids = ids[np.asarray(where) != 0]
-    if ids.size and (ids.min() < 0 or ids.max() >= upper):
-        raise ValueError(
-            f"{fn}: {name} must lie in [0, {upper}) (rows of the output table), "
-            f"got values in [{ids.min()}, {ids.max()}]"
-        )
-
-
-def _check_common(fn, inputs, weights, labels, biases):
-    """Checks the arguments every flat loss shares; returns them as arrays."""
-    inputs = _float_array(fn, "inputs", inputs, "[B, D]")
-    weights = _float_array(fn, "weights", weights, "[V, D]")
-    _check_size(fn, "weights", weights, 1, inputs.shape[1], "D, the inputs' last dim")
-    labels = _int_array(fn, "labels", labels, "[B]")
-    _check_size(fn, "labels", labels, 0, inputs.shape[0], "B, the inputs' first dim")
-    _check_range(fn, "labels", labels, weights.shape[0])
-    if biases is None:
-        biases = jnp.zeros(weights.shape[:1], weights.dtype)
-    biases = _float_array(fn, "biases", biases, "[V]")
-    _check_size(fn, "biases", biases, 0, weights.shape[0], "V, the rows of weights")
-    return inputs, weights, labels, biases
-
-
-def _check_samples(fn, sampled_ids, batch, num_rows):
-    """``sampled_ids`` as ``[B, K]`` or shared ``[K]`` ids, and its `jax.vmap` axis."""
-    sampled_ids = jnp.asarray(sampled_ids)
-    shape = "[B, K] or [K]"
-    if not jnp.issubdtype(sampled_ids.dtype, jnp.integer):
-        raise TypeError(
-            f"{fn}: sampled_ids must be an integer array of shape {shape}, "
-            f"got {_describe(sampled_ids)}"
-        )
-    if sampled_ids.ndim not in (1, 2):
-        raise ValueError(f"{fn}: sampled_ids must have shape {shape}, got {_describe(sampled_ids)}")
-    if sampled_ids.ndim == 2:
-        _check_size(fn, "sampled_ids", sampled_ids, 0, batch, "B, the inputs' first dim")
-    if sampled_ids.shape[-1] == 0:
-        raise ValueError(f"{fn}: sampled_ids must hold at least one sample (K >= 1)")
-    _check_range(fn, "sampled_ids", sampled_ids, num_rows)
-    return sampled_ids, (0 if sampled_ids.ndim == 2 else None)
-
-
-def _check_log_q(fn, log_q, num_rows):
-    log_q = _float_array(fn, "log_q", log_q, "[V]")
-    _check_size(fn, "log_q", log_q, 0, num_rows, "V, the rows of weights")
-    return log_q
-
+from w2v_jax import loss_checks
 
 # ---------------------------------------------------------------------------------------
 # Per-example pieces.
@@ -230,10 +138,9 @@ def softmax_loss(
       <https://arxiv.org/abs/1301.3781>`_, 2013a
     """
     fn = "softmax_loss"
-    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
+    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
+    loss_checks.check_chunk_size(fn, chunk_size)
     num_rows = weights.shape[0]
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"{fn}: chunk_size must be None or a positive int, got {chunk_size!r}")
     if chunk_size is None or chunk_size >= num_rows:
         return jax.vmap(_softmax_one, in_axes=(0, 0, None, None))(inputs, labels, weights, biases)
     num_blocks = -(-num_rows // chunk_size)
@@ -296,9 +203,11 @@ def sampled_softmax_loss(
       <https://arxiv.org/abs/1412.2007>`_, 2015
     """
     fn = "sampled_softmax_loss"
-    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
-    log_q = _check_log_q(fn, log_q, weights.shape[0])
+    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = loss_checks.check_samples(
+        fn, sampled_ids, inputs.shape[0], weights.shape[0]
+    )
+    log_q = loss_checks.check_log_q(fn, log_q, weights.shape[0])
     return jax.vmap(_sampled_softmax_one, in_axes=(0, 0, ids_axis, None, None, None, None))(
         inputs, labels, sampled_ids, weights, biases, log_q, bool(remove_accidental_hits)
     )
@@ -358,9 +267,11 @@ def nce_loss(
       <https://arxiv.org/abs/1410.8251>`_, 2014
     """
     fn = "nce_loss"
-    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
-    log_q = _check_log_q(fn, log_q, weights.shape[0])
+    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = loss_checks.check_samples(
+        fn, sampled_ids, inputs.shape[0], weights.shape[0]
+    )
+    log_q = loss_checks.check_log_q(fn, log_q, weights.shape[0])
     return jax.vmap(_nce_one, in_axes=(0, 0, ids_axis, None, None, None))(
         inputs, labels, sampled_ids, weights, biases, log_q
     )
@@ -426,8 +337,10 @@ def negative_sampling_loss(
       <https://papers.nips.cc/paper/5477>`_, 2014
     """
     fn = "negative_sampling_loss"
-    inputs, weights, labels, biases = _check_common(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = _check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = loss_checks.check_samples(
+        fn, sampled_ids, inputs.shape[0], weights.shape[0]
+    )
     return jax.vmap(_negative_sampling_one, in_axes=(0, 0, ids_axis, None, None))(
         inputs, labels, sampled_ids, weights, biases
     )
@@ -483,21 +396,9 @@ def hierarchical_softmax_loss(
       Compositionality <https://arxiv.org/abs/1310.4546>`_, 2013b
     """
     fn = "hierarchical_softmax_loss"
-    inputs = _float_array(fn, "inputs", inputs, "[B, D]")
-    node_weights = _float_array(fn, "node_weights", node_weights, "[N, D]")
-    _check_size(fn, "node_weights", node_weights, 1, inputs.shape[1], "D, the inputs' last dim")
-    points = _int_array(fn, "points", points, "[B, L]")
-    _check_size(fn, "points", points, 0, inputs.shape[0], "B, the inputs' first dim")
-    codes, mask = jnp.asarray(codes), jnp.asarray(mask)
-    for name, x in (("codes", codes), ("mask", mask)):
-        if not (jnp.issubdtype(x.dtype, jnp.number) or x.dtype == jnp.bool_):
-            raise TypeError(f"{fn}: {name} must be a numeric or bool array, got {_describe(x)}")
-        if x.shape != points.shape:
-            raise ValueError(
-                f"{fn}: {name} must have shape [B, L] like points {list(points.shape)}, "
-                f"got {_describe(x)}"
-            )
-    _check_range(fn, "points", points, node_weights.shape[0], where=mask)
+    inputs, node_weights, codes, points, mask = loss_checks.check_tree(
+        fn, inputs, node_weights, codes, points, mask
+    )
     dtype = jnp.result_type(inputs, node_weights)
     points = jnp.where(mask != 0, points, 0)  # padding may hold any id
     return jax.vmap(_hierarchical_softmax_one, in_axes=(0, 0, 0, 0, None))(
