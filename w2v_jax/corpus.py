@@ -20,28 +20,26 @@ every line is cut into sentences of at most `max_sentence_length` tokens (gensim
 A line left empty by the removal is dropped, so every sentence has at least one token.
 
 Cache. The encoded corpus (ids.npy, offsets.npy, vocab.tsv, meta.json) is kept under
-`cache_dir`, by default `<data dir>/cache`, or ~/.cache/w2v_jax/cache when that is not
-writable. The key hashes each source file's path, size and modification time (reading
-content to hash it would cost as much as the load it saves) with every setting that changes
-the result. Entries are written to a temporary directory and renamed into place, so a crash
-never leaves half a cache; an entry that fails its checks is rebuilt. ids are memory-mapped.
+`cache_dir`, by default $XDG_CACHE_HOME/w2v_jax/cache (~/.cache/w2v_jax/cache); never in
+the data directory, which may be shared. The key hashes each source file's path, size
+and modification time (reading content to hash it would cost as much as the load it
+saves) with every setting that changes the result. Entries are written to a temporary
+directory and renamed into place, so a crash never leaves half a cache; an entry that
+fails its checks is rebuilt. ids are memory-mapped.
+The cache itself is `corpus_cache`.
 """
 
-import hashlib
-import json
 import math
 import os
 import pathlib
-import re
-import shutil
 import time
-import uuid
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
-from w2v_jax import readers, vocab
+from w2v_jax import corpus_cache, readers, vocab
 
 EOS = "<eos>"
 HELDOUT_FRACTION = 0.01
@@ -52,7 +50,6 @@ _NAMED_FILES = {
     "text8-head": ("text8-head.txt.gz",),
     "wiki-60m": ("wiki-60m.txt.gz",),
 }
-_CACHE_VERSION = 1
 
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
@@ -106,7 +103,7 @@ def load_corpus(
       data_dir: where named corpora are; default $W2V_DATA_DIR, else ~/.cache/w2v_jax.
       min_count, max_vocab_size: vocabulary settings, as in `vocab.Vocab.from_counts`.
       max_sentence_length: longest sentence, in in-vocabulary tokens.
-      cache_dir: cache location; default `<data dir>/cache` (see the module doc).
+      cache_dir: cache location; default ~/.cache/w2v_jax/cache (see the module doc).
       use_cache: read and write the cache.
       eos: append "<eos>" to every line; default True for ptb, False otherwise.
       lowercase: lowercase the text first.
@@ -158,12 +155,11 @@ def encode_corpus(
     is "heldout" (pass split="valid" or "test" for ptb, "all" for a whole file). The
     result's vocab is `vocab` itself, with its (training) counts.
     """
-    table = repr((vocab.words, vocab.counts.tolist())).encode()
     return _load(
         name_or_path,
         split,
         vocab,
-        {"vocab": hashlib.sha256(table).hexdigest()},
+        {"vocab": corpus_cache.vocab_digest(vocab)},
         dict(
             data_dir=data_dir,
             max_sentence_length=max_sentence_length,
@@ -198,9 +194,8 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
     path, label, is_ptb = _resolve(name_or_path, split, data_dir, options["download"])
     positional = split in ("train", "heldout") and not is_ptb
     eos_token = EOS if (is_ptb if options["eos"] is None else options["eos"]) else None
-    key = dict(
-        version=_CACHE_VERSION,
-        source=[m.stat for m in readers.members(path)],
+    key = corpus_cache.make_key(
+        path,
         split=split,
         heldout_fraction=fraction if positional else None,
         lowercase=lowercase,
@@ -208,7 +203,6 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
         max_sentence_length=max_sentence_length,
         **settings,
     )
-    key = json.loads(json.dumps(key))  # tuples become lists, as they are when read back
 
     def build(out):
         start = time.perf_counter()
@@ -245,12 +239,14 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
         )
         return Corpus(ids, offsets, v)
 
-    root = _cache_root(options["cache_dir"], data_dir) if options["use_cache"] else None
+    root = None
+    if options["use_cache"]:
+        root = corpus_cache.root(options["cache_dir"], lambda: _default_cache_dirs(data_dir))
     if root is None:
         return build(lambda n: np.empty(n, np.int32))
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    entry = root / f"{re.sub(r'[^A-Za-z0-9._-]', '_', label)}-{split}-{digest}"
-    return _read_cache(entry, key, given_vocab) or _write_cache(entry, key, given_vocab, build)
+    entry = corpus_cache.entry_path(root, label, split, key)
+    found = corpus_cache.read(entry, key, given_vocab)
+    return Corpus(*(found or corpus_cache.write(entry, key, given_vocab, build)))
 
 
 def _check_split(name_or_path, split) -> None:
@@ -285,74 +281,8 @@ def _resolve(name_or_path, split, data_dir, download) -> tuple[pathlib.Path, str
     raise FileNotFoundError(f"corpus {name!r} not found: expected {root / files[0]}; {how}")
 
 
-def _cache_root(cache_dir, data_dir) -> pathlib.Path | None:
-    if cache_dir is not None:
-        root = pathlib.Path(cache_dir).expanduser()
-        root.mkdir(parents=True, exist_ok=True)
-        return root
-    for root in (resolve_data_dir(data_dir) / "cache", user_cache_dir() / "cache"):
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(root, os.W_OK):
-            return root
-    logging.warning("no writable cache directory; corpora will not be cached")
-    return None
-
-
-def _read_cache(entry: pathlib.Path, key, given_vocab) -> Corpus | None:
-    if not entry.is_dir():
-        return None
-    try:
-        meta = json.loads((entry / "meta.json").read_text())
-        ids = np.load(entry / "ids.npy", mmap_mode="r")
-        offsets = np.load(entry / "offsets.npy")
-        v = vocab.Vocab.load(entry / "vocab.tsv")
-        ok = (
-            meta["key"] == key
-            and ids.dtype == np.int32
-            and ids.shape == (meta["num_tokens"],)
-            and offsets.dtype == np.int64
-            and offsets.shape == (meta["num_sentences"] + 1,)
-            and offsets[0] == 0
-            and offsets[-1] == len(ids)
-            and np.all(np.diff(offsets) > 0)
-            and len(v) == meta["vocab_size"]
-            and given_vocab in (None, v)
-        )
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        ok, why = False, f"{type(e).__name__}: {e}"
-    else:
-        why = "its contents do not match its key"
-    if not ok:
-        logging.warning("rebuilding the corpus cache %s: %s", entry, why)
-        return None
-    logging.info("loaded corpus from cache %s", entry)
-    return Corpus(ids, offsets, given_vocab or v)
-
-
-def _write_cache(entry: pathlib.Path, key, given_vocab, build) -> Corpus:
-    """Builds into a temporary directory, then renames it to `entry` in one step."""
-    tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
-    try:
-        corpus = build(lambda n: np.lib.format.open_memmap(tmp / "ids.npy", "w+", np.int32, (n,)))
-        corpus.ids.flush()
-        np.save(tmp / "offsets.npy", corpus.offsets)
-        corpus.vocab.save(tmp / "vocab.tsv")
-        meta = dict(key=key, num_tokens=len(corpus.ids), num_sentences=len(corpus.offsets) - 1)
-        (tmp / "meta.json").write_text(json.dumps({**meta, "vocab_size": len(corpus.vocab)}))
-        try:
-            if entry.exists():  # a stale or broken entry: move it aside, then replace it
-                stale = entry.with_name(f".stale-{entry.name}-{uuid.uuid4().hex[:8]}")
-                os.rename(entry, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            os.rename(tmp, entry)
-        except OSError as e:
-            if not (entry / "meta.json").is_file():
-                raise
-            logging.info("another process wrote the corpus cache %s first (%s)", entry, e)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return _read_cache(entry, key, given_vocab) or corpus
+def _default_cache_dirs(data_dir) -> Iterable[pathlib.Path]:
+    """Where the cache goes without a `cache_dir`: the user cache, never the data directory
+    (a shared, read-only-by-intent corpus folder must not be written to)."""
+    del data_dir
+    return (user_cache_dir() / "cache",)
