@@ -135,3 +135,89 @@ def test_init_matches_word2vec():
     assert not np.any(st.params["node_embed"])
     with pytest.raises(ValueError, match="vocab_size"):
         model.init_params(jax.random.PRNGKey(0), 1, 4, "neg")
+
+
+FUSED_CASES = [
+    (m, loss, share)
+    for m in ("skipgram", "cbow")
+    for loss in ("neg", "nce", "sampled_softmax")
+    for share in ("row", "block")
+] + [("skipgram", "hs", "pair"), ("cbow", "hs", "pair"), ("cbow", "neg", "pair")]
+
+
+@pytest.mark.parametrize("model_name,loss,share", FUSED_CASES)
+def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share):
+    """Same samples, same maths: the grouped matmul kernels equal the per-example path."""
+    from w2v_jax import fused
+
+    batch, aux = _fixture(loss)
+    aux = jax.tree_util.tree_map(jnp.asarray, aux)  # as the step receives it under jit
+    cfg = train.StepConfig(model=model_name, loss=loss, k=4, share=share, block_size=4)
+    assert fused.supports(cfg)
+    use_bias = loss != "hs"
+    params = _state(cfg, use_bias).params
+    if use_bias:
+        params["out_bias"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (V,))
+    samples = None
+    if loss != "hs":
+        shape = model.sample_shape(model_name, share, B, C, 4, 4)
+        samples = sampling.draw(jax.random.PRNGKey(3), aux.noise, shape)
+        # Force accidental hits: some samples equal their row's centre (or context) word.
+        first = samples.reshape(-1, 4)[:, 0]
+        rows_per_group = B // samples.shape[0]
+        first = first.at[:2].set(batch.centers[: 2 * rows_per_group : rows_per_group])
+        first = first.at[2].set(batch.contexts[2 * rows_per_group, 0])
+        samples = samples.reshape(-1, 4).at[:, 0].set(first).reshape(shape)
+
+    centre = fused.centre_predicts(cfg)
+
+    def fused_update(p):
+        rows = fused.gather(p, batch, samples, aux, loss, centre)
+        (total, n), g = jax.value_and_grad(
+            lambda r: fused.summed_loss(r, batch, samples, aux, cfg), has_aux=True
+        )(rows)
+        return total, n, fused.scatter_add(p, batch, samples, aux, loss, g, -0.1, centre)
+
+    def centre_reference(p):
+        """The loss library on (centre -> context) pairs, dense gradients, plain SGD."""
+        from w2v_jax import losses
+
+        def f(p):
+            inputs = jnp.repeat(p["in_embed"][batch.centers], C, axis=0)  # [B*C, D]
+            labels = batch.contexts.reshape(-1)
+            per_row = jnp.repeat(samples, B // samples.shape[0], axis=0)  # [B, K]
+            ids = jnp.repeat(per_row, C, axis=0)  # [B*C, K]
+            bias = p.get("out_bias")
+            w = p["out_embed"]
+            if loss == "neg":
+                per = losses.negative_sampling_loss(inputs, w, labels, ids, bias)
+            elif loss == "nce":
+                per = losses.nce_loss(inputs, w, labels, ids, aux.log_q, bias)
+            else:
+                per = losses.sampled_softmax_loss(inputs, w, labels, ids, aux.log_q, bias)
+            weights = batch.mask.reshape(-1)
+            return jnp.sum(weights * per), jnp.sum(weights)
+
+        (total, n), g = jax.value_and_grad(f, has_aux=True)(p)
+        return total, n, jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g)
+
+    def generic_update(p):
+        if fused.centre_predicts(cfg):
+            return centre_reference(p)
+        group = None
+        if samples is not None:
+            group = model.example_group(model_name, share, B, C, 4)
+        targets = model.make_targets(loss, batch.centers, samples, group, aux)
+        rows = model.gather(p, batch.contexts, targets, loss)
+        (total, n), g = jax.value_and_grad(
+            lambda r: model.summed_loss(r, batch.mask, targets, cfg), has_aux=True
+        )(rows)
+        return total, n, model.scatter_add(p, batch.contexts, targets, loss, g, -0.1)
+
+    t1, n1, p1 = jax.jit(fused_update)(params)
+    t2, n2, p2 = jax.jit(generic_update)(params)
+    assert np.isfinite(float(t1))
+    np.testing.assert_allclose(float(t1), float(t2), rtol=1e-5)
+    assert float(n1) == float(n2)
+    for name in p1:
+        np.testing.assert_allclose(p1[name], p2[name], rtol=0, atol=2e-6, err_msg=name)

@@ -96,6 +96,7 @@ def step_config(config) -> train.StepConfig:
         remove_accidental_hits=config.loss.remove_accidental_hits,
         cbow_mean=config.cbow_mean,
         cbow_exact_grad=config.cbow_exact_grad,
+        left_only=config.left_only,
         optimizer=config.optimizer.name,
         sparse=config.optimizer.sparse,
     )

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from w2v_jax import config_checks, huffman, input_pipeline, model, sampling, synthetic
+from w2v_jax import config_checks, huffman, input_pipeline, model, prefetch, sampling, synthetic
 from w2v_jax import corpus as corpus_lib
 
 # Held-out split per named corpus; other text-like corpora use the last slice ("heldout").
@@ -131,7 +131,7 @@ def batches(
         **opts,
     )
     if config.prefetch:
-        return input_pipeline.prefetch(items, size=config.prefetch)
+        return prefetch.prefetch(items, size=config.prefetch)
     return items
 
 

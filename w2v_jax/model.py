@@ -127,6 +127,7 @@ def make_targets(
     loss_name: str, centers: jax.Array, samples: jax.Array | None, group, aux: Aux
 ) -> Targets:
     """Builds the output-side targets for a batch of centre words ``centers`` [B]."""
+    centers = jnp.asarray(centers)
     if loss_name == "softmax":
         return Targets(None, centers, None, None, None, None, None, None)
     if loss_name == "hs":

@@ -28,7 +28,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from w2v_jax import model, sampling
+from w2v_jax import fused, model, sampling
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 PARALLEL = ("single", "pmap", "mesh")
@@ -47,6 +47,7 @@ class StepConfig:
     remove_accidental_hits: bool = True  # sampled softmax
     cbow_mean: bool = True  # CBOW input = mean (True) or sum of context vectors
     cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's
+    left_only: bool = False  # contexts are only previous words (asymmetric pairs)
     optimizer: str = "sgd"  # sgd | adagrad | adam
     sparse: bool = True  # sgd only: row-sparse scatter-add update
 
@@ -101,11 +102,58 @@ def batch_targets(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
     return model.make_targets(cfg.loss, batch.centers, samples, group, aux)
 
 
+class RowFunctions(NamedTuple):
+    """How one batch touches the tables: gather its rows, score them, scatter updates."""
+
+    gather: Any  # params -> rows
+    loss: Any  # rows -> (Σ weight · loss, Σ weight)
+    scatter: Any  # (params, row grads, scale) -> params; all-gathers under pmap
+
+
+def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -> RowFunctions:
+    """The fused grouped kernels where they apply (`fused.supports`), else the generic,
+    per-example loss-library path (softmax, per-pair negatives)."""
+    if fused.supports(cfg):
+        samples = None
+        if cfg.loss in model.SAMPLED_LOSSES:
+            b, c = batch.contexts.shape
+            shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
+            samples = _draw_samples(key, aux, shape, axis_name)
+
+        def scatter(params, grads, scale):
+            rows_batch, rows_samples = batch, samples
+            if axis_name is not None:  # every replica applies every device's rows, in order
+                gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
+                rows_batch, rows_samples, grads = gather((batch, samples, grads))
+            return fused.scatter_add(
+                params, rows_batch, rows_samples, aux, cfg.loss, grads, scale, centre_input
+            )
+
+        centre_input = fused.centre_predicts(cfg)
+        return RowFunctions(
+            lambda p: fused.gather(p, batch, samples, aux, cfg.loss, centre_input),
+            lambda rows: fused.summed_loss(rows, batch, samples, aux, cfg),
+            scatter,
+        )
+    targets = batch_targets(cfg, batch, aux, key, axis_name)
+
+    def scatter(params, grads, scale):
+        contexts, rows_targets = batch.contexts, targets
+        if axis_name is not None:
+            contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
+        return model.scatter_add(params, contexts, rows_targets, cfg.loss, grads, scale)
+
+    return RowFunctions(
+        lambda p: model.gather(p, batch.contexts, targets, cfg.loss),
+        lambda rows: model.summed_loss(rows, batch.mask, targets, cfg),
+        scatter,
+    )
+
+
 def eval_loss(params: dict, batch, aux: model.Aux, key, *, cfg: StepConfig):
     """(Σ loss, Σ examples) of ``batch`` under the training objective, without an update."""
-    targets = batch_targets(cfg, batch, aux, key)
-    rows = model.gather(params, batch.contexts, targets, cfg.loss)
-    return model.summed_loss(rows, batch.mask, targets, cfg)
+    fns = row_functions(cfg, batch, aux, key)
+    return fns.loss(fns.gather(params))
 
 
 def _norm(tree) -> jax.Array:
@@ -119,27 +167,18 @@ def train_step(state: TrainState, batch, aux: model.Aux, lr, *, cfg: StepConfig,
     ``grad_norm_in`` and ``grad_norm_out`` (of the summed loss), ``finite``.
     Under pmap (``axis_name`` set) the update is all-reduced so replicas stay identical.
     """
-    contexts, mask = batch.contexts, batch.mask
     key = jax.random.fold_in(state.key, state.step)
-    targets = batch_targets(cfg, batch, aux, key, axis_name)
-
-    def loss_of_rows(rows):
-        return model.summed_loss(rows, mask, targets, cfg)
-
+    fns = row_functions(cfg, batch, aux, key, axis_name)
     params = state.params
     if _is_sparse(cfg):
-        rows = model.gather(params, contexts, targets, cfg.loss)
-        (total, count), grads = jax.value_and_grad(loss_of_rows, has_aux=True)(rows)
-        grad_norm_in, grad_norm_out = _norm(grads["in"]), _norm(grads["out"])
-        if axis_name is not None:  # every replica applies every device's rows, in one order
-            contexts, targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        params = model.scatter_add(params, contexts, targets, cfg.loss, grads, -lr)
+        rows = fns.gather(params)
+        (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(rows)
+        grad_norm_in = _norm(grads["in"])
+        grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in"})
+        params = fns.scatter(params, grads, -lr)
         opt_state = state.opt_state
     else:
-
-        def loss_of_params(p):
-            return loss_of_rows(model.gather(p, contexts, targets, cfg.loss))
-
+        loss_of_params = lambda p: fns.loss(fns.gather(p))  # noqa: E731
         (total, count), grads = jax.value_and_grad(loss_of_params, has_aux=True)(params)
         if axis_name is not None:
             grads = jax.lax.psum(grads, axis_name)
