@@ -1,0 +1,20 @@
+"""Skip-gram negative sampling on the Penn Treebank (Mikolov's LM splits, 10k words).
+
+Lines are sentences with ``<eos>``; the held-out text is ``ptb.valid.txt``. PTB is
+already capped at 10k words with ``<unk>``, so ``min_count`` is 1.
+
+  python -m w2v_jax.main --config=w2v_jax/configs/ptb.py --workdir=/tmp/ptb
+
+Measured result: see README "Results on real corpora".
+"""
+
+from w2v_jax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.corpus.name = "ptb"
+    config.corpus.min_count = 1
+    config.epochs = 5
+    config.eval_every = 2_000
+    return config

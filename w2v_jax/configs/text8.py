@@ -1,0 +1,22 @@
+"""Skip-gram negative sampling on the full text8 (17M tokens), word2vec's demo settings.
+
+text8 is not shipped: the first run downloads text8.zip (31 MB, size and CRC-32 checked)
+into the data directory because ``corpus.download`` is True here.
+
+  python -m w2v_jax.main --config=w2v_jax/configs/text8.py --workdir=/tmp/text8
+
+Not measured on this repository's machines (no network); expect roughly 8x the
+text8_head.py time.
+"""
+
+from w2v_jax.configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.corpus.name = "text8"
+    config.corpus.download = True
+    config.eval_every = 10_000
+    config.checkpoint_every = 10_000
+    config.log_every = 1_000
+    return config
