@@ -1,9 +1,25 @@
 """The trainer's periodic evaluation: what can be measured on the current parameters.
 
-Always: the held-out loss under the training objective (fixed negatives, so successive
-evaluations are comparable). On English corpora: analogy accuracy and word-similarity
-correlations of the input vectors, when the evaluation files are found.
-Every key is prefixed ``eval/``.
+When held-out text exists (PTB's valid split, a corpus's held-out slice, the synthetic
+held-out stream), on the first ``config.eval.heldout_batches`` held-out batches:
+
+* ``heldout_loss``: the training objective (fixed negatives, so evaluations compare);
+* ``heldout_nll``, ``heldout_ppl``: the exact NLL per example and perplexity of the
+  centre word under the model's full softmax (hs: its tree), whatever the loss
+  (`likelihood.heldout_nll`);
+* ``heldout_nll_unnormalised``, ``log_z_mean``, ``log_z_std``, ``log_z_q05`` ...
+  ``log_z_q95``: self-normalisation, the NLL if Z were 1 and the spread of log Z.
+
+On the synthetic corpus (`truth_fit`): ``kl_truth`` (Σ_c π_c KL(p_true(·|c) ‖ model)),
+``corr_true_logp`` and ``corr_true_pmi`` (joint-weighted Pearson of the scores with the
+true log p(w | c) and PMI) for skip-gram and left-only window-1 CBOW; for other CBOW
+settings ``kl_truth_heldout``, the held-out estimate `truth_fit.cbow_kl_heldout` (a
+different quantity with a floor above 0). The PMI-shift and gradient-bias analyses
+(`theory`, `gradient_bias`) are library functions for experiments, not metrics here: they
+cost more than a periodic evaluation should (counting pairs, hundreds of gradient draws).
+
+On English corpora: analogy accuracy and word-similarity correlations of the input
+vectors, when the evaluation files are found. Every key is prefixed ``eval/``.
 """
 
 from __future__ import annotations
@@ -16,7 +32,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from w2v_jax import data, evaluate, keyed_vectors, train
+from w2v_jax import data, evaluate, keyed_vectors, likelihood, train, truth_fit
 
 _KEYS = ("analogy/total", "analogy/semantic", "analogy/syntactic", "analogy/coverage")
 
@@ -39,6 +55,16 @@ class Evaluator:
                 config, dataset.heldout, config.eval.heldout_batches
             )
         self.loss_fn = jax.jit(functools.partial(train.eval_loss, cfg=cfg))
+        self.target = None  # the exact conditional of the synthetic corpus, built once
+        self.truth = dataset.truth
+        if dataset.truth is not None:
+            self.target = truth_fit.true_conditional(
+                dataset.truth,
+                model=config.model,
+                window=config.window,
+                dynamic=config.dynamic_window,
+                left_only=config.left_only,
+            )
         self.analogies = self.similarity = None
         if dataset.english:
             self.analogies = config.eval.analogies or _default_file("questions-words.txt")
@@ -55,6 +81,41 @@ class Evaluator:
             t, c = self.loss_fn(params, batch, self.aux, jax.random.fold_in(key, i))
             total, count = total + float(t), count + float(c)
         return {"eval/heldout_loss": total / max(count, 1.0)}
+
+    def heldout_likelihood(self, params) -> dict:
+        if not self.batches:
+            return {}
+        result = likelihood.heldout_nll(
+            params,
+            self.batches,
+            model=self.cfg.model,
+            loss_name=self.cfg.loss,
+            cbow_mean=self.cfg.cbow_mean,
+            aux=self.aux,
+            chunk_size=self.cfg.chunk_size or likelihood.DEFAULT_CHUNK,
+        )
+        return result.metrics()
+
+    def ground_truth(self, params) -> dict:
+        if self.target is not None:
+            fit = truth_fit.fit_to_truth(params, self.target, loss_name=self.cfg.loss, aux=self.aux)
+            return {
+                "eval/kl_truth": fit.kl,
+                "eval/corr_true_logp": fit.corr_logp,
+                "eval/corr_true_pmi": fit.corr_pmi,
+            }
+        if self.truth is None or not self.batches:
+            return {}
+        kl = truth_fit.cbow_kl_heldout(
+            params,
+            self.batches,
+            self.truth,
+            loss_name=self.cfg.loss,
+            cbow_mean=self.cfg.cbow_mean,
+            left_only=self.config.left_only,
+            aux=self.aux,
+        )
+        return {"eval/kl_truth_heldout": kl}
 
     def vectors(self, params) -> dict:
         if not (self.analogies or self.similarity):
@@ -76,4 +137,9 @@ class Evaluator:
         return {f"eval/{k}": v for k, v in keep.items() if v is not None}
 
     def __call__(self, params) -> dict:
-        return {**self.heldout_loss(params), **self.vectors(params)}
+        return {
+            **self.heldout_loss(params),
+            **self.heldout_likelihood(params),
+            **self.ground_truth(params),
+            **self.vectors(params),
+        }
