@@ -46,16 +46,22 @@ class Meter:
         self.total_epochs = total_epochs
         self.start = time.perf_counter()
         self.started = False
+        self.excluded = 0.0
         self.tty = sys.stderr.isatty()
 
     def update(self, tokens: int, epoch: int) -> None:
         if not self.started:  # the first step includes compilation: rates start after it
             self.started = True
             self.start, self.start_tokens = time.perf_counter(), int(tokens)
+            self.excluded = 0.0
         self.tokens, self.epoch = int(tokens), int(epoch)
 
+    def exclude(self, seconds: float) -> None:
+        """Leaves ``seconds`` (evaluation, checkpointing) out of the training time."""
+        self.excluded += seconds
+
     def rates(self) -> dict:
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        elapsed = max(time.perf_counter() - self.start - self.excluded, 1e-9)
         wps = (self.tokens - self.start_tokens) / elapsed
         return {
             "train/words_per_s": wps,

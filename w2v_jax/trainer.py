@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import time
 
 import jax
 import ml_collections
@@ -96,7 +97,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 )
         return _mean_metrics(rows)
 
-    for batch, position_after, tokens_after in batches:
+    loop_start = time.perf_counter()
+    input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
+    items = iter(batches)
+    while True:
+        wait_start = time.perf_counter()
+        item = next(items, None)
+        input_wait += time.perf_counter() - wait_start
+        if item is None:
+            break
+        batch, position_after, tokens_after = item
         lr = train.learning_rate(
             config.optimizer.alpha, config.optimizer.min_alpha, tokens_done / planned
         )
@@ -112,22 +122,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             row.update({f"train/{k}": v for k, v in flush(step).items()})
             row.update(meter.rates())
         if config.eval_every and step % config.eval_every == 0:
+            eval_start = time.perf_counter()
             row.update(evaluator(runner.host_params(state)))
+            meter.exclude(time.perf_counter() - eval_start)
         if row:
             log.write(step, row)
             meter.report(step, row)
         if step % config.checkpoint_every == 0 and not at_end:
             flush(step)
+            save_start = time.perf_counter()
             _save(ckpt_path, runner.host_state(state), position, tokens_done)
+            meter.exclude(time.perf_counter() - save_start)
             last_good = step
         if at_end:
             break
 
-    flush(step)
+    flush(step)  # waits for the last step
+    loop_wall = time.perf_counter() - loop_start
+    rates = meter.rates()  # before evaluation, which is not training time
     _save(ckpt_path, runner.host_state(state), position, tokens_done)
     params = runner.host_params(state)
     final_eval = evaluator(params)
-    final = {**meter.rates(), **final_eval}
+    final = {
+        **rates,
+        # The whole loop, first-step compilation included, and the share of it spent
+        # waiting for input batches (the device can only be idle that long).
+        "train/loop_wall_s": loop_wall,
+        "train/input_wait_s": input_wait,
+        "train/tokens": tokens_done,
+        **final_eval,
+    }
     log.write(step, final)
     meter.report(step, final, final=True)
     if config.export:
