@@ -142,7 +142,14 @@ FUSED_CASES = [
     for m in ("skipgram", "cbow")
     for loss in ("neg", "nce", "sampled_softmax")
     for share in ("row", "block")
-] + [("skipgram", "hs", "pair"), ("cbow", "hs", "pair"), ("cbow", "neg", "pair")]
+] + [
+    ("skipgram", "hs", "pair"),
+    ("cbow", "hs", "pair"),
+    ("cbow", "neg", "pair"),
+    ("skipgram", "neg", "pair"),
+    ("skipgram", "nce", "pair"),
+    ("skipgram", "sampled_softmax", "pair"),
+]
 
 
 @pytest.mark.parametrize("model_name,loss,share", FUSED_CASES)
@@ -185,8 +192,11 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share):
         def f(p):
             inputs = jnp.repeat(p["in_embed"][batch.centers], C, axis=0)  # [B*C, D]
             labels = batch.contexts.reshape(-1)
-            per_row = jnp.repeat(samples, B // samples.shape[0], axis=0)  # [B, K]
-            ids = jnp.repeat(per_row, C, axis=0)  # [B*C, K]
+            if samples.ndim == 3:  # per pair
+                ids = samples.reshape(B * C, -1)
+            else:
+                per_row = jnp.repeat(samples, B // samples.shape[0], axis=0)  # [B, K]
+                ids = jnp.repeat(per_row, C, axis=0)  # [B*C, K]
             bias = p.get("out_bias")
             w = p["out_embed"]
             if loss == "neg":

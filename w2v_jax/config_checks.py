@@ -35,7 +35,15 @@ def validate(config) -> None:
     _choice("layout", config.layout, LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)
     _choice("parallel.mode", config.parallel.mode, train.PARALLEL)
-    for name in ("dim", "window", "batch_size", "epochs", "log_every", "checkpoint_every"):
+    for name in (
+        "dim",
+        "window",
+        "batch_size",
+        "epochs",
+        "log_every",
+        "checkpoint_every",
+        "steps_per_call",
+    ):
         _at_least(name, config[name], 1)
     _at_least("loss.k", config.loss.k, 1)
     _at_least("loss.block_size", config.loss.block_size, 1)
@@ -51,6 +59,11 @@ def validate(config) -> None:
     _at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
+    if config.steps_per_call > 1 and config.parallel.mode != "single":
+        raise ValueError(
+            f"config.steps_per_call={config.steps_per_call} needs parallel.mode='single'; "
+            "use steps_per_call=1 with pmap or mesh"
+        )
     if config.layout == "pairs" and config.model != "skipgram":
         raise ValueError("config.layout='pairs' needs config.model='skipgram'; use 'grouped'")
     if config.loss.share == "block" and config.batch_size % config.loss.block_size:

@@ -40,7 +40,7 @@ def supports(cfg) -> bool:
         return True
     if cfg.loss not in LOSSES:
         return False
-    return cfg.share in ("row", "block") or cfg.model == "cbow"
+    return cfg.share in ("row", "block") or cfg.model == "cbow" or centre_predicts(cfg)
 
 
 def centre_predicts(cfg) -> bool:
@@ -110,38 +110,45 @@ def _inputs(rows_in, mask, cfg):
 
 
 def _centre_input_loss(rows: dict, batch, samples, aux: model.Aux, cfg):
-    """Skip-gram, the centre predicting each valid context slot; negatives per group.
+    """Skip-gram, the centre predicting each valid context slot.
 
-    Every pair of a row shares the input vector and (row/block sharing) the K negatives,
-    so the negative logits are computed once per row: [B, K], not [B, C, K].
+    Every pair of a row shares the input vector. With per-pair samples ([B, C, K],
+    word2vec's estimator) the negative logits are [B, C, K]; with row or block sharing
+    ([G, K]) they are computed once per row, [B, K], and count for each of its pairs.
     """
     x, mask = rows["in"], batch.mask  # [B, D], [B, C]
     b = x.shape[0]
-    g, k = samples.shape
+    k = samples.shape[-1]
     pos = jnp.einsum("bd,bcd->bc", x, rows["pos"])  # [B, C]
-    neg = jnp.einsum("grd,gkd->grk", x.reshape(g, b // g, -1), rows["neg"]).reshape(b, k)
+    if samples.ndim == 3:  # per pair
+        neg = jnp.einsum("bd,bckd->bck", x, rows["neg"])  # [B, C, K]
+        sample_ids = samples
+    else:
+        g = samples.shape[0]
+        neg = jnp.einsum("grd,gkd->grk", x.reshape(g, b // g, -1), rows["neg"]).reshape(b, k)
+        sample_ids = jnp.repeat(samples, b // g, axis=0)  # [B, K]
     if "pos_bias" in rows:
         pos = pos + rows["pos_bias"]
-        neg = neg + jnp.repeat(rows["neg_bias"], b // g, axis=0)
-    sample_ids = jnp.repeat(samples, b // g, axis=0)  # [B, K]
-    count = jnp.sum(mask, axis=1)  # [B] pairs per row
+        neg_bias = rows["neg_bias"]
+        neg = neg + (neg_bias if samples.ndim == 3 else jnp.repeat(neg_bias, b // g, axis=0))
+    count = jnp.sum(mask)
     if cfg.loss == "sampled_softmax":
         pos = pos - aux.log_q[batch.contexts]
         neg = neg - aux.log_q[sample_ids]
-        logits = jnp.broadcast_to(neg[:, None, :], (*mask.shape, k))  # [B, C, K]
+        logits = neg if neg.ndim == 3 else jnp.broadcast_to(neg[:, None, :], (*mask.shape, k))
+        ids = sample_ids if sample_ids.ndim == 3 else sample_ids[:, None, :]
         if cfg.remove_accidental_hits:
-            logits = jnp.where(
-                sample_ids[:, None, :] == batch.contexts[..., None], -jnp.inf, logits
-            )
+            logits = jnp.where(ids == batch.contexts[..., None], -jnp.inf, logits)
         per = jnp.logaddexp(pos, jax.nn.logsumexp(logits, axis=-1)) - pos  # [B, C]
-        return jnp.sum(mask * per), jnp.sum(count)
+        return jnp.sum(mask * per), count
     if cfg.loss == "nce":
         log_k = math.log(k)
         pos = pos - log_k - aux.log_q[batch.contexts]
         neg = neg - log_k - aux.log_q[sample_ids]
     pos_part = -jnp.sum(mask * jax.nn.log_sigmoid(pos))
-    neg_part = -jnp.sum(count * jnp.sum(jax.nn.log_sigmoid(-neg), axis=-1))
-    return pos_part + neg_part, jnp.sum(count)
+    neg_terms = jnp.sum(jax.nn.log_sigmoid(-neg), axis=-1)  # [B, C] or [B]
+    weights = mask if neg_terms.ndim == 2 else jnp.sum(mask, axis=1)
+    return pos_part - jnp.sum(weights * neg_terms), count
 
 
 def summed_loss(rows: dict, batch, samples, aux: model.Aux, cfg) -> tuple[jax.Array, jax.Array]:

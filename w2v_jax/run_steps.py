@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -30,9 +31,28 @@ class Runner:
     put_state: Callable[[train.TrainState], Any]  # host/single state -> runner layout
     host_state: Callable[[Any], train.TrainState]  # runner layout -> host numpy state
     put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
+    steps_per_call: int = 1
+    scan: Callable[..., tuple[Any, dict]] | None = None  # train.scan_steps, when S > 1
 
     def host_params(self, state) -> dict:
         return self.host_state(state).params
+
+    def step_group(self, state, batches: list, aux, lrs: list):
+        """Runs ``len(batches)`` <= ``steps_per_call`` steps in one call.
+
+        Returns the state and metrics whose leaves have a leading step axis; padded
+        sub-steps (a short last group) come after the real ones and are no-ops.
+        """
+        if self.scan is None:
+            (batch,), (lr,) = batches, lrs
+            state, metrics = self.step(state, batch, aux, lr)
+            return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
+        pad = self.steps_per_call - len(batches)
+        empty = jax.tree_util.tree_map(np.zeros_like, batches[0])  # all-zero mask: no loss
+        stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches, *[empty] * pad)
+        lr_arr = np.asarray(list(lrs) + [0.0] * pad, np.float32)
+        active = np.arange(self.steps_per_call) < len(batches)
+        return self.scan(state, stacked, aux, lr_arr, active)
 
 
 def _num_devices(config) -> list:
@@ -51,10 +71,13 @@ def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runne
     sync = jax.default_backend() == "cpu" and mode != "single"
     if mode == "single":
         fn = train.jit_step(cfg)
+        many = config.steps_per_call
         return Runner(
             step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
             put_state=jax.device_put,
             host_state=jax.device_get,
+            steps_per_call=many,
+            scan=train.scan_steps(cfg) if many > 1 else None,
         )
     devices = _num_devices(config)
     if mode == "pmap":

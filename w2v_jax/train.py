@@ -226,6 +226,33 @@ def jit_step(cfg: StepConfig):
     return jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
 
 
+def scan_steps(cfg: StepConfig):
+    """Single device, several steps per call: ``lax.scan`` over stacked batches.
+
+    ``(state, batches [S, B, ...], aux, lrs [S], active [S]) -> (state, metrics [S])``.
+    Every sub-step sees the parameters its predecessor wrote (sequential SGD, as word2vec)
+    without a Python dispatch per step. Inactive sub-steps (padding at the end of a run)
+    are exact no-ops: the step counter, parameters and optimiser state stay untouched.
+    """
+
+    def call(state, batches, aux, lrs, active):
+        def body(s, x):
+            batch, lr, on = x
+
+            def run(st):
+                return train_step(st, batch, aux, lr, cfg=cfg)
+
+            def skip(st):
+                _, shapes = jax.eval_shape(run, st)
+                return st, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+            return jax.lax.cond(on, run, skip, s)
+
+        return jax.lax.scan(body, state, (batches, lrs, active))
+
+    return jax.jit(call, donate_argnums=0)
+
+
 def pmap_step(cfg: StepConfig, devices=None):
     """``jax.pmap`` over a leading device axis of state and batch; aux and lr replicated.
 

@@ -10,6 +10,7 @@ and at the end ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.t
 
 from __future__ import annotations
 
+import itertools
 import json
 import pathlib
 import time
@@ -76,12 +77,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     batches = data.batches(config, corpus, position)
     meter = progress.Meter(planned, tokens_done, total_epochs=config.epochs)
-    pending: list = []  # device metrics not yet fetched
+    pending: list = []  # (device metrics [S, ...], real steps) not yet fetched
 
     def flush(step_now: int) -> dict:
         """Fetches pending metrics; raises if any step's loss was not finite."""
         nonlocal last_good
-        rows = jax.device_get(pending)
+        rows = [
+            {k: v[i] for k, v in metrics.items()}
+            for metrics, n in jax.device_get(pending)
+            for i in range(n)
+        ]
         pending.clear()
         first = step_now - len(rows)
         for i, m in enumerate(rows):
@@ -101,34 +106,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
     items = iter(batches)
     while True:
+        size = runner.steps_per_call
+        if config.max_steps:
+            size = min(size, config.max_steps - step)
         wait_start = time.perf_counter()
-        item = next(items, None)
+        group = list(itertools.islice(items, max(size, 0)))
         input_wait += time.perf_counter() - wait_start
-        if item is None:
+        if not group:
             break
-        batch, position_after, tokens_after = item
-        lr = train.learning_rate(
-            config.optimizer.alpha, config.optimizer.min_alpha, tokens_done / planned
-        )
-        state, metrics = runner.step(state, batch, aux, lr)
-        pending.append(metrics)
-        step += 1
-        tokens_done = tokens_after
-        position = position_after
+        lrs = []
+        for item in group:  # word2vec's decay by the words processed before each step
+            lrs.append(
+                train.learning_rate(
+                    config.optimizer.alpha, config.optimizer.min_alpha, tokens_done / planned
+                )
+            )
+            tokens_done = item.tokens
+        state, metrics = runner.step_group(state, [item.batch for item in group], aux, lrs)
+        pending.append((metrics, len(group)))
+        before, step = step, step + len(group)
+        position = group[-1].position
         meter.update(tokens_done, position.epoch)
-        at_end = config.max_steps and step >= config.max_steps
+        at_end = bool(config.max_steps) and step >= config.max_steps
+
         row = {}
-        if step % config.log_every == 0 or at_end:
+        if _crossed(before, step, config.log_every) or at_end:
             row.update({f"train/{k}": v for k, v in flush(step).items()})
             row.update(meter.rates())
-        if config.eval_every and step % config.eval_every == 0:
+        if _crossed(before, step, config.eval_every):
             eval_start = time.perf_counter()
             row.update(evaluator(runner.host_params(state)))
             meter.exclude(time.perf_counter() - eval_start)
         if row:
             log.write(step, row)
             meter.report(step, row)
-        if step % config.checkpoint_every == 0 and not at_end:
+        if _crossed(before, step, config.checkpoint_every) and not at_end:
             flush(step)
             save_start = time.perf_counter()
             _save(ckpt_path, runner.host_state(state), position, tokens_done)
@@ -157,6 +169,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if config.export:
         export(workdir, vocab, params["in_embed"])
     return {"step": step, **final}
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` lies in (before, after]."""
+    return bool(every) and after // every > before // every
 
 
 def _save(path, host_state, position, tokens) -> None:

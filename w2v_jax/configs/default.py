@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
     config.epochs = 5  # epochs / -iter
     config.batch_size = 1024  # rows (centre words, or pairs with layout "pairs") per step
+    # Sequential SGD steps per jitted call (lax.scan): each sees the previous one's
+    # parameters, so small batches keep word2vec's quality without a dispatch per step.
+    config.steps_per_call = 1
     config.layout = "grouped"  # "grouped" (centre × context slots) or "pairs" (skip-gram)
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
     config.seed = 0  # seed: initialisation, subsampling, windows, negatives
