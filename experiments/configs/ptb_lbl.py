@@ -1,0 +1,34 @@
+"""Claim 1 (Mnih & Teh, 2012): a log-bilinear n-gram language model on the Penn Treebank.
+
+CBOW with a left-only, fixed context of the n-1 previous words (``window = n - 1``;
+n = 3 here), summed (``cbow_mean=False``), no subsampling, 100-d vectors. Every loss is
+scored by the exact held-out NLL / perplexity of the next word under the model's full
+softmax (``eval/heldout_nll``, ``eval/heldout_ppl``) and its self-normalisation
+(``eval/log_z_mean``), on the whole held-out split. Needs ``ptb.*.txt`` in $W2V_DATA_DIR.
+
+  python experiments/sweep_k.py --config=experiments/configs/ptb_lbl.py \
+      --workdir=runs/claim1_ptb --losses=softmax,sampled_softmax,nce,neg \
+      --ks=1,2,5,10,25,50,100 --seeds=0,1,2
+
+Other n: ``--config.window=<n-1>``. Expected results: to be measured (experiments/README.md).
+"""
+
+from w2v_jax.configs import ptb
+
+
+def get_config():
+    config = ptb.get_config()
+    config.model = "cbow"
+    config.left_only = True  # contexts are the previous `window` words only
+    config.dynamic_window = False  # always exactly n-1 words (word2vec samples 1..window)
+    config.window = 2  # n - 1: a trigram model
+    config.sample = 0.0  # a language model sees the text as it is
+    config.cbow_mean = False  # sum the context vectors
+    config.dim = 100
+    # Plain SGD on the summed batch loss: at batch 1024 and alpha 0.025 the full softmax
+    # (which updates every output row with the whole batch's gradient) went non-finite
+    # within 60 steps here; at 128 softmax, sampled softmax, NCE and neg all trained
+    # stably through a 600-step check.
+    config.batch_size = 128
+    config.eval.heldout_batches = 100_000  # all of the held-out split, not the first 50
+    return config

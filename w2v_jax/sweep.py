@@ -1,0 +1,340 @@
+"""Sweeps of `trainer.train_and_evaluate` over (loss, k, seed): resumable, fault-tolerant.
+
+Each point trains in its own folder ``DIR/<loss>_k<k>_s<seed>/``; the reference losses
+(softmax and hs, whose cost does not depend on k) run once per seed as ``DIR/<loss>_s<seed>/``.
+After each point the sweep writes ``DIR/summary.csv`` and ``DIR/summary.json`` (one row
+per point, pending ones included), and at the end the plots of `plots.plot_sweep`.
+
+* A point is *finished* when its ``result.json`` says ``"status": "ok"`` and its
+  ``vectors.bin`` exists (when the config exports): a rerun skips it.
+* A point without that marker is run again in the same folder, so an interrupted one
+  resumes from its ``checkpoint.npz``.
+* A point that raises (any ``Exception``: `trainer.NonFiniteLossError`, a missing file,
+  a bug) is recorded, with the traceback in ``error.txt`` and the one-line error in its
+  ``result.json`` and the summary, and the sweep goes on. A rerun retries it unless
+  ``retry_failed=False``.
+
+Typical use (the CLI is ``experiments/sweep_k.py``)::
+
+  points = sweep.make_points(["neg", "softmax"], ks=[2, 5], seeds=[0])
+  result = sweep.run_sweep(config, "/tmp/sweep", points)
+  result.failed  # number of points that raised
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import pathlib
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import ml_collections
+from absl import logging
+
+from w2v_jax import config_checks, plots, trainer
+
+REFERENCE_LOSSES = ("softmax", "hs")  # k does not apply: one point per seed
+RESULT_FILE = "result.json"  # the point's marker: status, wall time, error
+ERROR_FILE = "error.txt"  # the traceback of a failed point
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = plots.SUMMARY_JSON
+
+# Summary columns, in order; eval metrics not listed here (similarity/<name>/spearman,
+# log_z quantiles, truth correlations...) follow as extra columns, then ``error``.
+COLUMNS = (
+    "point",
+    "loss",
+    "k",
+    "seed",
+    "status",
+    "steps",
+    "wall_s",
+    "words_per_s",
+    "train_loss",
+    "heldout_loss",
+    "heldout_nll",
+    "heldout_ppl",
+    "heldout_nll_unnormalised",
+    "heldout_ppl_unnormalised",
+    "log_z_mean",
+    "log_z_std",
+    "kl_truth",
+    "analogy_total",
+    "analogy_semantic",
+    "analogy_syntactic",
+    "analogy_coverage",
+)
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], dict]
+Configure = Callable[[ml_collections.ConfigDict, "Point"], None]
+
+
+class Point(NamedTuple):
+    """One run of a sweep."""
+
+    loss: str  # config.loss.name
+    k: int | None  # config.loss.k; None for the reference losses (softmax, hs)
+    seed: int  # config.seed
+
+    @property
+    def name(self) -> str:
+        """The run folder's name: ``<loss>_k<k>_s<seed>`` or ``<loss>_s<seed>``."""
+        if self.k is None:
+            return f"{self.loss}_s{self.seed}"
+        return f"{self.loss}_k{self.k}_s{self.seed}"
+
+
+class SweepResult(NamedTuple):
+    rows: list[dict]  # the summary rows, one per point, in sweep order
+    failed: int  # points whose training raised
+    trained: int  # points trained (or resumed) by this call; the rest were finished
+
+
+def make_points(losses: Sequence[str], ks: Sequence[int], seeds: Sequence[int]) -> list[Point]:
+    """Every (loss, k, seed); k is dropped for softmax and hs. Seed-major order, so a
+    sweep cut short has every loss for the first seeds."""
+    points = []
+    for seed in seeds:
+        for loss in losses:
+            for k in [None] if loss in REFERENCE_LOSSES else ks:
+                point = Point(str(loss), None if k is None else int(k), int(seed))
+                if point not in points:
+                    points.append(point)
+    return points
+
+
+def parse_points(specs: Sequence[str], seeds: Sequence[int]) -> list[Point]:
+    """Points from ``loss:k`` items (``["neg:5", "neg:15", "hs", "nce:5"]``) for each seed."""
+    points = []
+    for seed in seeds:
+        for spec in specs:
+            loss, _, k = spec.strip().partition(":")
+            if loss in REFERENCE_LOSSES or not k:
+                if loss not in REFERENCE_LOSSES:
+                    raise ValueError(f"point {spec!r} needs a k, e.g. {loss}:5")
+                points.append(Point(loss, None, int(seed)))
+            else:
+                points.append(Point(loss, int(k), int(seed)))
+    return list(dict.fromkeys(points))
+
+
+def point_config(
+    base: ml_collections.ConfigDict, point: Point, configure: Configure | None = None
+) -> ml_collections.ConfigDict:
+    """A copy of ``base`` with the point's loss, k and seed (then ``configure`` applied)."""
+    config = base.copy_and_resolve_references()
+    config.loss.name = point.loss
+    if point.k is not None:
+        config.loss.k = point.k
+    config.seed = point.seed
+    if configure is not None:
+        configure(config, point)
+    return config
+
+
+def validated_configs(
+    base: ml_collections.ConfigDict, points: Sequence[Point], configure: Configure | None = None
+) -> dict[Point, ml_collections.ConfigDict]:
+    """Every point's config, validated; raises ValueError naming the first bad point."""
+    if not points:
+        raise ValueError("the sweep has no points; give at least one loss, k and seed")
+    configs = {point: point_config(base, point, configure) for point in points}
+    for point, config in configs.items():
+        try:
+            config_checks.validate(config)
+        except ValueError as e:
+            raise ValueError(f"point {point.name}: {e}") from e
+    return configs
+
+
+def is_finished(point_dir: str | os.PathLike) -> bool:
+    """Whether the point trained to the end: ``result.json`` ok and its vectors exported."""
+    point_dir = pathlib.Path(point_dir)
+    result = _read_json(point_dir / RESULT_FILE)
+    if result.get("status") != "ok":
+        return False
+    return not result.get("exported", True) or (point_dir / "vectors.bin").exists()
+
+
+def run_point(
+    config: ml_collections.ConfigDict, point_dir: str | os.PathLike, train_fn: TrainFn
+) -> dict:
+    """Trains (or resumes) one point; returns and writes its ``result.json`` record.
+
+    Never raises for a failed run (except KeyboardInterrupt/SystemExit): the error goes to
+    ``error.txt`` and the record.
+    """
+    point_dir = pathlib.Path(point_dir)
+    point_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, ERROR_FILE):
+        (point_dir / stale).unlink(missing_ok=True)
+    record = {"status": "ok", "exported": bool(config.export), "error": None}
+    start = time.perf_counter()
+    try:
+        train_fn(config, str(point_dir))
+    except Exception as e:  # any failure is recorded: one point must not stop the sweep
+        record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
+        (point_dir / ERROR_FILE).write_text(traceback.format_exc())
+        logging.error("point %s failed: %s", point_dir.name, record["error"])
+    record["wall_s"] = time.perf_counter() - start
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    _write_atomic(point_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def run_sweep(
+    base: ml_collections.ConfigDict,
+    sweep_dir: str | os.PathLike,
+    points: Sequence[Point],
+    *,
+    configure: Configure | None = None,
+    train_fn: TrainFn | None = None,
+    retry_failed: bool = True,
+    make_plots: bool = True,
+) -> SweepResult:
+    """Runs every point not yet finished, writing the summary after each and plots at the end.
+
+    Args:
+      base: the config every point starts from (loss, k and seed are set per point).
+      sweep_dir: the sweep's folder; each point trains in ``sweep_dir/<point.name>``.
+      points: from `make_points` or `parse_points`.
+      configure: optional ``f(config, point)`` that edits a point's config in place.
+      train_fn: the training function; `trainer.train_and_evaluate` by default.
+      retry_failed: rerun points whose last attempt failed (False: keep their record).
+      make_plots: write the PNGs of `plots.plot_sweep` at the end.
+
+    Returns:
+      A `SweepResult` with the summary rows and the number of failed points.
+
+    Raises:
+      ValueError: a point's config is invalid (checked for every point before any training).
+    """
+    train_fn = train_fn or trainer.train_and_evaluate
+    sweep_dir = pathlib.Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    points = list(points)
+    configs = validated_configs(base, points, configure)
+    trained = 0
+    for i, point in enumerate(points):
+        point_dir = sweep_dir / point.name
+        config = configs[point]
+        if _config_changed(point_dir, config):
+            logging.warning(
+                "%s was started with a different config (config.json differs); "
+                "delete the folder to rerun it with this one",
+                point_dir,
+            )
+        result = _read_json(point_dir / RESULT_FILE)
+        if is_finished(point_dir):
+            logging.info("[%d/%d] %s finished, skipped", i + 1, len(points), point.name)
+        elif result.get("status") == "failed" and not retry_failed:
+            logging.info("[%d/%d] %s failed before, skipped", i + 1, len(points), point.name)
+        else:
+            logging.info("[%d/%d] %s: training in %s", i + 1, len(points), point.name, point_dir)
+            run_point(config, point_dir, train_fn)
+            trained += 1
+        rows = [summary_row(p, sweep_dir / p.name) for p in points]
+        write_summary(sweep_dir, rows, base)
+    failed = sum(row["status"] == "failed" for row in rows)
+    if make_plots:
+        try:
+            plots.plot_sweep(sweep_dir)
+        except Exception:  # the results are on disk; experiments/plot.py can redraw them
+            logging.exception("plotting %s failed", sweep_dir)
+    logging.info(
+        "sweep %s: %d points, %d trained now, %d failed", sweep_dir, len(points), trained, failed
+    )
+    return SweepResult(rows, failed, trained)
+
+
+def summary_row(point: Point, point_dir: str | os.PathLike) -> dict:
+    """The summary row of one point, read from its ``result.json`` and ``metrics.jsonl``.
+
+    Values are the last logged ones (the final evaluation for a finished point); a metric
+    the run does not produce, or a non-finite one, is None.
+    """
+    point_dir = pathlib.Path(point_dir)
+    result = _read_json(point_dir / RESULT_FILE)
+    last = _last_values(point_dir / "metrics.jsonl")
+    row = {column: None for column in COLUMNS}
+    row.update(point=point.name, loss=point.loss, k=point.k, seed=point.seed)
+    row["status"] = result.get("status", "pending")
+    row["steps"] = last.get("step")
+    row["wall_s"] = result.get("wall_s")
+    row["words_per_s"] = last.get("train/words_per_s")
+    row["train_loss"] = last.get("train/loss")
+    for key, value in last.items():
+        if key.startswith("eval/"):
+            row[column_name(key)] = value
+    nll = row.get("heldout_nll_unnormalised")
+    if nll is not None and math.isfinite(nll):
+        row["heldout_ppl_unnormalised"] = math.exp(min(nll, 700.0))
+    row["error"] = result.get("error")
+    return {k: _clean(v) for k, v in row.items()}
+
+
+def column_name(key: str) -> str:
+    """``eval/analogy/total`` -> ``analogy_total``: the summary column of a metric key."""
+    return key.removeprefix("eval/").replace("/", "_")
+
+
+def write_summary(
+    sweep_dir: str | os.PathLike, rows: list[dict], base: ml_collections.ConfigDict | None = None
+) -> None:
+    """Writes ``summary.csv`` (empty cells for None) and ``summary.json``, atomically."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    extra = sorted({k for row in rows for k in row} - set(COLUMNS) - {"error"})
+    columns = [*COLUMNS, *extra, "error"]
+    with tempfile.NamedTemporaryFile("w", dir=sweep_dir, delete=False, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    os.replace(f.name, sweep_dir / SUMMARY_CSV)
+    payload = {
+        "columns": columns,
+        "rows": rows,
+        "failed": sum(row["status"] == "failed" for row in rows),
+        "config": json.loads(base.to_json_best_effort()) if base is not None else None,
+    }
+    _write_atomic(sweep_dir / SUMMARY_JSON, json.dumps(payload, indent=2) + "\n")
+
+
+def _last_values(path: pathlib.Path) -> dict:
+    """The last value of every key in a metrics.jsonl (empty if there is none)."""
+    last = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                last.update(json.loads(line))
+    return last
+
+
+def _config_changed(point_dir: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
+    stored = _read_json(point_dir / "config.json")
+    return bool(stored) and stored != json.loads(config.to_json_best_effort())
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
+        f.write(text)
+    os.replace(f.name, path)
