@@ -149,13 +149,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if at_end:
             break
 
-    flush(step)  # waits for the last step
+    last_window = flush(step)  # waits for the last step
     loop_wall = time.perf_counter() - loop_start
     rates = meter.rates()  # before evaluation, which is not training time
     _save(ckpt_path, runner.host_state(state), position, tokens_done)
     params = runner.host_params(state)
     final_eval = evaluator(params)
     final = {
+        **{f"train/{k}": v for k, v in last_window.items()},  # steps since the last log
         **rates,
         # The whole loop, first-step compilation included, and the share of it spent
         # waiting for input batches (the device can only be idle that long).

@@ -18,7 +18,6 @@ def get_config():
     config.dim = 32
     config.window = 2
     config.epochs = 3
-    config.batch_size = 256
     config.log_every = 100
     config.checkpoint_every = 1000
     return config

@@ -17,6 +17,7 @@ def get_config():
     config.window = 2
     config.epochs = 2
     config.batch_size = 64
+    config.steps_per_call = 1  # so pmap/mesh overrides work; scan is tested explicitly
     config.log_every = 10
     config.checkpoint_every = 20
     config.eval.heldout_batches = 4
