@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import huffman, input_pipeline, model, sampling, train
+from w2v_jax import data, input_pipeline, model, sampling, train
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
@@ -22,19 +22,7 @@ def _fixture(loss):
     batch = input_pipeline.Batch(
         rng.integers(0, V, B).astype(np.int32), rng.integers(0, V, (B, C)).astype(np.int32), mask
     )
-    if loss in model.SAMPLED_LOSSES:
-        aux = model.Aux(
-            noise=sampling.build_alias_table(sampling.noise_probs(counts)),
-            log_q=sampling.noise_log_probs(counts),
-        )
-    elif loss == "hs":
-        t = huffman.build_huffman(counts)
-        aux = model.Aux(
-            codes=t.codes.astype(np.float32), points=t.points, path_mask=t.mask.astype(np.float32)
-        )
-    else:
-        aux = model.Aux()
-    return batch, aux
+    return batch, data.aux_for(loss, counts)
 
 
 def _state(cfg, use_bias=False):
@@ -231,3 +219,24 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share):
     assert float(n1) == float(n2)
     for name in p1:
         np.testing.assert_allclose(p1[name], p2[name], rtol=0, atol=2e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("loss", ["neg", "hs", "softmax"])
+def test_scan_of_sub_steps_equals_sequential_steps(loss):
+    """train.scan_steps on [S, B] slices is S plain steps, each on the updated state."""
+    batch, aux = _fixture(loss)
+    cfg = train.StepConfig(loss=loss, k=4)
+    s0 = _state(cfg)
+    split = jax.tree_util.tree_map(lambda x: x.reshape(4, B // 4, *x.shape[1:]), batch)
+    lrs = np.asarray([0.1, 0.08, 0.06, 0.04], np.float32)
+    scanned, metrics = train.scan_steps(cfg)(jax.tree_util.tree_map(jnp.copy, s0), split, aux, lrs)
+    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    state, losses = s0, []
+    for i in range(4):
+        sub = jax.tree_util.tree_map(lambda x, i=i: x[i], split)
+        state, m = step(state, sub, aux, lrs[i])
+        losses.append(float(m["loss"]))
+    assert int(scanned.step) == 4
+    np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-6)
+    for name in state.params:
+        np.testing.assert_allclose(scanned.params[name], state.params[name], rtol=0, atol=1e-6)

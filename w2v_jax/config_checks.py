@@ -91,10 +91,12 @@ def expected_rows_per_epoch(config, corpus) -> float:
 
 def validate_against_corpus(config, corpus) -> None:
     rows = expected_rows_per_epoch(config, corpus)
-    if config.batch_size > rows:
+    per_call = config.batch_size * config.steps_per_call
+    if per_call > rows:
         raise ValueError(
-            f"config.batch_size={config.batch_size} is larger than the ~{rows:.0f} rows one "
-            f"epoch of this corpus yields; lower batch_size (or sample={config.sample})"
+            f"config.batch_size={config.batch_size} x steps_per_call={config.steps_per_call} "
+            f"= {per_call} rows is larger than the ~{rows:.0f} rows one epoch of this corpus "
+            f"yields; lower batch_size or steps_per_call (or sample={config.sample})"
         )
 
 

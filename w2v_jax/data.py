@@ -78,16 +78,14 @@ def load(config) -> Data:
     return Data(train, heldout, None, english=True)
 
 
-def make_aux(config, counts: np.ndarray) -> model.Aux:
+def aux_for(loss_name: str, counts: np.ndarray, ns_exponent: float = 0.75) -> model.Aux:
     """Noise table (sampled losses) or Huffman arrays (hs) for the step, as host arrays."""
-    name = config.loss.name
-    if name in model.SAMPLED_LOSSES:
-        probs = sampling.noise_probs(counts, config.loss.ns_exponent)
+    if loss_name in model.SAMPLED_LOSSES:
         return model.Aux(
-            noise=sampling.build_alias_table(probs),
-            log_q=sampling.noise_log_probs(counts, config.loss.ns_exponent),
+            noise=sampling.build_alias_table(sampling.noise_probs(counts, ns_exponent)),
+            log_q=sampling.noise_log_probs(counts, ns_exponent),
         )
-    if name == "hs":
+    if loss_name == "hs":
         tree = huffman.build_huffman(counts)
         return model.Aux(
             codes=tree.codes.astype(np.float32),
@@ -97,13 +95,18 @@ def make_aux(config, counts: np.ndarray) -> model.Aux:
     return model.Aux()
 
 
+def make_aux(config, counts: np.ndarray) -> model.Aux:
+    """`aux_for` the config's loss and noise exponent."""
+    return aux_for(config.loss.name, counts, config.loss.ns_exponent)
+
+
 def batch_options(config) -> dict:
     """Pipeline settings of a run; this process reads its own share of the corpus."""
     return dict(
         process_index=jax.process_index(),
         process_count=jax.process_count(),
         layout=config.layout,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size * config.steps_per_call,  # rows per call
         window=config.window,
         sample=config.sample,
         dynamic_window=config.dynamic_window,
@@ -119,7 +122,7 @@ def batches(
     opts = batch_options(config)
     if opts["process_count"] > 1:  # every host must take the same number of steps
         rows = config_checks.expected_rows_per_epoch(config, corpus) / opts["process_count"]
-        opts["batches_per_epoch"] = max(int(0.98 * rows / config.batch_size), 1)
+        opts["batches_per_epoch"] = max(int(0.98 * rows / opts["batch_size"]), 1)
     items = input_pipeline.iterate_batches(
         corpus.ids,
         corpus.offsets,

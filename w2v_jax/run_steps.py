@@ -37,22 +37,19 @@ class Runner:
     def host_params(self, state) -> dict:
         return self.host_state(state).params
 
-    def step_group(self, state, batches: list, aux, lrs: list):
-        """Runs ``len(batches)`` <= ``steps_per_call`` steps in one call.
+    def step_call(self, state, batch, aux, lrs):
+        """Runs ``len(lrs)`` = ``steps_per_call`` SGD steps on ``batch`` in one call.
 
-        Returns the state and metrics whose leaves have a leading step axis; padded
-        sub-steps (a short last group) come after the real ones and are no-ops.
+        ``batch`` holds ``steps_per_call × batch_size`` rows; step i takes rows
+        [i·B, (i+1)·B). Returns the state and metrics with a leading step axis.
         """
         if self.scan is None:
-            (batch,), (lr,) = batches, lrs
+            (lr,) = lrs
             state, metrics = self.step(state, batch, aux, lr)
             return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
-        pad = self.steps_per_call - len(batches)
-        empty = jax.tree_util.tree_map(np.zeros_like, batches[0])  # all-zero mask: no loss
-        stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches, *[empty] * pad)
-        lr_arr = np.asarray(list(lrs) + [0.0] * pad, np.float32)
-        active = np.arange(self.steps_per_call) < len(batches)
-        return self.scan(state, stacked, aux, lr_arr, active)
+        n = self.steps_per_call
+        split = jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+        return self.scan(state, split, aux, np.asarray(lrs, np.float32))
 
 
 def _num_devices(config) -> list:

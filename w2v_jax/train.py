@@ -227,28 +227,19 @@ def jit_step(cfg: StepConfig):
 
 
 def scan_steps(cfg: StepConfig):
-    """Single device, several steps per call: ``lax.scan`` over stacked batches.
+    """Single device, several steps per call: ``lax.scan`` over a batch split in S parts.
 
-    ``(state, batches [S, B, ...], aux, lrs [S], active [S]) -> (state, metrics [S])``.
-    Every sub-step sees the parameters its predecessor wrote (sequential SGD, as word2vec)
-    without a Python dispatch per step. Inactive sub-steps (padding at the end of a run)
-    are exact no-ops: the step counter, parameters and optimiser state stay untouched.
+    ``(state, batches [S, B, ...], aux, lrs [S]) -> (state, metrics [S])``. Every sub-step
+    sees the parameters its predecessor wrote (sequential SGD, as word2vec) without a
+    Python dispatch or a host batch per step.
     """
 
-    def call(state, batches, aux, lrs, active):
+    def call(state, batches, aux, lrs):
         def body(s, x):
-            batch, lr, on = x
+            batch, lr = x
+            return train_step(s, batch, aux, lr, cfg=cfg)
 
-            def run(st):
-                return train_step(st, batch, aux, lr, cfg=cfg)
-
-            def skip(st):
-                _, shapes = jax.eval_shape(run, st)
-                return st, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-
-            return jax.lax.cond(on, run, skip, s)
-
-        return jax.lax.scan(body, state, (batches, lrs, active))
+        return jax.lax.scan(body, state, (batches, lrs))
 
     return jax.jit(call, donate_argnums=0)
 

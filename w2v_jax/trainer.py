@@ -10,7 +10,6 @@ and at the end ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.t
 
 from __future__ import annotations
 
-import itertools
 import json
 import pathlib
 import time
@@ -105,27 +104,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
     items = iter(batches)
+    per_call = runner.steps_per_call
     while True:
-        size = runner.steps_per_call
-        if config.max_steps:
-            size = min(size, config.max_steps - step)
         wait_start = time.perf_counter()
-        group = list(itertools.islice(items, max(size, 0)))
+        item = next(items, None)
         input_wait += time.perf_counter() - wait_start
-        if not group:
+        if item is None:
             break
-        lrs = []
-        for item in group:  # word2vec's decay by the words processed before each step
-            lrs.append(
-                train.learning_rate(
-                    config.optimizer.alpha, config.optimizer.min_alpha, tokens_done / planned
-                )
+        # word2vec's decay by words processed, interpolated across the call's sub-steps.
+        fractions = (np.arange(per_call) / per_call) * (item.tokens - tokens_done)
+        lrs = [
+            train.learning_rate(
+                config.optimizer.alpha, config.optimizer.min_alpha, (tokens_done + f) / planned
             )
-            tokens_done = item.tokens
-        state, metrics = runner.step_group(state, [item.batch for item in group], aux, lrs)
-        pending.append((metrics, len(group)))
-        before, step = step, step + len(group)
-        position = group[-1].position
+            for f in fractions
+        ]
+        tokens_done = item.tokens
+        state, metrics = runner.step_call(state, item.batch, aux, lrs)
+        pending.append((metrics, per_call))
+        before, step = step, step + per_call
+        position = item.position
         meter.update(tokens_done, position.epoch)
         at_end = bool(config.max_steps) and step >= config.max_steps
 

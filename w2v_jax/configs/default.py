@@ -70,8 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
     # step gets many stale updates at once: 128-row steps diverged during epoch 2 on
     # text8-head at alpha 0.025, 32-row steps trained stably (README, "Batching").
     config.batch_size = 32
-    # Sequential SGD steps per jitted call (lax.scan): each sees the previous one's
-    # parameters, so small batches keep word2vec's quality without a dispatch per step.
+    # Sequential SGD steps per jitted call (lax.scan): the host sends one batch of
+    # steps_per_call x batch_size rows and step i trains on its i-th slice, seeing the
+    # parameters step i-1 wrote; small steps keep word2vec's quality without a Python
+    # dispatch or a host batch per step.
     config.steps_per_call = 32
     config.layout = "grouped"  # "grouped" (centre × context slots) or "pairs" (skip-gram)
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
@@ -85,12 +87,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel.shard_vocab = False  # mesh: shard the tables along V over "model"
 
     # ---- bookkeeping -----------------------------------------------------------------
-    config.log_every = 200  # steps between log lines / metrics.jsonl rows
+    config.log_every = 5_000  # steps between log lines / metrics.jsonl rows
     config.eval_every = 0  # steps between evaluations; 0 = only at the end
-    config.checkpoint_every = 2_000  # steps between checkpoints (and one at the end)
+    config.checkpoint_every = 50_000  # steps between checkpoints (and one at the end)
     config.prefetch = 2  # host batches prepared ahead on a background thread
     config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
-    config.max_steps = 0  # stop after this many steps (0 = run all epochs); for tests
+    config.max_steps = 0  # stop after the call that reaches this many steps (0 = all epochs)
 
     # ---- evaluation ------------------------------------------------------------------
     config.eval = ml_collections.ConfigDict()
