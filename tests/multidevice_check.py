@@ -16,7 +16,7 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={N}"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from w2v_jax import huffman, input_pipeline, model, sampling, train  # noqa: E402
+from w2v_jax import data, input_pipeline, train  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 V, D, B, C = 40, 8, 16, 4
@@ -33,19 +33,7 @@ def setup(loss):
         rng.integers(0, V, (B, C)).astype(np.int32),
         (rng.random((B, C)) < 0.8).astype(np.float32),
     )
-    if loss in model.SAMPLED_LOSSES:
-        aux = model.Aux(
-            noise=sampling.build_alias_table(sampling.noise_probs(counts)),
-            log_q=sampling.noise_log_probs(counts),
-        )
-    elif loss == "hs":
-        t = huffman.build_huffman(counts)
-        aux = model.Aux(
-            codes=t.codes.astype(np.float32), points=t.points, path_mask=t.mask.astype(np.float32)
-        )
-    else:
-        aux = model.Aux()
-    return batch, aux
+    return batch, data.aux_for(loss, counts)
 
 
 def fresh(cfg):

@@ -22,13 +22,9 @@ TRUTH_KEYS = {"eval/kl_truth", "eval/corr_true_logp", "eval/corr_true_pmi"}
 
 
 def _config(**overrides):
+    """The tiny config with dotted overrides, e.g. ``**{"loss.name": "nce"}``."""
     config = tiny.get_config()
-    for dotted, value in overrides.items():
-        node = config
-        *path, last = dotted.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
+    config.update_from_flattened_dict(overrides)
     return config
 
 
