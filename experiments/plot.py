@@ -14,6 +14,9 @@ from w2v_jax import plots
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default DIR/plots).")
+_TABLES = flags.DEFINE_list(
+    "tables", [], "Summary columns to print as markdown tables (loss x k, seed mean [min-max])."
+)
 flags.mark_flag_as_required("sweep_dir")
 
 
@@ -23,6 +26,9 @@ def main(argv) -> None:
     logging.set_verbosity(logging.INFO)
     for path in plots.plot_sweep(_SWEEP_DIR.value, _OUT_DIR.value):
         print(path)
+    rows = plots.read_summary(_SWEEP_DIR.value)
+    for metric in _TABLES.value:
+        print(f"\n{metric}\n\n{plots.metric_table(rows, metric)}")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,33 @@ def metric_vs_k(rows: Sequence[dict], metric: str, title: str | None = None) -> 
     return fig
 
 
+def metric_table(rows: Sequence[dict], metric: str, digits: int = 3) -> str:
+    """A markdown table of ``metric``: one row per loss, one column per k, cells
+    "mean [min–max]" over seeds of the finished points (references in a "—" column)."""
+    rows = _ok(rows)
+    ks = sorted({r["k"] for r in rows if r.get("k") is not None and r["k"] > 0})
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+
+    def cell(values) -> str:
+        v = _finite(values)
+        if not v.size:
+            return ""
+        if v.size == 1 or v.min() == v.max():
+            return f"{v.mean():.{digits}f}"
+        return f"{v.mean():.{digits}f} [{v.min():.{digits}f}–{v.max():.{digits}f}]"
+
+    head = ["loss"] + ["—" if not ks else "k = —"] + [f"k = {k}" for k in ks]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for loss in losses:
+        mine = [r for r in rows if r["loss"] == loss]
+        if loss in REFERENCES:
+            cells = [cell(r.get(metric) for r in mine)] + [""] * len(ks)
+        else:
+            cells = [""] + [cell(r.get(metric) for r in mine if r.get("k") == k) for k in ks]
+        lines.append("| " + " | ".join([loss, *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _group_curve(curves: Sequence[list[dict]], key: str):
     """Mean / min / max of ``key`` over seeds at the steps they share, and mean seconds."""
     per_seed = [

@@ -16,7 +16,4 @@ def get_config():
     config = default.get_config()
     config.corpus.name = "text8"
     config.corpus.download = True
-    config.eval_every = 10_000
-    config.checkpoint_every = 10_000
-    config.log_every = 1_000
     return config

@@ -5,7 +5,9 @@ min_count 5, 5 epochs. Needs ``text8-head.txt.gz`` in ``$W2V_DATA_DIR``.
 
   python -m w2v_jax.main --config=w2v_jax/configs/text8_head.py --workdir=/tmp/text8_head
 
-Measured result: see README "Results on real corpora".
+Measured (2-core CPU, 2026-11-21, experiments/benchmark.py): 116 s of training (87k
+words/s), analogy 7.6% (30k cap, 3CosAdd; gensim 4.4 with the same settings: 8.2%) and
+WordSim-353 Spearman 0.478 (gensim: 0.462).
 """
 
 from w2v_jax.configs import default
@@ -14,5 +16,4 @@ from w2v_jax.configs import default
 def get_config():
     config = default.get_config()
     config.corpus.name = "text8-head"
-    config.eval_every = 2_000
     return config
