@@ -72,3 +72,34 @@ def test_full_runs_on_two_devices_match_one_device(tmp_path):
         )
         got = keyed_vectors.load_word2vec(workdir / "vectors.bin").vectors
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4, err_msg=mode)
+
+
+@pytest.mark.slow
+def test_mesh_scan_matches_single_device_scan(tmp_path):
+    """Four sub-steps per call on a 2-device mesh end where one device ends."""
+    from w2v_jax import keyed_vectors, trainer
+    from w2v_jax.configs import tiny
+
+    config = tiny.get_config()
+    config.steps_per_call = 4
+    trainer.train_and_evaluate(config, str(tmp_path / "single"))
+    ref = keyed_vectors.load_word2vec(tmp_path / "single/vectors.bin").vectors
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "w2v_jax.main",
+            "--config=w2v_jax/configs/tiny.py",
+            "--config.parallel.mode=mesh",
+            "--config.steps_per_call=4",
+            f"--workdir={tmp_path / 'mesh'}",
+        ],
+        cwd=SCRIPT.parents[1],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    got = keyed_vectors.load_word2vec(tmp_path / "mesh/vectors.bin").vectors
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)

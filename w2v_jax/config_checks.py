@@ -59,10 +59,10 @@ def validate(config) -> None:
     _at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
-    if config.steps_per_call > 1 and config.parallel.mode != "single":
+    if config.steps_per_call > 1 and config.parallel.mode == "pmap":
         raise ValueError(
-            f"config.steps_per_call={config.steps_per_call} needs parallel.mode='single'; "
-            "use steps_per_call=1 with pmap or mesh"
+            f"config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "
+            "'mesh'; use steps_per_call=1 with pmap"
         )
     if config.layout == "pairs" and config.model != "skipgram":
         raise ValueError("config.layout='pairs' needs config.model='skipgram'; use 'grouped'")

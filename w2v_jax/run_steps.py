@@ -33,6 +33,7 @@ class Runner:
     put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
     steps_per_call: int = 1
     scan: Callable[..., tuple[Any, dict]] | None = None  # train.scan_steps, when S > 1
+    sync: bool = False  # block after every call (multi-device CPU, see the module doc)
 
     def host_params(self, state) -> dict:
         return self.host_state(state).params
@@ -49,7 +50,8 @@ class Runner:
             return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
         n = self.steps_per_call
         split = jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-        return self.scan(state, split, aux, np.asarray(lrs, np.float32))
+        out = self.scan(state, split, aux, np.asarray(lrs, np.float32))
+        return jax.block_until_ready(out) if self.sync else out
 
 
 def _num_devices(config) -> list:
@@ -95,6 +97,17 @@ def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runne
         mesh = train.make_mesh(len(devices), config.parallel.model_axis)
         fn, st_sh = train.mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
+        scan = None
+        if config.steps_per_call > 1:
+            scan_fn, _ = train.mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
+            scan_sh = NamedSharding(mesh, P(None, "data"))
+
+            def scan(s, batches, a, lrs):
+                # Each process holds its own rows of every sub-step.
+                batches = jax.tree_util.tree_map(
+                    lambda x: jax.make_array_from_process_local_data(scan_sh, x), batches
+                )
+                return scan_fn(s, batches, a, lrs)
 
         def step(s, b, a, lr):
             # Each process holds its own rows; together they form the global batch.
@@ -109,5 +122,8 @@ def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runne
             put_state=lambda s: jax.device_put(s, st_sh),
             host_state=jax.device_get,
             put_aux=lambda a: jax.device_put(a, NamedSharding(mesh, P())),
+            steps_per_call=config.steps_per_call,
+            scan=scan,
+            sync=sync,
         )
     raise ValueError(f"parallel.mode must be one of {train.PARALLEL}; got {mode!r}")

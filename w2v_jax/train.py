@@ -226,14 +226,7 @@ def jit_step(cfg: StepConfig):
     return jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
 
 
-def scan_steps(cfg: StepConfig):
-    """Single device, several steps per call: ``lax.scan`` over a batch split in S parts.
-
-    ``(state, batches [S, B, ...], aux, lrs [S]) -> (state, metrics [S])``. Every sub-step
-    sees the parameters its predecessor wrote (sequential SGD, as word2vec) without a
-    Python dispatch or a host batch per step.
-    """
-
+def _scan_call(cfg: StepConfig):
     def call(state, batches, aux, lrs):
         def body(s, x):
             batch, lr = x
@@ -241,7 +234,17 @@ def scan_steps(cfg: StepConfig):
 
         return jax.lax.scan(body, state, (batches, lrs))
 
-    return jax.jit(call, donate_argnums=0)
+    return call
+
+
+def scan_steps(cfg: StepConfig):
+    """Single device, several steps per call: ``lax.scan`` over a batch split in S parts.
+
+    ``(state, batches [S, B, ...], aux, lrs [S]) -> (state, metrics [S])``. Every sub-step
+    sees the parameters its predecessor wrote (sequential SGD, as word2vec) without a
+    Python dispatch or a host batch per step.
+    """
+    return jax.jit(_scan_call(cfg), donate_argnums=0)
 
 
 def pmap_step(cfg: StepConfig, devices=None):
@@ -309,6 +312,19 @@ def mesh_step(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = Fals
     rep = NamedSharding(mesh, P())
     return jax.jit(
         functools.partial(train_step, cfg=cfg),
+        in_shardings=(st_sh, data, rep, rep),
+        out_shardings=(st_sh, rep),
+        donate_argnums=0,
+    ), st_sh
+
+
+def mesh_scan_steps(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
+    """`scan_steps` over a device mesh: each sub-step's rows split along ``data``."""
+    st_sh = state_sharding(state, mesh, shard_vocab)
+    data = NamedSharding(mesh, P(None, "data"))
+    rep = NamedSharding(mesh, P())
+    return jax.jit(
+        _scan_call(cfg),
         in_shardings=(st_sh, data, rep, rep),
         out_shardings=(st_sh, rep),
         donate_argnums=0,
