@@ -5,8 +5,9 @@ Needs ``wiki-60m.txt.gz`` in ``$W2V_DATA_DIR``; the first run encodes and caches
 
   python -m w2v_jax.main --config=w2v_jax/configs/wiki60m.py --workdir=/tmp/wiki60m
 
-Result: not measured yet (open work in issue 6/7); text8_head.py's figures are the
-nearest measured reference.
+Measured (2-core CPU, 2026-11-21): 740 s wall for the epoch (88k words/s, 1.1 GB peak
+RSS); analogy 35.1% (semantic 20.9%, syntactic 42.6%; 30k cap, 65.6% of the questions
+answerable), WordSim-353 Spearman 0.657; held-out NLL 10.68 nats, log Z 9.5.
 """
 
 from w2v_jax.configs import default
