@@ -24,6 +24,7 @@ from w2v_jax import (
     config_checks,
     data,
     eval_hook,
+    host_memory,
     input_pipeline,
     keyed_vectors,
     progress,
@@ -43,6 +44,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
+    if config.keep_freed_memory:
+        host_memory.keep_freed_memory()
     dataset = data.load(config)
     corpus = dataset.train
     vocab = corpus.vocab

@@ -92,6 +92,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 50_000  # steps between checkpoints (and one at the end)
     config.prefetch = 2  # host batches prepared ahead on a background thread
     config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
+    # glibc: keep memory XLA frees for reuse instead of unmapping it (host_memory.py):
+    # 3x faster steps when per-call temporaries are large (k = 25); RSS stays at its peak.
+    config.keep_freed_memory = True
     config.max_steps = 0  # stop after the call that reaches this many steps (0 = all epochs)
 
     # ---- evaluation ------------------------------------------------------------------
