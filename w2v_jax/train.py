@@ -91,13 +91,21 @@ def _draw_samples(key, aux: model.Aux, shape, axis_name):
     return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
 
 
+def batch_samples(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None):
+    """This batch's negatives in the shape ``cfg.share`` asks for; None for softmax and hs."""
+    if cfg.loss not in model.SAMPLED_LOSSES:
+        return None
+    b, c = batch.contexts.shape
+    shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
+    return _draw_samples(key, aux, shape, axis_name)
+
+
 def batch_targets(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -> model.Targets:
     """Draws this batch's negatives (sampled losses) and builds the output-side targets."""
-    b, c = batch.contexts.shape
-    samples = group = None
-    if cfg.loss in model.SAMPLED_LOSSES:
-        shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
-        samples = _draw_samples(key, aux, shape, axis_name)
+    samples = batch_samples(cfg, batch, aux, key, axis_name)
+    group = None
+    if samples is not None:
+        b, c = batch.contexts.shape
         group = model.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
     return model.make_targets(cfg.loss, batch.centers, samples, group, aux)
 
@@ -114,11 +122,7 @@ def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
     """The fused grouped kernels where they apply (`fused.supports`), else the generic,
     per-example loss-library path (softmax, per-pair negatives)."""
     if fused.supports(cfg):
-        samples = None
-        if cfg.loss in model.SAMPLED_LOSSES:
-            b, c = batch.contexts.shape
-            shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
-            samples = _draw_samples(key, aux, shape, axis_name)
+        samples = batch_samples(cfg, batch, aux, key, axis_name)
 
         def scatter(params, grads, scale):
             rows_batch, rows_samples = batch, samples
@@ -301,34 +305,32 @@ def state_sharding(state: TrainState, mesh, shard_vocab: bool):
     return jax.tree_util.tree_map(spec, state)
 
 
+def _mesh_jit(fn, mesh, state: TrainState, shard_vocab: bool, batch_spec: P):
+    """``fn(state, batch, aux, lr)`` jitted over ``mesh``: the batch sharded as
+    ``batch_spec``, tables replicated or V-sharded, aux and learning rate replicated."""
+    st_sh = state_sharding(state, mesh, shard_vocab)
+    rep = NamedSharding(mesh, P())
+    return jax.jit(
+        fn,
+        in_shardings=(st_sh, NamedSharding(mesh, batch_spec), rep, rep),
+        out_shardings=(st_sh, rep),
+        donate_argnums=0,
+    ), st_sh
+
+
 def mesh_step(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
     """``jit`` over a device mesh: batch split along ``data``, tables replicated or V-sharded.
 
     The same `train_step` runs unchanged; XLA inserts the collectives. Random draws use
     the global shape, so the result equals the single-device step on the global batch.
     """
-    st_sh = state_sharding(state, mesh, shard_vocab)
-    data = NamedSharding(mesh, P("data"))
-    rep = NamedSharding(mesh, P())
-    return jax.jit(
-        functools.partial(train_step, cfg=cfg),
-        in_shardings=(st_sh, data, rep, rep),
-        out_shardings=(st_sh, rep),
-        donate_argnums=0,
-    ), st_sh
+    fn = functools.partial(train_step, cfg=cfg)
+    return _mesh_jit(fn, mesh, state, shard_vocab, P("data"))
 
 
 def mesh_scan_steps(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
     """`scan_steps` over a device mesh: each sub-step's rows split along ``data``."""
-    st_sh = state_sharding(state, mesh, shard_vocab)
-    data = NamedSharding(mesh, P(None, "data"))
-    rep = NamedSharding(mesh, P())
-    return jax.jit(
-        _scan_call(cfg),
-        in_shardings=(st_sh, data, rep, rep),
-        out_shardings=(st_sh, rep),
-        donate_argnums=0,
-    ), st_sh
+    return _mesh_jit(_scan_call(cfg), mesh, state, shard_vocab, P(None, "data"))
 
 
 def learning_rate(alpha: float, min_alpha: float, progress: float) -> np.float32:
