@@ -435,3 +435,19 @@ def test_text8_head_counts(data_file, tmp_path):
     assert len(c.ids) == sum(n for n in counts.values() if n >= 5)
     check_offsets(c, 10_000)
     assert c.vocab.words[:2] == ("the", "of")
+
+
+@pytest.mark.parametrize("heldout,expected", [("heldout", "v"), ("valid", "v"), ("test", "t")])
+def test_ptb_heldout_split_is_configurable(tmp_path, monkeypatch, heldout, expected):
+    """corpus.heldout="heldout" means ptb.valid; "test" gives the paper's test split."""
+    from w2v_jax import data
+    from w2v_jax.configs import ptb
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "ptb.train.txt").write_text(" v t a \n" * 3)
+    (tmp_path / "ptb.valid.txt").write_text(" v v \n")
+    (tmp_path / "ptb.test.txt").write_text(" t t \n")
+    config = ptb.get_config()
+    config.corpus.data_dir, config.corpus.heldout = str(tmp_path), heldout
+    loaded = data.load(config)
+    assert sentences(loaded.heldout) == [[expected, expected, "<eos>"]]

@@ -129,10 +129,13 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
         ("optimizer.name", "lbfgs", r"config.optimizer.name='lbfgs'"),
         ("parallel.mode", "tpu", r"config.parallel.mode='tpu'"),
         ("layout", "pairs", r"layout='pairs' needs config.model='skipgram'"),
+        ("corpus.heldout", "valid", r"config.corpus.heldout='valid' .*\['', 'heldout'\]"),
     ],
 )
 def test_invalid_config_fails_before_any_work(tmp_path, field, value, message):
     overrides = {field: value}
+    if field == "corpus.heldout":
+        overrides["corpus.name"] = "text8-head"
     if field == "layout":
         overrides["model"] = "cbow"
     with pytest.raises(ValueError, match=message):

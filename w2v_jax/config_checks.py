@@ -11,10 +11,11 @@ import math
 
 import numpy as np
 
-from w2v_jax import input_pipeline, losses, model, train
+from w2v_jax import corpus, input_pipeline, losses, model, train
 
 LAYOUTS = ("grouped", "pairs")
 SHARES = ("pair", "row", "block")
+SKIPGRAM_INPUTS = ("centre", "context")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -34,6 +35,7 @@ def validate(config) -> None:
     _choice("optimizer.name", config.optimizer.name, train.OPTIMIZERS)
     _choice("layout", config.layout, LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)
+    _choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
     _choice("parallel.mode", config.parallel.mode, train.PARALLEL)
     for name in (
         "dim",
@@ -57,8 +59,19 @@ def validate(config) -> None:
     if not (isinstance(config.optimizer.alpha, float) and config.optimizer.alpha > 0):
         raise ValueError(f"config.optimizer.alpha={config.optimizer.alpha!r} must be > 0")
     _at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
+    _at_least("optimizer.duplicate_power", config.optimizer.duplicate_power, 0.0)
+    if config.optimizer.duplicate_power and not (
+        config.optimizer.name == "sgd" and config.optimizer.sparse
+    ):
+        raise ValueError(
+            "config.optimizer.duplicate_power needs the sparse SGD update "
+            "(optimizer.name='sgd', optimizer.sparse=True); set it to 0"
+        )
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
+    if config.corpus.heldout and config.corpus.name != "synthetic":
+        splits = corpus.PTB_SPLITS if config.corpus.name == "ptb" else ("heldout",)
+        _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *splits[1:]))
     if config.steps_per_call > 1 and config.parallel.mode == "pmap":
         raise ValueError(
             f"config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "
@@ -112,6 +125,8 @@ def step_config(config) -> train.StepConfig:
         cbow_mean=config.cbow_mean,
         cbow_exact_grad=config.cbow_exact_grad,
         left_only=config.left_only,
+        skipgram_input=config.loss.skipgram_input,
         optimizer=config.optimizer.name,
         sparse=config.optimizer.sparse,
+        duplicate_power=float(config.optimizer.duplicate_power),
     )

@@ -14,7 +14,8 @@ import numpy as np
 from w2v_jax import config_checks, huffman, input_pipeline, model, prefetch, sampling, synthetic
 from w2v_jax import corpus as corpus_lib
 
-# Held-out split per named corpus; other text-like corpora use the last slice ("heldout").
+# What `corpus.heldout = "heldout"` means per named corpus (ptb has its own files; other
+# text-like corpora use their last slice). Any other value is a split name ("test" for ptb).
 HELDOUT_SPLIT = {"ptb": "valid"}
 _HELDOUT_SEED_OFFSET = 1_000_003  # held-out synthetic text: same chain, another stream
 
@@ -73,7 +74,7 @@ def load(config) -> Data:
     )
     heldout = None
     if c.heldout:
-        split = HELDOUT_SPLIT.get(c.name, c.heldout)
+        split = HELDOUT_SPLIT.get(c.name, "heldout") if c.heldout == "heldout" else c.heldout
         heldout = corpus_lib.encode_corpus(c.name, train.vocab, split=split, **common)
     return Data(train, heldout, None, english=True)
 

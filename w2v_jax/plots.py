@@ -36,7 +36,7 @@ _REFERENCE_STYLE = {"softmax": "--", "hs": ":"}
 # Summary columns that are not metrics, or not worth a plot against k.
 _NOT_METRICS = re.compile(r"^(point|loss|k|seed|status|steps|error|analogy_coverage|log_z_q\d+)$")
 _NOT_CURVES = re.compile(r"(/coverage|/log_z_q\d+|/progress|/lr|/examples|/grad_norm)")
-_LOG_Y = ("wall_s", "words_per_s", "train/words_per_s")
+_LOG_Y = ("wall_s", "words_per_s", "train/words_per_s", "heldout_ppl", "heldout_ppl_unnormalised")
 
 
 def read_summary(sweep_dir: str | os.PathLike) -> list[dict]:

@@ -2,9 +2,10 @@
 
 CBOW with a left-only, fixed context of the n-1 previous words (``window = n - 1``;
 n = 3 here), summed (``cbow_mean=False``), no subsampling, 100-d vectors. Every loss is
-scored by the exact held-out NLL / perplexity of the next word under the model's full
+scored by the exact NLL / perplexity of the next word on ``ptb.test.txt`` (the paper's
+split; ``--config.corpus.heldout=valid`` for the validation text) under the model's full
 softmax (``eval/heldout_nll``, ``eval/heldout_ppl``) and its self-normalisation
-(``eval/log_z_mean``), on the whole held-out split. Needs ``ptb.*.txt`` in $W2V_DATA_DIR.
+(``eval/log_z_mean``), on the whole split. Needs ``ptb.*.txt`` in $W2V_DATA_DIR.
 
   python experiments/sweep_k.py --config=experiments/configs/ptb_lbl.py \
       --workdir=runs/claim1_ptb --losses=softmax,sampled_softmax,nce,neg \
@@ -28,5 +29,6 @@ def get_config():
     # Steps stay at the default 32 rows (32 per call): at 1024-row steps and alpha 0.025
     # the full softmax, which updates every output row with the whole step's gradient,
     # went non-finite within 60 steps (see README, "Batching").
+    config.corpus.heldout = "test"  # Mnih & Teh report test perplexity
     config.eval.heldout_batches = 100_000  # all of the held-out split, not the first 50
     return config

@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.corpus.min_count = 5  # min_count: drop words rarer than this
     config.corpus.max_vocab_size = 0  # max_final_vocab-like cap; 0 = no cap
     config.corpus.max_sentence_length = 10_000  # gensim's cut of text8's single line
-    config.corpus.heldout = "heldout"  # held-out split for evaluation ("" = none)
+    # held-out split for evaluation: "heldout" (ptb: valid; else the last 1%), "valid" or
+    # "test" (ptb), "" = none
+    config.corpus.heldout = "heldout"
 
     # The synthetic corpus (used when corpus.name == "synthetic").
     config.synthetic = ml_collections.ConfigDict()
@@ -54,6 +56,10 @@ def get_config() -> ml_collections.ConfigDict:
     # a different, faster estimator whose negative logits become a matmul).
     config.loss.share = "pair"
     config.loss.block_size = 64
+    # Skip-gram, sampled losses: whose vector is the input of a pair's example. "centre"
+    # (the paper; one input per row: cheapest) or "context" (word2vec C's loop: each
+    # context's vector predicts the centre, so a row's shared negatives meet C inputs).
+    config.loss.skipgram_input = "centre"
     config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
     config.loss.use_bias = False  # output biases (word2vec has none)
     config.loss.remove_accidental_hits = True  # sampled softmax only
@@ -62,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # "sgd" (word2vec), "adagrad", "adam"
     config.optimizer.sparse = True  # sgd: update only the rows a batch touches
+    # sparse sgd: a word updated n times in one step gets its summed update times n^-power
+    # (0: the exact sum, as dense SGD; 1: the mean; see README "Batching")
+    config.optimizer.duplicate_power = 0.0
     config.optimizer.alpha = 0.025  # alpha: initial learning rate (word2vec: 0.05 CBOW)
     config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
     config.epochs = 5  # epochs / -iter
