@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import data, input_pipeline, model, sampling, train
+from w2v_jax import data, fused, input_pipeline, model, sampling, train
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
@@ -125,29 +125,39 @@ def test_init_matches_word2vec():
         model.init_params(jax.random.PRNGKey(0), 1, 4, "neg")
 
 
-FUSED_CASES = [
-    (m, loss, share)
-    for m in ("skipgram", "cbow")
-    for loss in ("neg", "nce", "sampled_softmax")
-    for share in ("row", "block")
-] + [
-    ("skipgram", "hs", "pair"),
-    ("cbow", "hs", "pair"),
-    ("cbow", "neg", "pair"),
-    ("skipgram", "neg", "pair"),
-    ("skipgram", "nce", "pair"),
-    ("skipgram", "sampled_softmax", "pair"),
-]
+FUSED_CASES = (
+    [
+        (m, loss, share, "centre")
+        for m in ("skipgram", "cbow")
+        for loss in ("neg", "nce", "sampled_softmax")
+        for share in ("row", "block")
+    ]
+    + [
+        ("skipgram", loss, share, "context")  # word2vec C's grouping
+        for loss in ("neg", "nce", "sampled_softmax")
+        for share in ("row", "block")
+    ]
+    + [
+        ("skipgram", "hs", "pair", "centre"),
+        ("cbow", "hs", "pair", "centre"),
+        ("cbow", "neg", "pair", "centre"),
+        ("skipgram", "neg", "pair", "centre"),
+        ("skipgram", "nce", "pair", "centre"),
+        ("skipgram", "sampled_softmax", "pair", "centre"),
+    ]
+)
 
 
-@pytest.mark.parametrize("model_name,loss,share", FUSED_CASES)
-def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share):
+@pytest.mark.parametrize("model_name,loss,share,skipgram_input", FUSED_CASES)
+def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skipgram_input):
     """Same samples, same maths: the grouped matmul kernels equal the per-example path."""
     from w2v_jax import fused
 
     batch, aux = _fixture(loss)
     aux = jax.tree_util.tree_map(jnp.asarray, aux)  # as the step receives it under jit
-    cfg = train.StepConfig(model=model_name, loss=loss, k=4, share=share, block_size=4)
+    cfg = train.StepConfig(
+        model=model_name, loss=loss, k=4, share=share, block_size=4, skipgram_input=skipgram_input
+    )
     assert fused.supports(cfg)
     use_bias = loss != "hs"
     params = _state(cfg, use_bias).params
@@ -165,6 +175,7 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share):
         samples = samples.reshape(-1, 4).at[:, 0].set(first).reshape(shape)
 
     centre = fused.centre_predicts(cfg)
+    assert centre == (model_name == "skipgram" and loss != "hs" and skipgram_input == "centre")
 
     def fused_update(p):
         rows = fused.gather(p, batch, samples, aux, loss, centre)
@@ -240,3 +251,73 @@ def test_scan_of_sub_steps_equals_sequential_steps(loss):
     np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-6)
     for name in state.params:
         np.testing.assert_allclose(scanned.params[name], state.params[name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "model_name,loss,share",
+    [
+        ("skipgram", "neg", "pair"),
+        ("skipgram", "nce", "row"),
+        ("cbow", "neg", "pair"),
+        ("skipgram", "hs", "pair"),
+        ("skipgram", "softmax", "pair"),
+    ],
+)
+def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share):
+    """optimizer.duplicate_power p: a row updated by n non-zero contributions in one step
+    moves by n^-p times the summed (exact SGD) update."""
+    batch, aux = _fixture(loss)
+    cfgs = {
+        p: train.StepConfig(model=model_name, loss=loss, k=4, share=share, duplicate_power=p)
+        for p in (0.0, 0.5, 1.0)
+    }
+    s0 = _state(cfgs[0.0])
+    delta = {}
+    for p, cfg in cfgs.items():
+        new, _ = jax.jit(functools.partial(train.train_step, cfg=cfg))(s0, batch, aux, 0.05)
+        delta[p] = {n: np.asarray(new.params[n] - s0.params[n]) for n in s0.params}
+    mask = np.asarray(batch.mask) > 0
+    if fused.supports(cfgs[0.0]) and fused.centre_predicts(cfgs[0.0]):  # centre is input
+        ids = np.asarray(batch.centers)[mask.any(1)]
+    else:
+        ids = np.asarray(batch.contexts)[mask]
+    n = np.bincount(ids, minlength=V).astype(np.float32)[:, None]
+    assert n.max() >= 2  # the batch repeats some input words
+    summed = delta[0.0]["in_embed"]
+    np.testing.assert_allclose(delta[1.0]["in_embed"], summed / np.maximum(n, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        delta[0.5]["in_embed"], summed / np.sqrt(np.maximum(n, 1)), atol=1e-6
+    )
+    out = model.output_table(loss)
+    d0, d1, d5 = delta[0.0][out], delta[1.0][out], delta[0.5][out]
+    if loss == "softmax":  # a dense update of the whole table: nothing to scale
+        np.testing.assert_array_equal(d1, d0)
+        return
+    big = np.linalg.norm(d0, axis=1) > 1e-4
+    inverse = np.linalg.norm(d0[big], axis=1) / np.linalg.norm(d1[big], axis=1)  # n per row
+    np.testing.assert_allclose(inverse, np.round(inverse), atol=1e-3)
+    assert inverse.max() >= 2
+    np.testing.assert_allclose(d1[big] * inverse[:, None], d0[big], atol=1e-5)
+    np.testing.assert_allclose(d5[big] * np.sqrt(inverse)[:, None], d0[big], atol=1e-5)
+
+
+def test_duplicate_factor_counts_non_zero_updates():
+    ids = jnp.array([1, 1, 1, 2])
+    rows = jnp.array([[1.0, 0.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])  # the third is padding
+    table, _ = model.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=1.0)
+    np.testing.assert_allclose(table, [[0, 0], [2.0, 0.5], [5, 5], [0, 0]])
+    table, _ = model.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=0.0)
+    np.testing.assert_allclose(table, [[0, 0], [4, 1], [5, 5], [0, 0]])
+
+
+def test_skipgram_context_input_with_per_pair_negatives_takes_the_generic_path():
+    """word2vec C's grouping with per-pair negatives has no fused kernel: the generic path
+    (the loss library per example) trains it."""
+    batch, aux = _fixture("neg")
+    cfg = train.StepConfig(loss="neg", k=4, share="pair", skipgram_input="context")
+    assert not fused.supports(cfg)
+    st = _state(cfg)
+    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    s1, m1 = step(st, batch, aux, np.float32(0.1))
+    _, m2 = step(s1._replace(step=st.step), batch, aux, np.float32(0.0))  # same draws
+    assert float(m2["loss"]) < float(m1["loss"])

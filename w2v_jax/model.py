@@ -160,23 +160,53 @@ def gather(params: dict, contexts: jax.Array, targets: Targets, loss_name: str) 
     return rows
 
 
-def scatter_add(params: dict, contexts, targets: Targets, loss_name: str, grads: dict, scale):
-    """params + scale * grads, with row gradients scatter-added into their tables."""
+def duplicate_factor(vocab_size: int, ids: jax.Array, rows: jax.Array, power: float):
+    """[N] factor n_r^-power of each row update: n_r = the non-zero updates to its row.
+
+    A sparse step sums the updates of a word that occurs n times in the batch (exact SGD
+    on the summed loss; word2vec applies them one after another instead). ``power`` 1
+    averages them, 0.5 divides by √n; rows whose update is exactly zero (padding) do not
+    count. ids [N], rows [N, D].
+    """
+    touched = jnp.any(rows != 0, axis=-1).astype(rows.dtype)
+    counts = jnp.zeros((vocab_size,), rows.dtype).at[ids].add(touched)
+    return jnp.maximum(counts[ids], 1.0) ** -power
+
+
+def scatter_rows(table, ids, rows, power: float = 0.0, bias=None, bias_rows=None):
+    """(table, bias) with rows [N, D] (and bias_rows [N]) scatter-added at ids [N];
+    with ``power`` > 0 each update is scaled by `duplicate_factor` first."""
+    if power:
+        factor = duplicate_factor(table.shape[0], ids, rows, power)
+        rows = rows * factor[:, None]
+        bias_rows = None if bias_rows is None else bias_rows * factor
+    table = table.at[ids].add(rows)
+    return table, (None if bias is None else bias.at[ids].add(bias_rows))
+
+
+def scatter_add(
+    params: dict, contexts, targets: Targets, loss_name: str, grads: dict, scale, power=0.0
+):
+    """params + scale * grads, with row gradients scatter-added into their tables
+    (``power``: `duplicate_factor`)."""
     name = output_table(loss_name)
     new = dict(params)
     d = params["in_embed"].shape[1]
-    new["in_embed"] = (
-        params["in_embed"].at[contexts.reshape(-1)].add(scale * grads["in"].reshape(-1, d))
+    new["in_embed"], _ = scatter_rows(
+        params["in_embed"], contexts.reshape(-1), scale * grads["in"].reshape(-1, d), power
     )
+    bias = params.get("out_bias")
     if targets.out_ids is None:
         new[name] = params[name] + scale * grads["out"]
-    else:
-        new[name] = params[name].at[targets.out_ids].add(scale * grads["out"])
-    if "out_bias" in params:
-        if targets.out_ids is None:
-            new["out_bias"] = params["out_bias"] + scale * grads["bias"]
-        else:
-            new["out_bias"] = params["out_bias"].at[targets.out_ids].add(scale * grads["bias"])
+        if bias is not None:
+            new["out_bias"] = bias + scale * grads["bias"]
+        return new
+    bias_rows = None if bias is None else scale * grads["bias"]
+    new[name], new_bias = scatter_rows(
+        params[name], targets.out_ids, scale * grads["out"], power, bias, bias_rows
+    )
+    if bias is not None:
+        new["out_bias"] = new_bias
     return new
 
 

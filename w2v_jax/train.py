@@ -48,8 +48,10 @@ class StepConfig:
     cbow_mean: bool = True  # CBOW input = mean (True) or sum of context vectors
     cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's
     left_only: bool = False  # contexts are only previous words (asymmetric pairs)
+    skipgram_input: str = "centre"  # sampled skip-gram: "centre" or "context" (word2vec C)
     optimizer: str = "sgd"  # sgd | adagrad | adam
     sparse: bool = True  # sgd only: row-sparse scatter-add update
+    duplicate_power: float = 0.0  # sparse sgd: a row's n summed updates scaled by n^-power
 
 
 class TrainState(NamedTuple):
@@ -130,8 +132,9 @@ def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
                 gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
                 rows_batch, rows_samples, grads = gather((batch, samples, grads))
             return fused.scatter_add(
-                params, rows_batch, rows_samples, aux, cfg.loss, grads, scale, centre_input
-            )
+                params, rows_batch, rows_samples, aux, cfg.loss, grads, scale, centre_input,
+                cfg.duplicate_power,
+            )  # fmt: skip
 
         centre_input = fused.centre_predicts(cfg)
         return RowFunctions(
@@ -145,7 +148,9 @@ def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
         contexts, rows_targets = batch.contexts, targets
         if axis_name is not None:
             contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        return model.scatter_add(params, contexts, rows_targets, cfg.loss, grads, scale)
+        return model.scatter_add(
+            params, contexts, rows_targets, cfg.loss, grads, scale, cfg.duplicate_power
+        )
 
     return RowFunctions(
         lambda p: model.gather(p, batch.contexts, targets, cfg.loss),
