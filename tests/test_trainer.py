@@ -115,8 +115,19 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
     ckpt = checkpoint.path_in(tmp_path)
     before = ckpt.read_bytes()
     with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
-        trainer.train_and_evaluate(_config(**{"optimizer.alpha": 1e30}), str(tmp_path))
+        trainer.train_and_evaluate(
+            _config(**{"optimizer.alpha": 1e30, "max_loss": 0.0}), str(tmp_path)
+        )
     assert ckpt.read_bytes() == before
+
+
+def test_a_finite_but_diverged_loss_stops_the_run(tmp_path):
+    """A loss above config.max_loss is an error too (a diverged HS run stayed finite)."""
+    with pytest.raises(
+        trainer.NonFiniteLossError,
+        match=r"loss became [\d.e+]+, above config.max_loss=1 \(diverged\) at step 1;",
+    ):
+        trainer.train_and_evaluate(_config(max_loss=1.0), str(tmp_path))
 
 
 @pytest.mark.parametrize(

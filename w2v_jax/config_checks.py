@@ -50,7 +50,7 @@ def validate(config) -> None:
     _at_least("loss.k", config.loss.k, 1)
     _at_least("loss.block_size", config.loss.block_size, 1)
     _at_least("corpus.min_count", config.corpus.min_count, 1)
-    for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch"):
+    for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
         _at_least(name, config[name], 0)
     _at_least("loss.chunk_size", config.loss.chunk_size, 0)
     _at_least("corpus.max_vocab_size", config.corpus.max_vocab_size, 0)

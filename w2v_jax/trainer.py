@@ -34,7 +34,7 @@ from w2v_jax import (
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss, or one above ``config.max_loss``."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -92,16 +92,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         pending.clear()
         first = step_now - len(rows)
         for i, m in enumerate(rows):
-            if not bool(np.all(m["finite"])):
-                where = (
-                    f"{ckpt_path} (step {last_good}), left intact"
-                    if last_good is not None
-                    else "none yet"
-                )
-                raise NonFiniteLossError(
-                    f"loss became non-finite at step {first + i + 1}; last good checkpoint: "
-                    f"{where}. Lower optimizer.alpha or check the data"
-                )
+            finite, loss = bool(np.all(m["finite"])), float(np.max(m["loss"]))
+            if finite and not (config.max_loss and loss > config.max_loss):
+                continue
+            what = "non-finite"
+            if finite:
+                what = f"{loss:.3g}, above config.max_loss={config.max_loss:g} (diverged)"
+            where = "none yet"
+            if last_good is not None:
+                where = f"{ckpt_path} (step {last_good}), left intact"
+            raise NonFiniteLossError(
+                f"loss became {what} at step {first + i + 1}; last good checkpoint: {where}. "
+                "Lower optimizer.alpha or check the data"
+            )
         return _mean_metrics(rows)
 
     loop_start = time.perf_counter()

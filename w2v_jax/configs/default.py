@@ -104,6 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
     # glibc: keep memory XLA frees for reuse instead of unmapping it (host_memory.py):
     # 3x faster steps when per-call temporaries are large (k = 25); RSS stays at its peak.
     config.keep_freed_memory = True
+    # Stop with an error when a step's mean loss per example exceeds this (0 = never): a
+    # diverged run can stay finite (an HS run reached 1e26) and must not pass as trained.
+    config.max_loss = 1000.0
     config.max_steps = 0  # stop after the call that reaches this many steps (0 = all epochs)
 
     # ---- evaluation ------------------------------------------------------------------
