@@ -12,7 +12,10 @@ centre words x C = 2·``--window`` context slots, a fraction ``--valid_fraction`
 valid), and times `train.jit_step` (word2vec's sparse SGD, state donated) over
 ``--steps`` steps after two warm-up steps, ``--repeats`` times; the median is reported as
 ms/step and pairs/s (valid slots per step / step time). Batches are on the device before
-timing, so no host work is timed. A configuration whose first step is slow gets fewer
+timing, so no host work is timed. The trainer's malloc policy
+(`host_memory.keep_freed_memory`) is applied first, as in training (``--nokeep_freed_memory``:
+glibc's default, under which k = 25 steps page-fault their temporaries and cost ~3x more).
+A configuration whose first step is slow gets fewer
 timed steps (at least one), so that it costs about ``--budget_s`` seconds.
 
 The sampled losses run the fused kernels with ``share="row"`` (one set of k samples per
@@ -34,6 +37,10 @@ Prints a table; the last stdout line is one JSON object: ``rows`` (one per confi
 ``peak_gflops`` (per matched shape), ``square_peak_gflops``, ``targets`` (the ratios of
 issue 7: sampled-loss time V_max / V_min, hs growth against its tree depth, NCE-k vs
 softmax time per pair, softmax fraction of peak), settings, date and machine.
+``--plot=PATH`` also draws time per pair against V and against k
+(`experiment_plots.cost_figure`); ``--plot_from=A.json,B.json --plot=PATH`` times nothing and
+draws (and prints) the runs merged, each configuration from the run with its lowest median
+(timings on a shared machine can differ by 3x between runs).
 """
 
 import datetime
@@ -52,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import huffman, input_pipeline, model, sampling, train
+from w2v_jax import experiment_plots, host_memory, huffman, input_pipeline, model, sampling, train
 
 ALL_LOSSES = ("softmax", "sampled_softmax", "nce", "neg", "hs")
 
@@ -76,6 +83,16 @@ _LR = flags.DEFINE_float("lr", 1e-3, "Learning rate of the timed steps (small: s
 _MEMORY_FRACTION = flags.DEFINE_float("memory_fraction", 0.7, "Skip above this share of RAM.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the batches and the initialisation.")
 _OUTPUT_JSON = flags.DEFINE_string("output_json", None, "Also write the JSON object here.")
+_PLOT = flags.DEFINE_string("plot", None, "Also draw time per pair against V and k (PNG).")
+_PLOT_FROM = flags.DEFINE_list(
+    "plot_from",
+    [],
+    "Time nothing: merge these output JSONs (per configuration, the run with the lowest "
+    "median) and draw --plot from them.",
+)
+_KEEP_FREED = flags.DEFINE_bool(
+    "keep_freed_memory", True, "The trainer's malloc policy (host_memory.py), as training runs."
+)
 
 GB = 1 << 30
 
@@ -305,12 +322,34 @@ def print_table(rows: list[dict], square_peak: float) -> None:
     print(f"square 2048^3 float32 jnp.dot: {square_peak:.0f} GFLOP/s")
 
 
+def merge_runs(paths: list[str]) -> list[dict]:
+    """Rows of several runs, one per (loss, V, k, D): the one with the lowest median time."""
+    best: dict = {}
+    for path in paths:
+        for row in json.loads(pathlib.Path(path).read_text())["rows"]:
+            if "ms_per_step" not in row:
+                continue
+            key = (row["loss"], row["vocab_size"], row["k"], row["dim"])
+            if key not in best or row["ms_per_step"] < best[key]["ms_per_step"]:
+                best[key] = row
+    return list(best.values())
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if _PLOT_FROM.value:
+        if not _PLOT.value:
+            raise app.UsageError("--plot_from needs --plot=PATH")
+        rows = merge_runs(_PLOT_FROM.value)
+        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
+        runs = [json.loads(pathlib.Path(p).read_text()) for p in _PLOT_FROM.value]
+        print_table(rows, max(r["square_peak_gflops"] for r in runs))
+        return
     unknown = set(_LOSSES.value) - set(ALL_LOSSES)
     if unknown:
         raise app.UsageError(f"--losses: unknown {sorted(unknown)}; use {ALL_LOSSES}")
+    malloc_policy = _KEEP_FREED.value and host_memory.keep_freed_memory()
     rng = np.random.default_rng(_SEED.value)
     key = jax.random.PRNGKey(_SEED.value)
     dims = [int(d) for d in _DIMS.value]
@@ -378,10 +417,13 @@ def main(argv) -> None:
             "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()],
             "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+            "keep_freed_memory": bool(malloc_policy),
             "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
         },
     }
     line = json.dumps(result)
+    if _PLOT.value:
+        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
     if _OUTPUT_JSON.value:
         pathlib.Path(_OUTPUT_JSON.value).write_text(line + "\n")
     print(line)

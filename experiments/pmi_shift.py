@@ -6,10 +6,11 @@ For each finished point whose loss is ``neg`` or ``nce``: rebuild its training c
 its ``config.json``, count the training pairs with the same window rule
 (`theory.count_pairs`), read the parameters from its ``checkpoint.npz`` and fit the learned
 scores of the pairs seen at least ``--min_count`` times (`theory.pmi_shift`). Prints one
-markdown table and writes ``DIR/pmi_shift.json``. Negative sampling predicts a unit slope
-against PMI with offset −log k (exactly: against log p̂(w|c) − log q(w)); NCE predicts
-scores = log p̂(w|c) (offset 0). Compare only runs trained with ``sample=0``: subsampling
-changes the pair distribution the counts describe.
+markdown table and writes ``DIR/pmi_shift.json`` and ``DIR/pmi_shift.png`` (offsets
+against k beside the predictions, `experiment_plots.pmi_shift_figure`). Negative sampling
+predicts a unit slope against PMI with offset −log k (exactly: against
+log p̂(w|c) − log q(w)); NCE predicts scores = log p̂(w|c) (offset 0). Compare only runs
+trained with ``sample=0``: subsampling changes the pair distribution the counts describe.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import json
 import math
 import pathlib
 
-import jax
-import ml_collections
 from absl import app, flags, logging
 
-from w2v_jax import checkpoint, config_checks, data, plots, theory, train
+from w2v_jax import data, experiment_plots, plots, runs, theory
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
 _MIN_COUNT = flags.DEFINE_float("min_count", 10.0, "Fit only pairs seen this many times.")
@@ -33,15 +32,9 @@ LOSSES = ("neg", "nce")
 
 def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
     """The PMI-shift fits of one finished run folder."""
-    config = ml_collections.ConfigDict(json.loads((point_dir / "config.json").read_text()))
-    dataset = data.load(config)
+    config, dataset, state = runs.load_run(point_dir)
     corpus = dataset.train
     vocab_size = len(corpus.vocab)
-    cfg = config_checks.step_config(config)
-    template = jax.device_get(
-        train.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg, config.loss.use_bias)
-    )
-    state, _ = checkpoint.load(checkpoint.path_in(point_dir), template)
     pairs = theory.count_pairs(
         corpus.ids,
         corpus.offsets,
@@ -114,6 +107,9 @@ def main(argv) -> None:
         row = point_shift(sweep_dir / summary["point"], _MIN_COUNT.value)
         rows.append({"point": summary["point"], "seed": summary.get("seed"), **row})
     (sweep_dir / "pmi_shift.json").write_text(json.dumps(rows, indent=1) + "\n")
+    if rows:
+        fig = experiment_plots.pmi_shift_figure(rows)
+        fig.savefig(sweep_dir / "pmi_shift.png", dpi=100)
     print(table(rows))
 
 

@@ -112,8 +112,10 @@ def test_bench_losses_ends_with_json(tmp_path):
         "--chunk_size=128",
         "--steps=2",
         "--repeats=1",
+        f"--plot={tmp_path / 'cost.png'}",
     ]
     result = _run("bench_losses.py", args, tmp_path)
+    assert (tmp_path / "cost.png").read_bytes()[:4] == b"\x89PNG"
     assert {"rows", "peak_gflops", "square_peak_gflops", "targets", "machine"} <= set(result)
     rows = {(r["loss"], r["vocab_size"]): r for r in result["rows"]}
     losses = {"softmax", "sampled_softmax", "nce", "neg", "hs"}

@@ -41,3 +41,4 @@ def test_pmi_shift_of_a_tiny_sweep(tmp_path):
         if line.startswith("| ne") or line.startswith("| nc")
     ]
     assert len(table) == 2
+    assert (tmp_path / "pmi_shift.png").read_bytes()[:4] == b"\x89PNG"
