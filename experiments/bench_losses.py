@@ -322,11 +322,12 @@ def print_table(rows: list[dict], square_peak: float) -> None:
     print(f"square 2048^3 float32 jnp.dot: {square_peak:.0f} GFLOP/s")
 
 
-def merge_runs(paths: list[str]) -> list[dict]:
-    """Rows of several runs, one per (loss, V, k, D): the one with the lowest median time."""
+def merge_runs(runs: list[dict]) -> list[dict]:
+    """Rows of several runs (their JSON objects), one per (loss, V, k, D): the one with the
+    lowest median time."""
     best: dict = {}
-    for path in paths:
-        for row in json.loads(pathlib.Path(path).read_text())["rows"]:
+    for run in runs:
+        for row in run["rows"]:
             if "ms_per_step" not in row:
                 continue
             key = (row["loss"], row["vocab_size"], row["k"], row["dim"])
@@ -341,9 +342,9 @@ def main(argv) -> None:
     if _PLOT_FROM.value:
         if not _PLOT.value:
             raise app.UsageError("--plot_from needs --plot=PATH")
-        rows = merge_runs(_PLOT_FROM.value)
-        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
         runs = [json.loads(pathlib.Path(p).read_text()) for p in _PLOT_FROM.value]
+        rows = merge_runs(runs)
+        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
         print_table(rows, max(r["square_peak_gflops"] for r in runs))
         return
     unknown = set(_LOSSES.value) - set(ALL_LOSSES)

@@ -30,6 +30,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.special
 from absl import app, flags, logging
 
 from w2v_jax import data, experiment_plots, gradient_bias, likelihood, runs
@@ -60,10 +61,8 @@ def state_label(config) -> str:
 
 def log_z_mean(params: dict, inputs) -> float:
     """Mean over examples of log Σ_v exp(s(v)): 0 where the model is self-normalised."""
-    logits = inputs @ jnp.asarray(params["out_embed"]).T
-    if "out_bias" in params:
-        logits = logits + jnp.asarray(params["out_bias"])[None, :]
-    return float(jnp.mean(jax.nn.logsumexp(logits, axis=-1)))
+    scores = likelihood.scores(params, inputs, loss_name="softmax")  # [E, V], with biases
+    return float(np.mean(scipy.special.logsumexp(scores, axis=1)))
 
 
 def measure_run(run_dir: str, ks: list[int], key: jax.Array) -> list[dict]:

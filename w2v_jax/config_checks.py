@@ -69,9 +69,9 @@ def validate(config) -> None:
         )
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
-    if config.corpus.heldout and config.corpus.name != "synthetic":
-        splits = corpus.PTB_SPLITS if config.corpus.name == "ptb" else ("heldout",)
-        _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *splits[1:]))
+    if config.corpus.name != "synthetic":
+        ptb_splits = corpus.PTB_SPLITS[1:] if config.corpus.name == "ptb" else ()
+        _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *ptb_splits))
     if config.steps_per_call > 1 and config.parallel.mode == "pmap":
         raise ValueError(
             f"config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "

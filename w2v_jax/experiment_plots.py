@@ -22,22 +22,6 @@ BIAS_METRICS = (
 )
 
 
-def _band(ax, xs, groups, color, label, style="o-"):
-    """Mean line with a min-max band; ``groups`` holds one array of values per x."""
-    mean = [np.mean(g) for g in groups]
-    ax.plot(xs, mean, style, color=color, label=label)
-    if any(len(g) > 1 for g in groups):
-        lows, highs = [np.min(g) for g in groups], [np.max(g) for g in groups]
-        ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
-
-
-def _log_k_axis(ax, ks):
-    ax.set_xscale("log")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.minorticks_off()
-    ax.grid(True, alpha=0.3)
-
-
 def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
     """Cosine, bias and single-draw variance against k: a column per trained state.
 
@@ -45,7 +29,7 @@ def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
     each line is a loss (mean over held-out batches, min-max band across them).
     """
     states = list(dict.fromkeys(r["state"] for r in rows))
-    fig, axes = plots._new_figure(4.6 * len(states), 9.0, len(BIAS_METRICS), len(states))
+    fig, axes = plots.new_figure(4.6 * len(states), 9.0, len(BIAS_METRICS), len(states))
     for col, state in enumerate(states):
         mine = [r for r in rows if r["state"] == state]
         ks = sorted({r["k"] for r in mine})
@@ -57,11 +41,11 @@ def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
                     [r[metric] for r in mine if r["loss"] == loss and r["k"] == k] for k in ks
                 ]
                 ax = axes[row, col]
-                _band(ax, ks, groups, color, loss)
+                plots.band(ax, ks, groups, color, loss)
                 ax.set_yscale(scale)
                 ax.set_ylabel(label, fontsize="small")
         for row in range(len(BIAS_METRICS)):
-            _log_k_axis(axes[row, col], ks)
+            plots.log_k_axis(axes[row, col], ks)
         axes[0, col].set_title(state, fontsize="small")
         axes[-1, col].set_xlabel("k (noise samples per example)")
         axes[0, col].legend(fontsize="small")
@@ -77,7 +61,7 @@ def cost_figure(rows: Sequence[dict], k_for_v: int = 5) -> figure.Figure:
     the loss ran.
     """
     rows = [{**r, "ns_per_pair": 1e9 / r["pairs_per_s"]} for r in rows if r.get("pairs_per_s")]
-    fig, axes = plots._new_figure(11.0, 4.2, 1, 2)
+    fig, axes = plots.new_figure(11.0, 4.2, 1, 2)
     left, right = axes[0, 0], axes[0, 1]
     colors = {loss: f"C{i}" for i, loss in enumerate(dict.fromkeys(r["loss"] for r in rows))}
     ks: set[int] = set()
@@ -105,7 +89,7 @@ def cost_figure(rows: Sequence[dict], k_for_v: int = 5) -> figure.Figure:
     left.grid(True, alpha=0.3)
     left.legend(fontsize="small")
     right.set_yscale("log")
-    _log_k_axis(right, sorted(ks))
+    plots.log_k_axis(right, sorted(ks))
     right.set_xlabel("k (noise samples per example)")
     right.set_title("step time per pair against k (each loss's largest V)")
     right.legend(fontsize="small")
@@ -119,7 +103,7 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
     ``log_cond.offset``). Negative sampling against PMI (prediction −log k); NCE against
     log p̂(w|c) (prediction 0). Mean over seeds with a min-max band.
     """
-    fig, axes = plots._new_figure(6.4, 4.2)
+    fig, axes = plots.new_figure(6.4, 4.2)
     ax = axes[0, 0]
     series = (("neg", "pmi", "negative sampling: s − PMI", "C2"),
               ("nce", "log_cond", "NCE: s − log p̂(w|c)", "C1"))  # fmt: skip
@@ -129,11 +113,11 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
         if mine:
             groups = [[r[fit]["offset"] for r in rows if r["loss"] == loss and r["k"] == k]
                       for k in mine]  # fmt: skip
-            _band(ax, mine, groups, color, label)
+            plots.band(ax, mine, groups, color, label)
     grid = np.geomspace(min(ks), max(ks), 50)
     ax.plot(grid, -np.log(grid), "--", color="C2", alpha=0.6, label="prediction: −log k")
     ax.axhline(0.0, linestyle="--", color="C1", alpha=0.6, label="prediction: 0")
-    _log_k_axis(ax, ks)
+    plots.log_k_axis(ax, ks)
     ax.set_xlabel("k (noise samples per example)")
     ax.set_ylabel("offset of learned scores (slope fixed at 1)")
     ax.set_title("What the scores learn: PMI − log k (neg), log p(w|c) (NCE)")

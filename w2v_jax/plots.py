@@ -86,10 +86,29 @@ def _ok(rows: Sequence[dict]) -> list[dict]:
     return [r for r in rows if r.get("status") == "ok"]
 
 
-def _new_figure(width: float, height: float, rows: int = 1, cols: int = 1):
+def new_figure(width: float, height: float, rows: int = 1, cols: int = 1):
+    """A constrained-layout Figure on the Agg canvas and its [rows, cols] axes."""
     fig = figure.Figure(figsize=(width, height), layout="constrained")
     backend_agg.FigureCanvasAgg(fig)
     return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def band(ax, xs, groups, color, label, style="o-") -> None:
+    """A mean line with a min-max band; ``groups`` holds one array of values per x."""
+    ax.plot(xs, [np.mean(g) for g in groups], style, color=color, label=label)
+    if any(len(g) > 1 for g in groups):
+        lows, highs = [np.min(g) for g in groups], [np.max(g) for g in groups]
+        ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+
+
+def log_k_axis(ax, ks) -> None:
+    """A log x axis ticked at exactly the k values, with a grid."""
+    ax.set_xscale("log")
+    if ks:
+        ax.set_xlim(min(ks) / 1.3, max(ks) * 1.3)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+    ax.grid(True, alpha=0.3)
 
 
 def metric_vs_k(rows: Sequence[dict], metric: str, title: str | None = None) -> figure.Figure:
@@ -99,40 +118,28 @@ def metric_vs_k(rows: Sequence[dict], metric: str, title: str | None = None) -> 
     min-max band.
     """
     rows = _ok(rows)
-    fig, axes = _new_figure(6.4, 4.2)
+    fig, axes = new_figure(6.4, 4.2)
     ax = axes[0, 0]
     ks = sorted({r["k"] for r in rows if r.get("k") is not None and r["k"] > 0})
     colors = (f"C{i % 10}" for i in itertools.count())
     for loss in dict.fromkeys(r["loss"] for r in rows if r.get("k") is not None):
-        xs, mean, low, high = [], [], [], []
-        for k in ks:
-            v = _finite(r.get(metric) for r in rows if r["loss"] == loss and r["k"] == k)
-            if v.size:
-                xs.append(k)
-                mean.append(v.mean())
-                low.append(v.min())
-                high.append(v.max())
+        values = {k: _finite(r.get(metric) for r in rows if r["loss"] == loss and r["k"] == k)
+                  for k in ks}  # fmt: skip
+        xs = [k for k in ks if values[k].size]
         if xs:
-            color = next(colors)
-            ax.plot(xs, mean, "o-", color=color, label=loss)
-            ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+            band(ax, xs, [values[k] for k in xs], next(colors), loss)
     for loss in REFERENCES:
         v = _finite(r.get(metric) for r in rows if r["loss"] == loss)
         if v.size:
             color, style = next(colors), _REFERENCE_STYLE[loss]
             ax.axhline(v.mean(), color=color, linestyle=style, label=f"{loss} (reference)")
             ax.axhspan(v.min(), v.max(), color=color, alpha=0.12, linewidth=0)
-    ax.set_xscale("log")
-    if ks:
-        ax.set_xlim(min(ks) / 1.3, max(ks) * 1.3)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.minorticks_off()
+    log_k_axis(ax, ks)
     if metric in _LOG_Y:
         ax.set_yscale("log")
     ax.set_xlabel("k (noise samples per example)")
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} against k (mean over seeds, min-max band)")
-    ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return fig
@@ -195,7 +202,7 @@ def convergence(
     """
     rows = _ok(rows)
     losses = list(dict.fromkeys(r["loss"] for r in rows))
-    fig, axes = _new_figure(11.0, 2.8 * max(len(losses), 1), max(len(losses), 1), 2)
+    fig, axes = new_figure(11.0, 2.8 * max(len(losses), 1), max(len(losses), 1), 2)
     groups = {}
     for r in rows:
         if r["point"] in curves:
