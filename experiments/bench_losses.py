@@ -5,11 +5,11 @@ r"""Step time of every loss against the vocabulary size V and the samples k (iss
 
 For each loss (softmax, sampled_softmax, nce, neg, hs), each V in ``--vocab_sizes``
 (synthetic Zipf counts, exponent ``--zipf_exponent``) and each k in ``--ks`` (ignored by
-softmax and hs), it builds `train.init_state`, the aux arrays as `data.make_aux` does
+softmax and hs), it builds `update.init_state`, the aux arrays as `data.make_aux` does
 (`sampling.noise_probs` / `build_alias_table` / `noise_log_probs`, `huffman.build_huffman`)
 and ``--num_batches`` fixed random batches (`input_pipeline.Batch`: ``--batch_size`` Zipf
 centre words x C = 2·``--window`` context slots, a fraction ``--valid_fraction`` of them
-valid), and times `train.jit_step` (word2vec's sparse SGD, state donated) over
+valid), and times `update.jit_step` (word2vec's sparse SGD, state donated) over
 ``--steps`` steps after two warm-up steps, ``--repeats`` times; the median is reported as
 ms/step and pairs/s (valid slots per step / step time). Batches are on the device before
 timing, so no host work is timed. The trainer's malloc policy
@@ -38,7 +38,7 @@ Prints a table; the last stdout line is one JSON object: ``rows`` (one per confi
 issue 7: sampled-loss time V_max / V_min, hs growth against its tree depth, NCE-k vs
 softmax time per pair, softmax fraction of peak), settings, date and machine.
 ``--plot=PATH`` also draws time per pair against V and against k
-(`experiment_plots.cost_figure`); ``--plot_from=A.json,B.json --plot=PATH`` times nothing and
+(`figures.cost_figure`); ``--plot_from=A.json,B.json --plot=PATH`` times nothing and
 draws (and prints) the runs merged, each configuration from the run with its lowest median
 (timings on a shared machine can differ by 3x between runs).
 """
@@ -59,7 +59,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import experiment_plots, host_memory, huffman, input_pipeline, model, sampling, train
+from w2v_jax import host_memory
+from w2v_jax.analysis import figures
+from w2v_jax.data import input_pipeline
+from w2v_jax.model import huffman, sampling, word2vec
+from w2v_jax.step import update
 
 ALL_LOSSES = ("softmax", "sampled_softmax", "nce", "neg", "hs")
 
@@ -69,7 +73,7 @@ _KS = flags.DEFINE_list("ks", ["5", "25"], "Samples per centre word (sampled los
 _DIMS = flags.DEFINE_list(
     "dims", ["100", "300"], "Dims; softmax runs at each, others at the first."
 )
-_MODEL = flags.DEFINE_enum("model", "skipgram", list(model.MODELS), "skipgram or cbow.")
+_MODEL = flags.DEFINE_enum("model", "skipgram", list(word2vec.MODELS), "skipgram or cbow.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 1024, "Centre words (rows) per step.")
 _WINDOW = flags.DEFINE_integer("window", 5, "Window; C = 2 * window context slots per row.")
 _VALID = flags.DEFINE_float("valid_fraction", 0.6, "Share of valid context slots.")
@@ -116,20 +120,20 @@ def make_batches(counts: np.ndarray, rng: np.random.Generator) -> list[input_pip
     ]
 
 
-def make_aux(loss: str, counts: np.ndarray, tree) -> model.Aux:
+def make_aux(loss: str, counts: np.ndarray, tree) -> word2vec.Aux:
     """As `data.make_aux` (ns_exponent 0.75)."""
-    if loss in model.SAMPLED_LOSSES:
-        return model.Aux(
+    if loss in word2vec.SAMPLED_LOSSES:
+        return word2vec.Aux(
             noise=sampling.build_alias_table(sampling.noise_probs(counts, 0.75)),
             log_q=sampling.noise_log_probs(counts, 0.75),
         )
     if loss == "hs":
-        return model.Aux(
+        return word2vec.Aux(
             codes=tree.codes.astype(np.float32),
             points=tree.points.astype(np.int32),
             path_mask=tree.mask.astype(np.float32),
         )
-    return model.Aux()
+    return word2vec.Aux()
 
 
 def softmax_chunk(vocab_size: int) -> int | None:
@@ -211,16 +215,16 @@ def matmul_gflops(e: int, d: int, n: int, key: jax.Array) -> float:
 def time_loss(loss, vocab_size, k, dim, batches, aux, key) -> dict:
     """One configuration: ms/step, pairs/s (and the softmax's GFLOP/s)."""
     chunk = softmax_chunk(vocab_size) if loss == "softmax" else None
-    cfg = train.StepConfig(
+    cfg = update.StepConfig(
         model=_MODEL.value,
         loss=loss,
         k=k or 1,
-        share="row" if loss in model.SAMPLED_LOSSES else "pair",
+        share="row" if loss in word2vec.SAMPLED_LOSSES else "pair",
         chunk_size=chunk,
     )
-    state = train.init_state(key, vocab_size, dim, cfg)
+    state = update.init_state(key, vocab_size, dim, cfg)
     aux = jax.device_put(aux)
-    step = train.jit_step(cfg)
+    step = update.jit_step(cfg)
     lr = np.float32(_LR.value)
 
     def call(state, batch):
@@ -344,7 +348,7 @@ def main(argv) -> None:
             raise app.UsageError("--plot_from needs --plot=PATH")
         runs = [json.loads(pathlib.Path(p).read_text()) for p in _PLOT_FROM.value]
         rows = merge_runs(runs)
-        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
+        figures.cost_figure(rows).savefig(_PLOT.value, dpi=100)
         print_table(rows, max(r["square_peak_gflops"] for r in runs))
         return
     unknown = set(_LOSSES.value) - set(ALL_LOSSES)
@@ -424,7 +428,7 @@ def main(argv) -> None:
     }
     line = json.dumps(result)
     if _PLOT.value:
-        experiment_plots.cost_figure(rows).savefig(_PLOT.value, dpi=100)
+        figures.cost_figure(rows).savefig(_PLOT.value, dpi=100)
     if _OUTPUT_JSON.value:
         pathlib.Path(_OUTPUT_JSON.value).write_text(line + "\n")
     print(line)

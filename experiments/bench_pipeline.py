@@ -20,7 +20,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import corpus, input_pipeline
+from w2v_jax.data import corpus, input_pipeline
 
 _CORPUS = flags.DEFINE_string("corpus", "text8-head", "Corpus name for corpus.load_corpus.")
 _DATA_DIR = flags.DEFINE_string(

@@ -69,7 +69,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import corpus, keyed_vectors
+from w2v_jax.data import corpus
+from w2v_jax.evaluation import keyed_vectors
 
 _MODEL = flags.DEFINE_enum("model", "skipgram", ["skipgram", "cbow"], "sg=1 or sg=0.")
 _EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs (both sides).", lower_bound=1)
@@ -162,8 +163,9 @@ def run_ours(run_dir: pathlib.Path) -> dict:
     # Imported here, not at the top: the gensim child must not load JAX (its RSS).
     import jax
 
-    from w2v_jax import config_checks, train, trainer
+    from w2v_jax import settings, trainer
     from w2v_jax.configs import text8_head
+    from w2v_jax.step import update
 
     jax.jit(lambda x: x + 1)(np.zeros(4, np.float32)).block_until_ready()
     runtime_rss = peak_rss_bytes()
@@ -191,9 +193,9 @@ def run_ours(run_dir: pathlib.Path) -> dict:
 
     data = load_train_corpus()
     vocab_size, tokens = len(data.vocab), int(data.ids.shape[0])
-    cfg = config_checks.step_config(config)
+    cfg = settings.step_config(config)
     shapes = jax.eval_shape(
-        lambda: train.init_state(
+        lambda: update.init_state(
             jax.random.PRNGKey(0), vocab_size, config.dim, cfg, config.loss.use_bias
         )
     )
@@ -335,7 +337,7 @@ def evaluation_files() -> tuple[str | None, list[str]]:
 
 def evaluate_run(run: dict) -> None:
     """Adds our evaluator's metrics of the run's vectors (None where a file is missing)."""
-    from w2v_jax import evaluate  # loads JAX: only in the parent, after every timed run
+    from w2v_jax.evaluation import evaluate  # loads JAX: only in the parent, after every timed run
 
     analogies, similarity = evaluation_files()
     metrics = evaluate.evaluate_vectors(

@@ -5,7 +5,7 @@
       [--ks=1,2,5,10,25,50,100] [--losses=sampled_softmax,nce,neg] [--draws=256] [--batches=4]
 
 For each run folder (any finished run: its ``config.json`` and ``checkpoint.npz``), take
-``--batches`` held-out batches as training makes them (`data.heldout_batches`,
+``--batches`` held-out batches as training makes them (`sources.heldout_batches`,
 `likelihood.batch_examples`, padding dropped, at most ``--max_examples`` examples each)
 and, per batch, `gradient_bias.gradient_bias`: over ``--draws`` independent noise draws,
 the cosine between each sampled loss's mean gradient and the exact softmax gradient, the
@@ -19,7 +19,7 @@ leaves the label's only weight in the normaliser on its own term, so the bias st
 falling, then grows, once k·q(label) is not small.
 
 Writes ``DIR/gradient_bias.json`` (one row per state, loss, k and batch), ``DIR/table.md``
-(means over batches) and ``DIR/gradient_bias.png`` (`experiment_plots.gradient_bias_figure`).
+(means over batches) and ``DIR/gradient_bias.png`` (`figures.gradient_bias_figure`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,10 @@ import numpy as np
 import scipy.special
 from absl import app, flags, logging
 
-from w2v_jax import data, experiment_plots, gradient_bias, likelihood, runs
+from w2v_jax import run_folder
+from w2v_jax.analysis import figures, gradient_bias
+from w2v_jax.data import sources
+from w2v_jax.evaluation import likelihood
 
 _RUN_DIRS = flags.DEFINE_list("run_dirs", None, "Finished run folders (trained states).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON, table and plot go.")
@@ -67,11 +70,11 @@ def log_z_mean(params: dict, inputs) -> float:
 
 def measure_run(run_dir: str, ks: list[int], key: jax.Array) -> list[dict]:
     """The rows of one trained state: every (loss, k, held-out batch)."""
-    config, dataset, state = runs.load_run(run_dir)
+    config, dataset, state = run_folder.load_run(run_dir)
     if dataset.heldout is None:
         raise ValueError(f"{run_dir} has no held-out text; train it with corpus.heldout set")
     params = state.params
-    batches = data.heldout_batches(config, dataset.heldout, _BATCHES.value)
+    batches = sources.heldout_batches(config, dataset.heldout, _BATCHES.value)
     label, rows = state_label(config), []
     for b, batch in enumerate(batches):
         inputs, labels, weights = likelihood.batch_examples(
@@ -142,7 +145,7 @@ def main(argv) -> None:
     (out_dir / "gradient_bias.json").write_text(json.dumps(rows, indent=1) + "\n")
     text = table(rows)
     (out_dir / "table.md").write_text(text)
-    experiment_plots.gradient_bias_figure(rows).savefig(out_dir / "gradient_bias.png", dpi=100)
+    figures.gradient_bias_figure(rows).savefig(out_dir / "gradient_bias.png", dpi=100)
     print(text)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from w2v_jax import plots
+from w2v_jax.analysis import plots
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write the PNGs (default DIR/plots).")

@@ -4,10 +4,10 @@
 
 For each finished point whose loss is ``neg`` or ``nce``: rebuild its training corpus from
 its ``config.json``, count the training pairs with the same window rule
-(`theory.count_pairs`), read the parameters from its ``checkpoint.npz`` and fit the learned
-scores of the pairs seen at least ``--min_count`` times (`theory.pmi_shift`). Prints one
+(`pmi_shift.count_pairs`), read the parameters from its ``checkpoint.npz`` and fit the learned
+scores of the pairs seen at least ``--min_count`` times (`pmi_shift.pmi_shift`). Prints one
 markdown table and writes ``DIR/pmi_shift.json`` and ``DIR/pmi_shift.png`` (offsets
-against k beside the predictions, `experiment_plots.pmi_shift_figure`). Negative sampling
+against k beside the predictions, `figures.pmi_shift_figure`). Negative sampling
 predicts a unit slope against PMI with offset −log k (exactly: against
 log p̂(w|c) − log q(w)); NCE predicts scores = log p̂(w|c) (offset 0). Compare only runs
 trained with ``sample=0``: subsampling changes the pair distribution the counts describe.
@@ -21,7 +21,9 @@ import pathlib
 
 from absl import app, flags, logging
 
-from w2v_jax import data, experiment_plots, plots, runs, theory
+from w2v_jax import run_folder
+from w2v_jax.analysis import figures, plots, pmi_shift
+from w2v_jax.data import sources
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
 _MIN_COUNT = flags.DEFINE_float("min_count", 10.0, "Fit only pairs seen this many times.")
@@ -32,10 +34,10 @@ LOSSES = ("neg", "nce")
 
 def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
     """The PMI-shift fits of one finished run folder."""
-    config, dataset, state = runs.load_run(point_dir)
+    config, dataset, state = run_folder.load_run(point_dir)
     corpus = dataset.train
     vocab_size = len(corpus.vocab)
-    pairs = theory.count_pairs(
+    pairs = pmi_shift.count_pairs(
         corpus.ids,
         corpus.offsets,
         vocab_size,
@@ -44,8 +46,8 @@ def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
         left_only=config.left_only,
         max_sentence_length=config.corpus.max_sentence_length,
     )
-    aux = data.make_aux(config, corpus.vocab.counts)
-    shift = theory.pmi_shift(
+    aux = sources.make_aux(config, corpus.vocab.counts)
+    shift = pmi_shift.pmi_shift(
         pairs,
         state.params,
         min_count=min_count,
@@ -108,7 +110,7 @@ def main(argv) -> None:
         rows.append({"point": summary["point"], "seed": summary.get("seed"), **row})
     (sweep_dir / "pmi_shift.json").write_text(json.dumps(rows, indent=1) + "\n")
     if rows:
-        fig = experiment_plots.pmi_shift_figure(rows)
+        fig = figures.pmi_shift_figure(rows)
         fig.savefig(sweep_dir / "pmi_shift.png", dpi=100)
     print(table(rows))
 

@@ -7,7 +7,7 @@ Each (loss, k, seed) trains in ``DIR/<loss>_k<k>_s<seed>/`` (softmax and hs once
 ``DIR/<loss>_s<seed>/``); ``--points=neg:5,neg:15,hs,nce:5`` lists the points instead of
 ``--losses`` x ``--ks``. Any ``--config.*`` override applies to every point. Rerunning the
 same command skips finished points and resumes interrupted ones. Writes ``summary.csv``,
-``summary.json`` and ``plots/*.png`` (see experiments/README.md and `w2v_jax.sweep`).
+``summary.json`` and ``plots/*.png`` (see experiments/README.md and `w2v_jax.analysis.sweep`).
 
 Exit status: 0 when every point finished; 1-124 the number of failed points (capped at
 124; see each point's ``error.txt``); 125 a bad flag or config, before any training.
@@ -21,7 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from w2v_jax import sweep
+from w2v_jax.analysis import sweep
 
 EXIT_BAD_CONFIG = 125
 MAX_FAILED_STATUS = 124

@@ -16,7 +16,8 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={N}"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from w2v_jax import data, input_pipeline, train  # noqa: E402
+from w2v_jax.data import input_pipeline, sources  # noqa: E402
+from w2v_jax.step import update  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 V, D, B, C = 40, 8, 16, 4
@@ -33,11 +34,11 @@ def setup(loss):
         rng.integers(0, V, (B, C)).astype(np.int32),
         (rng.random((B, C)) < 0.8).astype(np.float32),
     )
-    return batch, data.aux_for(loss, counts)
+    return batch, sources.aux_for(loss, counts)
 
 
 def fresh(cfg):
-    st = train.init_state(jax.random.PRNGKey(0), V, D, cfg)
+    st = update.init_state(jax.random.PRNGKey(0), V, D, cfg)
     key = jax.random.PRNGKey(1)
     params = {k: v + 0.1 * jax.random.normal(key, v.shape) for k, v in st.params.items()}
     opt = st.opt_state if not (cfg.optimizer == "sgd" and cfg.sparse) else ()
@@ -61,15 +62,15 @@ def main():
         for loss in LOSSES:
             for optimizer in OPTIMIZERS:
                 sparse = optimizer == "sgd"
-                cfg = train.StepConfig(
+                cfg = update.StepConfig(
                     model=model_name, loss=loss, k=3, optimizer=optimizer, sparse=sparse
                 )
                 batch, aux = setup(loss)
-                ref = run_steps(train.jit_step(cfg), fresh(cfg), batch, aux)
+                ref = run_steps(update.jit_step(cfg), fresh(cfg), batch, aux)
                 ref_p = jax.device_get(ref.params)
 
-                pm = train.pmap_step(cfg, devices)
-                st = train.replicate(fresh(cfg), devices)
+                pm = update.pmap_step(cfg, devices)
+                st = update.replicate(fresh(cfg), devices)
                 sharded = input_pipeline.shard_batch(batch, N)
                 for _ in range(3):
                     st, _ = pm(st, sharded, aux, np.float32(0.1))
@@ -82,9 +83,9 @@ def main():
                 out["pmap_diff"] = max_diff(ref_p, pm_p)
                 out["pmap_replicas_identical"] = identical
                 for shard_vocab in (False, True):
-                    mesh = train.make_mesh(N, model_axis=N if shard_vocab else 1)
+                    mesh = update.make_mesh(N, model_axis=N if shard_vocab else 1)
                     state0 = fresh(cfg)
-                    fn, st_sh = train.mesh_step(cfg, mesh, state0, shard_vocab)
+                    fn, st_sh = update.mesh_step(cfg, mesh, state0, shard_vocab)
                     st = jax.device_put(state0, st_sh)
                     data_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
                     b = jax.device_put(batch, data_sh)

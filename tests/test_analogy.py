@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from w2v_jax import analogy, keyed_vectors
+from w2v_jax.evaluation import analogy, keyed_vectors
 
 METHODS = ["3cosadd", "3cosmul"]
 

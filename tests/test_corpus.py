@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from w2v_jax import corpus, readers
+from w2v_jax.data import corpus, readers
 
 # Words with multi-byte UTF-8 and varied whitespace, so that chunk boundaries fall inside
 # characters, words and runs of whitespace.
@@ -440,8 +440,8 @@ def test_text8_head_counts(data_file, tmp_path):
 @pytest.mark.parametrize("heldout,expected", [("heldout", "v"), ("valid", "v"), ("test", "t")])
 def test_ptb_heldout_split_is_configurable(tmp_path, monkeypatch, heldout, expected):
     """corpus.heldout="heldout" means ptb.valid; "test" gives the paper's test split."""
-    from w2v_jax import data
     from w2v_jax.configs import ptb
+    from w2v_jax.data import sources
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     (tmp_path / "ptb.train.txt").write_text(" v t a \n" * 3)
@@ -449,5 +449,5 @@ def test_ptb_heldout_split_is_configurable(tmp_path, monkeypatch, heldout, expec
     (tmp_path / "ptb.test.txt").write_text(" t t \n")
     config = ptb.get_config()
     config.corpus.data_dir, config.corpus.heldout = str(tmp_path), heldout
-    loaded = data.load(config)
+    loaded = sources.load(config)
     assert sentences(loaded.heldout) == [[expected, expected, "<eos>"]]

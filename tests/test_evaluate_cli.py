@@ -1,4 +1,4 @@
-"""`evaluate_vectors` and the `python -m w2v_jax.evaluate` CLI on small files."""
+"""`evaluate_vectors` and the `python -m w2v_jax.evaluation.evaluate` CLI on small files."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from w2v_jax import evaluate, keyed_vectors
+from w2v_jax.evaluation import evaluate, keyed_vectors
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # x_i = s_i + r_x, y_i = s_i + r_y: every analogy among these pairs is exactly solvable.
@@ -80,7 +80,7 @@ def test_evaluate_vectors(files):
 def _run_cli(*args):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "w2v_jax.evaluate", *args],
+        [sys.executable, "-m", "w2v_jax.evaluation.evaluate", *args],
         capture_output=True,
         text=True,
         cwd=REPO,

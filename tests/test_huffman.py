@@ -1,11 +1,11 @@
-"""Tests for w2v_jax.huffman: optimality, tree structure and word2vec C's conventions."""
+"""Tests for w2v_jax.model.huffman: optimality, tree structure and word2vec C's conventions."""
 
 import heapq
 
 import numpy as np
 import pytest
 
-from w2v_jax import huffman
+from w2v_jax.model import huffman
 
 
 def huffman_cost(counts) -> int:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from w2v_jax import input_pipeline, prefetch, windows
+from w2v_jax.data import input_pipeline, prefetch, windows
 
 V = 60
 

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from w2v_jax import keyed_vectors
+from w2v_jax.evaluation import keyed_vectors
 
 WORDS = ("the", "of", "naïve", "King", "x")
 

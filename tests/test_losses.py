@@ -1,4 +1,4 @@
-"""Tests for `w2v_jax.losses`: naive references, exact reductions, gradients, theory."""
+"""Tests for `w2v_jax.model.losses`: naive references, exact reductions, gradients, theory."""
 
 import doctest
 import functools
@@ -13,7 +13,7 @@ import pytest
 from jax import flatten_util
 from jax import test_util as jtu
 
-from w2v_jax import losses
+from w2v_jax.model import losses
 
 # ---------------------------------------------------------------------------------------
 # Problems and naive float64 references.

@@ -46,8 +46,9 @@ def test_parallel_steps_equal_single_device(devices, losses, optimizers, models)
 @pytest.mark.slow
 def test_full_runs_on_two_devices_match_one_device(tmp_path):
     """train_and_evaluate under pmap and mesh ends where the single-device run ends."""
-    from w2v_jax import keyed_vectors, trainer
+    from w2v_jax import trainer
     from w2v_jax.configs import tiny
+    from w2v_jax.evaluation import keyed_vectors
 
     trainer.train_and_evaluate(tiny.get_config(), str(tmp_path / "single"))
     ref = keyed_vectors.load_word2vec(tmp_path / "single/vectors.bin").vectors
@@ -77,8 +78,9 @@ def test_full_runs_on_two_devices_match_one_device(tmp_path):
 @pytest.mark.slow
 def test_mesh_scan_matches_single_device_scan(tmp_path):
     """Four sub-steps per call on a 2-device mesh end where one device ends."""
-    from w2v_jax import keyed_vectors, trainer
+    from w2v_jax import trainer
     from w2v_jax.configs import tiny
+    from w2v_jax.evaluation import keyed_vectors
 
     config = tiny.get_config()
     config.steps_per_call = 4

@@ -1,4 +1,4 @@
-"""Tests for w2v_jax.sampling: the noise distribution, the alias table and the samplers."""
+"""Tests for w2v_jax.model.sampling: the noise distribution, the alias table and the samplers."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from w2v_jax import sampling
+from w2v_jax.model import sampling
 
 NUM_DRAWS = 1_000_000
 P_THRESHOLD = 1e-4

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from w2v_jax import similarity
+from w2v_jax.evaluation import similarity
 
 
 def test_average_ranks_match_scipy_with_ties():

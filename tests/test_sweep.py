@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from w2v_jax import plots, sweep, trainer
+from w2v_jax import trainer
+from w2v_jax.analysis import plots, sweep
 from w2v_jax.configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

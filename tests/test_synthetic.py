@@ -12,7 +12,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from w2v_jax import synthetic
+from w2v_jax.data import synthetic
 
 SMALL = synthetic.SyntheticSpec(vocab_size=40, rank=4, num_tokens=1_000_000, seed=3)
 

@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from w2v_jax import checkpoint, keyed_vectors, trainer
+from w2v_jax import checkpoint, trainer
 from w2v_jax.configs import tiny
+from w2v_jax.evaluation import keyed_vectors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -53,12 +54,13 @@ def _template(workdir):
     """A state shaped like the tiny run's, to read its checkpoint back."""
     import jax
 
-    from w2v_jax import config_checks, train
+    from w2v_jax import settings
+    from w2v_jax.step import update
 
     config = _config()
     vocab_size = len((pathlib.Path(workdir) / "vocab.tsv").read_text().splitlines())
-    cfg = config_checks.step_config(config)
-    return jax.device_get(train.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg))
+    cfg = settings.step_config(config)
+    return jax.device_get(update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg))
 
 
 def test_same_config_and_seed_give_bit_identical_vectors(tmp_path):

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from w2v_jax import vocab
+from w2v_jax.data import vocab
 
 COUNTS = {"cat": 3, "the": 9, "a": 3, "zebra": 1, "mat": 2, "on": 3}
 

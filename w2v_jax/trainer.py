@@ -19,18 +19,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import (
-    checkpoint,
-    config_checks,
-    data,
-    eval_hook,
-    host_memory,
-    input_pipeline,
-    keyed_vectors,
-    progress,
-    run_steps,
-    train,
-)
+from w2v_jax import checkpoint, evaluator, host_memory, progress, settings
+from w2v_jax.data import input_pipeline, sources
+from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.step import runners, update
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -39,20 +31,20 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
-    config_checks.validate(config)  # one-line ValueError before any work
+    settings.validate(config)  # one-line ValueError before any work
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
     if config.keep_freed_memory:
         host_memory.keep_freed_memory()
-    dataset = data.load(config)
+    dataset = sources.load(config)
     corpus = dataset.train
     vocab = corpus.vocab
-    config_checks.validate_against_corpus(config, corpus)
-    cfg = config_checks.step_config(config)
-    aux = data.make_aux(config, vocab.counts)
-    state = train.init_state(
+    settings.validate_against_corpus(config, corpus)
+    cfg = settings.step_config(config)
+    aux = sources.make_aux(config, vocab.counts)
+    state = update.init_state(
         jax.random.PRNGKey(config.seed), len(vocab), config.dim, cfg, config.loss.use_bias
     )
     position, tokens_done = input_pipeline.Position(0, 0), 0
@@ -65,19 +57,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = int(state.step)  # host copy; the runner may replicate the state
     last_good = step if ckpt_path.exists() else None
     log = progress.MetricsLog(workdir / "metrics.jsonl", resume_step=step)
-    evaluator = eval_hook.Evaluator(dataset, config, cfg, aux)
-    runner = run_steps.make_runner(config, cfg, state)
+    evaluate_params = evaluator.Evaluator(dataset, config, cfg, aux)
+    runner = runners.make_runner(config, cfg, state)
     state = runner.put_state(state)
     aux = runner.put_aux(aux)
 
-    opts = data.batch_options(config)
+    opts = sources.batch_options(config)
     planned = config.epochs * input_pipeline.tokens_per_epoch(
         corpus.offsets,
         process_index=opts["process_index"],
         process_count=opts["process_count"],
         max_sentence_length=opts["max_sentence_length"],
     )
-    batches = data.batches(config, corpus, position)
+    batches = sources.batches(config, corpus, position)
     meter = progress.Meter(planned, tokens_done, total_epochs=config.epochs)
     pending: list = []  # (device metrics [S, ...], real steps) not yet fetched
 
@@ -120,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # word2vec's decay by words processed, interpolated across the call's sub-steps.
         fractions = (np.arange(per_call) / per_call) * (item.tokens - tokens_done)
         lrs = [
-            train.learning_rate(
+            update.learning_rate(
                 config.optimizer.alpha, config.optimizer.min_alpha, (tokens_done + f) / planned
             )
             for f in fractions
@@ -139,7 +131,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             row.update(meter.rates())
         if _crossed(before, step, config.eval_every):
             eval_start = time.perf_counter()
-            row.update(evaluator(runner.host_params(state)))
+            row.update(evaluate_params(runner.host_params(state)))
             meter.exclude(time.perf_counter() - eval_start)
         if row:
             log.write(step, row)
@@ -158,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rates = meter.rates()  # before evaluation, which is not training time
     _save(ckpt_path, runner.host_state(state), position, tokens_done)
     params = runner.host_params(state)
-    final_eval = evaluator(params)
+    final_eval = evaluate_params(params)
     final = {
         **{f"train/{k}": v for k, v in last_window.items()},  # steps since the last log
         **rates,

@@ -11,8 +11,10 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from w2v_jax import config_checks, huffman, input_pipeline, model, prefetch, sampling, synthetic
-from w2v_jax import corpus as corpus_lib
+from w2v_jax import settings
+from w2v_jax.data import corpus as corpus_lib
+from w2v_jax.data import input_pipeline, prefetch, synthetic
+from w2v_jax.model import huffman, sampling, word2vec
 
 # What `corpus.heldout = "heldout"` means per named corpus (ptb has its own files; other
 # text-like corpora use their last slice). Any other value is a split name ("test" for ptb).
@@ -79,24 +81,24 @@ def load(config) -> Data:
     return Data(train, heldout, None, english=True)
 
 
-def aux_for(loss_name: str, counts: np.ndarray, ns_exponent: float = 0.75) -> model.Aux:
+def aux_for(loss_name: str, counts: np.ndarray, ns_exponent: float = 0.75) -> word2vec.Aux:
     """Noise table (sampled losses) or Huffman arrays (hs) for the step, as host arrays."""
-    if loss_name in model.SAMPLED_LOSSES:
-        return model.Aux(
+    if loss_name in word2vec.SAMPLED_LOSSES:
+        return word2vec.Aux(
             noise=sampling.build_alias_table(sampling.noise_probs(counts, ns_exponent)),
             log_q=sampling.noise_log_probs(counts, ns_exponent),
         )
     if loss_name == "hs":
         tree = huffman.build_huffman(counts)
-        return model.Aux(
+        return word2vec.Aux(
             codes=tree.codes.astype(np.float32),
             points=tree.points.astype(np.int32),
             path_mask=tree.mask.astype(np.float32),
         )
-    return model.Aux()
+    return word2vec.Aux()
 
 
-def make_aux(config, counts: np.ndarray) -> model.Aux:
+def make_aux(config, counts: np.ndarray) -> word2vec.Aux:
     """`aux_for` the config's loss and noise exponent."""
     return aux_for(config.loss.name, counts, config.loss.ns_exponent)
 
@@ -122,7 +124,7 @@ def batches(
     """Training batches from ``start`` to the end of the last epoch, prefetched."""
     opts = batch_options(config)
     if opts["process_count"] > 1:  # every host must take the same number of steps
-        rows = config_checks.expected_rows_per_epoch(config, corpus) / opts["process_count"]
+        rows = settings.expected_rows_per_epoch(config, corpus) / opts["process_count"]
         opts["batches_per_epoch"] = max(int(0.98 * rows / opts["batch_size"]), 1)
     items = input_pipeline.iterate_batches(
         corpus.ids,

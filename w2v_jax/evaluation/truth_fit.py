@@ -41,7 +41,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.stats
 
-from w2v_jax import likelihood, synthetic
+from w2v_jax.data import synthetic
+from w2v_jax.evaluation import likelihood
 
 
 class TrueConditional(NamedTuple):

@@ -14,14 +14,16 @@ from typing import NamedTuple
 import jax
 import ml_collections
 
-from w2v_jax import checkpoint, config_checks, data, train
+from w2v_jax import checkpoint, settings
 from w2v_jax.configs import default
+from w2v_jax.data import sources
+from w2v_jax.step import update
 
 
 class Run(NamedTuple):
     config: ml_collections.ConfigDict
-    data: data.Data  # the corpus, its held-out text and (synthetic) the truth
-    state: train.TrainState  # host arrays, as the last checkpoint saved them
+    data: sources.Data  # the corpus, its held-out text and (synthetic) the truth
+    state: update.TrainState  # host arrays, as the last checkpoint saved them
 
 
 def _merge(base: dict, stored: dict) -> dict:
@@ -48,11 +50,11 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     path = checkpoint.path_in(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; the run has not saved a checkpoint yet")
-    dataset = data.load(config)
-    cfg = config_checks.step_config(config)
+    dataset = sources.load(config)
+    cfg = settings.step_config(config)
     vocab_size = len(dataset.train.vocab)
     template = jax.device_get(
-        train.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg, config.loss.use_bias)
+        update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg, config.loss.use_bias)
     )
     state, _ = checkpoint.load(path, template)
     return Run(config, dataset, state)

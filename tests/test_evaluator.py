@@ -6,8 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from w2v_jax import config_checks, data, eval_hook, likelihood, train, trainer, truth_fit
+from w2v_jax import evaluator, settings, trainer
 from w2v_jax.configs import tiny
+from w2v_jax.data import sources
+from w2v_jax.evaluation import likelihood, truth_fit
+from w2v_jax.step import update
 
 LIKELIHOOD_KEYS = {
     "eval/heldout_loss",
@@ -30,12 +33,12 @@ def _config(**overrides):
 
 def _evaluator(config):
     """The Evaluator and freshly initialised host parameters (output vectors at zero)."""
-    dataset = data.load(config)
-    cfg = config_checks.step_config(config)
-    aux = data.make_aux(config, dataset.train.vocab.counts)
+    dataset = sources.load(config)
+    cfg = settings.step_config(config)
+    aux = sources.make_aux(config, dataset.train.vocab.counts)
     vocab_size = len(dataset.train.vocab)
-    state = train.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg)
-    return eval_hook.Evaluator(dataset, config, cfg, aux), jax.device_get(state.params), dataset
+    state = update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg)
+    return evaluator.Evaluator(dataset, config, cfg, aux), jax.device_get(state.params), dataset
 
 
 def test_zero_output_vectors_give_uniform_predictions():

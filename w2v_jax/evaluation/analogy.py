@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2v_jax import keyed_vectors
+from w2v_jax.evaluation import keyed_vectors
 
 METHODS = ("3cosadd", "3cosmul")
 COSMUL_EPSILON = 1e-3

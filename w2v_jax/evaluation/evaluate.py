@@ -1,6 +1,6 @@
 r"""Evaluates any word2vec-format vectors file: analogies, word similarity, neighbours.
 
-  python -m w2v_jax.evaluate --vectors=runs/x/vectors.bin \
+  python -m w2v_jax.evaluation.evaluate --vectors=runs/x/vectors.bin \
       --analogies=../shared/data/questions-words.txt \
       --similarity=../shared/data/wordsim353.tsv --output_json=runs/x/eval.json
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
-from w2v_jax import analogy, keyed_vectors, similarity
+from w2v_jax.evaluation import analogy, keyed_vectors, similarity
 
 FLAGS = flags.FLAGS
 

@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2v_jax import losses as losses_lib
-from w2v_jax import sampling
+from w2v_jax.model import losses as losses_lib
+from w2v_jax.model import sampling
 
 SAMPLED = ("sampled_softmax", "nce", "neg")
 _FLOATS_PER_STEP = 1 << 23  # draws vmapped together: n · P floats at a time

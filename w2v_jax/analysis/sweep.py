@@ -37,7 +37,8 @@ from typing import NamedTuple
 import ml_collections
 from absl import logging
 
-from w2v_jax import config_checks, plots, trainer
+from w2v_jax import settings, trainer
+from w2v_jax.analysis import plots
 
 REFERENCE_LOSSES = ("softmax", "hs")  # k does not apply: one point per seed
 RESULT_FILE = "result.json"  # the point's marker: status, wall time, error
@@ -147,7 +148,7 @@ def validated_configs(
     configs = {point: point_config(base, point, configure) for point in points}
     for point, config in configs.items():
         try:
-            config_checks.validate(config)
+            settings.validate(config)
         except ValueError as e:
             raise ValueError(f"point {point.name}: {e}") from e
     return configs

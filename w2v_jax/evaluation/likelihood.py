@@ -48,8 +48,8 @@ import numpy as np
 import scipy.sparse
 import scipy.special
 
-from w2v_jax import losses
-from w2v_jax import model as model_lib
+from w2v_jax.model import losses
+from w2v_jax.model import word2vec as model_lib
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 DEFAULT_CHUNK = 2048  # vocabulary rows per logsumexp block: [E, 2048] logits at a time

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax import synthetic, windows
+from w2v_jax.data import synthetic, windows
 
 
 class PairCounts(NamedTuple):

@@ -32,8 +32,8 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax import corpus as corpus_lib
-from w2v_jax import vocab as vocab_lib
+from w2v_jax.data import corpus as corpus_lib
+from w2v_jax.data import vocab as vocab_lib
 
 
 @dataclasses.dataclass(frozen=True)

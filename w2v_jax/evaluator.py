@@ -32,7 +32,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from w2v_jax import data, evaluate, keyed_vectors, likelihood, train, truth_fit
+from w2v_jax.data import sources
+from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, truth_fit
+from w2v_jax.step import update
 
 _KEYS = ("analogy/total", "analogy/semantic", "analogy/syntactic", "analogy/coverage")
 
@@ -46,15 +48,15 @@ def _default_file(name: str) -> str:
 class Evaluator:
     """Built once per run; call it with host parameters to get ``eval/*`` metrics."""
 
-    def __init__(self, dataset: data.Data, config, cfg: train.StepConfig, aux):
+    def __init__(self, dataset: sources.Data, config, cfg: update.StepConfig, aux):
         self.config, self.cfg, self.aux = config, cfg, aux
         self.dataset = dataset
         self.batches = []
         if dataset.heldout is not None and len(dataset.heldout.ids) > 1:
-            self.batches = data.heldout_batches(
+            self.batches = sources.heldout_batches(
                 config, dataset.heldout, config.eval.heldout_batches
             )
-        self.loss_fn = jax.jit(functools.partial(train.eval_loss, cfg=cfg))
+        self.loss_fn = jax.jit(functools.partial(update.eval_loss, cfg=cfg))
         self.target = None  # the exact conditional of the synthetic corpus, built once
         self.truth = dataset.truth
         if dataset.truth is not None:

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import scipy.special
 
-from w2v_jax import gradient_bias, input_pipeline, synthetic, theory, truth_fit
+from w2v_jax.analysis import gradient_bias, pmi_shift
+from w2v_jax.data import input_pipeline, synthetic
+from w2v_jax.evaluation import truth_fit
 
 # ------------------------------------------------------------------------- pair counts
 
@@ -43,7 +45,7 @@ def _as_dict(pairs):
 @pytest.mark.parametrize("left_only", [False, True])
 def test_count_pairs_equals_the_training_pipeline(left_only):
     ids, offsets = _corpus()
-    got = theory.count_pairs(
+    got = pmi_shift.count_pairs(
         ids, offsets, 9, window=3, dynamic_window=False, left_only=left_only,
         max_sentence_length=60, chunk_tokens=50,
     )  # fmt: skip
@@ -65,11 +67,11 @@ def test_count_pairs_dynamic_window_weights_and_top_words():
                 d = abs(i - j)
                 if 1 <= d <= window:  # centre i, context j, used with probability a_d
                     want[(sentence[i], sentence[j])] += (window - d + 1) / window
-    got = theory.count_pairs(ids, offsets, 9, window=window, chunk_tokens=64)
+    got = pmi_shift.count_pairs(ids, offsets, 9, window=window, chunk_tokens=64)
     pairs = _as_dict(got)
     assert pairs.keys() == want.keys()
     np.testing.assert_allclose([pairs[k] for k in want], list(want.values()))
-    top = theory.count_pairs(ids, offsets, 9, window=window, top_words=4)
+    top = pmi_shift.count_pairs(ids, offsets, 9, window=window, top_words=4)
     assert top.centre.max() < 4 and top.context.max() < 4
     np.testing.assert_allclose(top.centre_total, got.centre_total)  # marginals: all pairs
     assert top.total == pytest.approx(got.total)
@@ -84,7 +86,7 @@ def _planted(v=12, seed=0, shift=-1.6094379124341003):  # -log 5
     joint = rng.dirichlet(np.ones(v * v)).reshape(v, v)  # [w, c]
     n = joint * 1e6
     w, c = np.divmod(np.arange(v * v), v)
-    pairs = theory.PairCounts(
+    pairs = pmi_shift.PairCounts(
         w.astype(np.int32), c.astype(np.int32), n.ravel(), n.sum(1), n.sum(0), n.sum()
     )
     pmi = np.log(joint) - np.log(joint.sum(1, keepdims=True)) - np.log(joint.sum(0))
@@ -98,7 +100,7 @@ def _planted(v=12, seed=0, shift=-1.6094379124341003):  # -log 5
 def test_pmi_fit_recovers_a_planted_shift():
     pairs, params, joint = _planted()
     log_q = np.log(np.full(12, 1 / 12))
-    got = theory.pmi_shift(pairs, params, min_count=0, k=5, log_q=log_q)
+    got = pmi_shift.pmi_shift(pairs, params, min_count=0, k=5, log_q=log_q)
     assert got.num_pairs == 144 and got.predicted_offset == pytest.approx(-math.log(5))
     assert got.pmi.slope == pytest.approx(1.0, abs=1e-5)
     assert got.pmi.intercept == pytest.approx(-math.log(5), abs=1e-5)
@@ -112,13 +114,13 @@ def test_nce_scores_fit_log_conditional_with_offset_zero():
     pairs, params, joint = _planted(seed=1)
     log_cond = np.log(joint) - np.log(joint.sum(0))  # [w, c], log p(w | c)
     params["out_embed"] = log_cond.astype(np.float32)
-    got = theory.pmi_shift(pairs, params, min_count=1e3)
+    got = pmi_shift.pmi_shift(pairs, params, min_count=1e3)
     assert got.num_pairs == np.count_nonzero(pairs.count >= 1e3)
     assert got.log_cond.offset == pytest.approx(0.0, abs=1e-5)
     assert got.log_cond.slope == pytest.approx(1.0, abs=1e-5)
     assert got.log_ratio is None and got.predicted_offset is None
     with pytest.raises(ValueError, match="fewer than 2 pairs"):
-        theory.pmi_shift(pairs, params, min_count=1e9)
+        pmi_shift.pmi_shift(pairs, params, min_count=1e9)
 
 
 # ------------------------------------------------------------------------ ground truth

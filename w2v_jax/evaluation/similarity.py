@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from w2v_jax import keyed_vectors
+from w2v_jax.evaluation import keyed_vectors
 
 
 class SimilarityResult(NamedTuple):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from absl import logging
 
-from w2v_jax import readers, vocab
+from w2v_jax.data import readers, vocab
 
 VERSION = 1  # bump when the encoding changes, so that old entries miss
 

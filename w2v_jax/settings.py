@@ -1,5 +1,5 @@
 """Config validation (one line naming the field and the allowed values) and the
-translation of a ConfigDict into the static `train.StepConfig`.
+translation of a ConfigDict into the static `update.StepConfig`.
 
 Every check here runs before any data is read or any array is allocated, except
 `validate_against_corpus`, which runs right after the corpus is loaded.
@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 
-from w2v_jax import corpus, input_pipeline, losses, model, train
+from w2v_jax.data import corpus, input_pipeline
+from w2v_jax.model import losses, word2vec
+from w2v_jax.step import update
 
 LAYOUTS = ("grouped", "pairs")
 SHARES = ("pair", "row", "block")
@@ -30,13 +32,13 @@ def _at_least(name: str, value, low) -> None:
 
 def validate(config) -> None:
     """Raises ValueError naming the first invalid field and its allowed values."""
-    _choice("model", config.model, model.MODELS)
+    _choice("model", config.model, word2vec.MODELS)
     _choice("loss.name", config.loss.name, sorted(losses.LOSSES))
-    _choice("optimizer.name", config.optimizer.name, train.OPTIMIZERS)
+    _choice("optimizer.name", config.optimizer.name, update.OPTIMIZERS)
     _choice("layout", config.layout, LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)
     _choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
-    _choice("parallel.mode", config.parallel.mode, train.PARALLEL)
+    _choice("parallel.mode", config.parallel.mode, update.PARALLEL)
     for name in (
         "dim",
         "window",
@@ -113,8 +115,8 @@ def validate_against_corpus(config, corpus) -> None:
         )
 
 
-def step_config(config) -> train.StepConfig:
-    return train.StepConfig(
+def step_config(config) -> update.StepConfig:
+    return update.StepConfig(
         model=config.model,
         loss=config.loss.name,
         k=config.loss.k,

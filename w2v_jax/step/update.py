@@ -28,7 +28,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from w2v_jax import fused, model, sampling
+from w2v_jax.model import sampling, word2vec
+from w2v_jax.step import grouped
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 PARALLEL = ("single", "pmap", "mesh")
@@ -56,7 +57,7 @@ class StepConfig:
 
 class TrainState(NamedTuple):
     step: jax.Array  # [] int32, number of updates applied
-    params: dict  # see model.init_params
+    params: dict  # see word2vec.init_params
     opt_state: Any  # optax state of the dense path; () for sparse SGD
     key: jax.Array  # [2] uint32 base RNG key; step keys are fold_in(key, step)
 
@@ -74,7 +75,7 @@ def make_transform(cfg: StepConfig) -> optax.GradientTransformation:
 
 def init_state(key: jax.Array, vocab_size: int, dim: int, cfg: StepConfig, use_bias=False):
     init_key, step_key = jax.random.split(key)
-    params = model.init_params(init_key, vocab_size, dim, cfg.loss, use_bias)
+    params = word2vec.init_params(init_key, vocab_size, dim, cfg.loss, use_bias)
     opt_state = () if _is_sparse(cfg) else make_transform(cfg).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, step_key)
 
@@ -83,7 +84,7 @@ def _is_sparse(cfg: StepConfig) -> bool:
     return cfg.optimizer == "sgd" and cfg.sparse
 
 
-def _draw_samples(key, aux: model.Aux, shape, axis_name):
+def _draw_samples(key, aux: word2vec.Aux, shape, axis_name):
     """Negatives for this step; under pmap each device takes its slice of the global draw."""
     if axis_name is None:
         return sampling.draw(key, aux.noise, shape)
@@ -93,23 +94,25 @@ def _draw_samples(key, aux: model.Aux, shape, axis_name):
     return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
 
 
-def batch_samples(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None):
+def batch_samples(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None):
     """This batch's negatives in the shape ``cfg.share`` asks for; None for softmax and hs."""
-    if cfg.loss not in model.SAMPLED_LOSSES:
+    if cfg.loss not in word2vec.SAMPLED_LOSSES:
         return None
     b, c = batch.contexts.shape
-    shape = model.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
+    shape = word2vec.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
     return _draw_samples(key, aux, shape, axis_name)
 
 
-def batch_targets(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -> model.Targets:
+def batch_targets(
+    cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None
+) -> word2vec.Targets:
     """Draws this batch's negatives (sampled losses) and builds the output-side targets."""
     samples = batch_samples(cfg, batch, aux, key, axis_name)
     group = None
     if samples is not None:
         b, c = batch.contexts.shape
-        group = model.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
-    return model.make_targets(cfg.loss, batch.centers, samples, group, aux)
+        group = word2vec.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
+    return word2vec.make_targets(cfg.loss, batch.centers, samples, group, aux)
 
 
 class RowFunctions(NamedTuple):
@@ -120,10 +123,10 @@ class RowFunctions(NamedTuple):
     scatter: Any  # (params, row grads, scale) -> params; all-gathers under pmap
 
 
-def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -> RowFunctions:
-    """The fused grouped kernels where they apply (`fused.supports`), else the generic,
+def row_functions(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None) -> RowFunctions:
+    """The fused grouped kernels where they apply (`grouped.supports`), else the generic,
     per-example loss-library path (softmax, per-pair negatives)."""
-    if fused.supports(cfg):
+    if grouped.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
 
         def scatter(params, grads, scale):
@@ -131,15 +134,15 @@ def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
             if axis_name is not None:  # every replica applies every device's rows, in order
                 gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
                 rows_batch, rows_samples, grads = gather((batch, samples, grads))
-            return fused.scatter_add(
+            return grouped.scatter_add(
                 params, rows_batch, rows_samples, aux, cfg.loss, grads, scale, centre_input,
                 cfg.duplicate_power,
             )  # fmt: skip
 
-        centre_input = fused.centre_predicts(cfg)
+        centre_input = grouped.centre_predicts(cfg)
         return RowFunctions(
-            lambda p: fused.gather(p, batch, samples, aux, cfg.loss, centre_input),
-            lambda rows: fused.summed_loss(rows, batch, samples, aux, cfg),
+            lambda p: grouped.gather(p, batch, samples, aux, cfg.loss, centre_input),
+            lambda rows: grouped.summed_loss(rows, batch, samples, aux, cfg),
             scatter,
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
@@ -148,18 +151,18 @@ def row_functions(cfg: StepConfig, batch, aux: model.Aux, key, axis_name=None) -
         contexts, rows_targets = batch.contexts, targets
         if axis_name is not None:
             contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        return model.scatter_add(
+        return word2vec.scatter_add(
             params, contexts, rows_targets, cfg.loss, grads, scale, cfg.duplicate_power
         )
 
     return RowFunctions(
-        lambda p: model.gather(p, batch.contexts, targets, cfg.loss),
-        lambda rows: model.summed_loss(rows, batch.mask, targets, cfg),
+        lambda p: word2vec.gather(p, batch.contexts, targets, cfg.loss),
+        lambda rows: word2vec.summed_loss(rows, batch.mask, targets, cfg),
         scatter,
     )
 
 
-def eval_loss(params: dict, batch, aux: model.Aux, key, *, cfg: StepConfig):
+def eval_loss(params: dict, batch, aux: word2vec.Aux, key, *, cfg: StepConfig):
     """(Σ loss, Σ examples) of ``batch`` under the training objective, without an update."""
     fns = row_functions(cfg, batch, aux, key)
     return fns.loss(fns.gather(params))
@@ -169,7 +172,7 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def train_step(state: TrainState, batch, aux: model.Aux, lr, *, cfg: StepConfig, axis_name=None):
+def train_step(state: TrainState, batch, aux: word2vec.Aux, lr, *, cfg: StepConfig, axis_name=None):
     """One update on ``batch`` (an `input_pipeline.Batch`: centers [B], contexts [B, C], mask).
 
     Returns the new state and metrics: ``loss`` (mean per example), ``lr``, ``examples``,
@@ -209,7 +212,7 @@ def train_step(state: TrainState, batch, aux: model.Aux, lr, *, cfg: StepConfig,
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
 
-def _all_gather_rows(contexts, targets: model.Targets, grads: dict, axis_name):
+def _all_gather_rows(contexts, targets: word2vec.Targets, grads: dict, axis_name):
     """Row ids and row gradients of every device, concatenated in device order.
 
     Each replica then applies the same scatter-add, so replicas stay bit-identical. A

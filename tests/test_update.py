@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import data, fused, input_pipeline, model, sampling, train
+from w2v_jax.data import input_pipeline, sources
+from w2v_jax.model import sampling, word2vec
+from w2v_jax.step import grouped, update
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
@@ -22,11 +24,11 @@ def _fixture(loss):
     batch = input_pipeline.Batch(
         rng.integers(0, V, B).astype(np.int32), rng.integers(0, V, (B, C)).astype(np.int32), mask
     )
-    return batch, data.aux_for(loss, counts)
+    return batch, sources.aux_for(loss, counts)
 
 
 def _state(cfg, use_bias=False):
-    st = train.init_state(jax.random.PRNGKey(0), V, D, cfg, use_bias)
+    st = update.init_state(jax.random.PRNGKey(0), V, D, cfg, use_bias)
     key = jax.random.PRNGKey(1)
     params = {k: v + 0.1 * jax.random.normal(key, v.shape) for k, v in st.params.items()}
     return jax.device_get(st._replace(params=params))
@@ -37,17 +39,17 @@ def _state(cfg, use_bias=False):
 def test_steps_lower_the_loss_and_sparse_equals_dense(model_name, loss):
     batch, aux = _fixture(loss)
     use_bias = loss in ("softmax", "nce")
-    sparse_cfg = train.StepConfig(model=model_name, loss=loss, k=4, sparse=True)
-    dense_cfg = train.StepConfig(model=model_name, loss=loss, k=4, sparse=False)
-    step_sparse = jax.jit(functools.partial(train.train_step, cfg=sparse_cfg))
-    step_dense = jax.jit(functools.partial(train.train_step, cfg=dense_cfg))
+    sparse_cfg = update.StepConfig(model=model_name, loss=loss, k=4, sparse=True)
+    dense_cfg = update.StepConfig(model=model_name, loss=loss, k=4, sparse=False)
+    step_sparse = jax.jit(functools.partial(update.train_step, cfg=sparse_cfg))
+    step_dense = jax.jit(functools.partial(update.train_step, cfg=dense_cfg))
     s0 = _state(sparse_cfg, use_bias)
     s1, m1 = step_sparse(s0, batch, aux, np.float32(0.05))
     d1, _ = step_dense(s0, batch, aux, np.float32(0.05))
     for name in s1.params:  # the same negatives (same key and step): the same update
         np.testing.assert_allclose(s1.params[name], d1.params[name], rtol=0, atol=2e-6)
     changed = [n for n in s1.params if not np.array_equal(s1.params[n], s0.params[n])]
-    assert "in_embed" in changed and model.output_table(loss) in changed
+    assert "in_embed" in changed and word2vec.output_table(loss) in changed
     # Re-evaluate the same batch with the same draws (step reset): the loss went down.
     _, m2 = step_sparse(s1._replace(step=jnp.zeros((), jnp.int32)), batch, aux, np.float32(0.0))
     assert float(m2["loss"]) < float(m1["loss"])
@@ -57,9 +59,9 @@ def test_steps_lower_the_loss_and_sparse_equals_dense(model_name, loss):
 @pytest.mark.parametrize("share", ["pair", "row", "block"])
 def test_sharing_modes_train_and_differ(share):
     batch, aux = _fixture("neg")
-    cfg = train.StepConfig(loss="neg", k=4, share=share, block_size=8)
+    cfg = update.StepConfig(loss="neg", k=4, share=share, block_size=8)
     st = _state(cfg)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    step = jax.jit(functools.partial(update.train_step, cfg=cfg))
     first = None
     for _ in range(20):
         st, m = step(st, batch, aux, np.float32(0.1))
@@ -68,14 +70,14 @@ def test_sharing_modes_train_and_differ(share):
 
 
 def test_sample_shapes_follow_the_sharing_mode():
-    assert model.sample_shape("skipgram", "pair", 8, 4, 5, 2) == (8, 4, 5)
-    assert model.sample_shape("cbow", "pair", 8, 4, 5, 2) == (8, 5)
-    assert model.sample_shape("skipgram", "row", 8, 4, 5, 2) == (8, 5)
-    assert model.sample_shape("skipgram", "block", 8, 4, 5, 2) == (4, 5)
-    group = model.example_group("skipgram", "block", 4, 3, 2)
+    assert word2vec.sample_shape("skipgram", "pair", 8, 4, 5, 2) == (8, 4, 5)
+    assert word2vec.sample_shape("cbow", "pair", 8, 4, 5, 2) == (8, 5)
+    assert word2vec.sample_shape("skipgram", "row", 8, 4, 5, 2) == (8, 5)
+    assert word2vec.sample_shape("skipgram", "block", 8, 4, 5, 2) == (4, 5)
+    group = word2vec.example_group("skipgram", "block", 4, 3, 2)
     np.testing.assert_array_equal(group, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     with pytest.raises(ValueError, match="block_size"):
-        model.sample_shape("skipgram", "block", 7, 4, 5, 2)
+        word2vec.sample_shape("skipgram", "block", 7, 4, 5, 2)
 
 
 def test_cbow_gradient_conventions():
@@ -84,10 +86,10 @@ def test_cbow_gradient_conventions():
     mask = jnp.array([[1.0, 1.0, 0.0]])
 
     def f(r, exact):
-        h, _, _ = model.example_inputs(r, mask, "cbow", True, exact)
+        h, _, _ = word2vec.example_inputs(r, mask, "cbow", True, exact)
         return jnp.sum(h * jnp.arange(4.0)[None, :])
 
-    h, w, _ = model.example_inputs(rows, mask, "cbow", True, False)
+    h, w, _ = word2vec.example_inputs(rows, mask, "cbow", True, False)
     np.testing.assert_allclose(h[0], (rows[0, 0] + rows[0, 1]) / 2)
     assert float(w[0]) == 1.0
     g_w2v = jax.grad(f)(rows, False)
@@ -100,29 +102,29 @@ def test_cbow_gradient_conventions():
 def test_skipgram_examples_are_the_valid_slots():
     rows = jnp.ones((2, 3, 4))
     mask = jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
-    inputs, weights, row = model.example_inputs(rows, mask, "skipgram", True, False)
+    inputs, weights, row = word2vec.example_inputs(rows, mask, "skipgram", True, False)
     assert inputs.shape == (6, 4)
     np.testing.assert_array_equal(weights, [1, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(row, [0, 0, 0, 1, 1, 1])
 
 
 def test_learning_rate_decays_linearly_and_clamps():
-    assert train.learning_rate(0.025, 1e-4, 0.0) == np.float32(0.025)
-    assert train.learning_rate(0.025, 1e-4, 1.0) == np.float32(1e-4)
-    assert train.learning_rate(0.025, 1e-4, 2.0) == np.float32(1e-4)
-    mid = train.learning_rate(0.025, 1e-4, 0.5)
+    assert update.learning_rate(0.025, 1e-4, 0.0) == np.float32(0.025)
+    assert update.learning_rate(0.025, 1e-4, 1.0) == np.float32(1e-4)
+    assert update.learning_rate(0.025, 1e-4, 2.0) == np.float32(1e-4)
+    mid = update.learning_rate(0.025, 1e-4, 0.5)
     assert mid == pytest.approx((0.025 + 1e-4) / 2)
 
 
 def test_init_matches_word2vec():
-    cfg = train.StepConfig(loss="hs")
-    st = train.init_state(jax.random.PRNGKey(0), 100, 50, cfg)
+    cfg = update.StepConfig(loss="hs")
+    st = update.init_state(jax.random.PRNGKey(0), 100, 50, cfg)
     emb = np.asarray(st.params["in_embed"])
     assert emb.min() >= -0.5 / 50 and emb.max() <= 0.5 / 50 and emb.std() > 0
     assert st.params["node_embed"].shape == (99, 50)
     assert not np.any(st.params["node_embed"])
     with pytest.raises(ValueError, match="vocab_size"):
-        model.init_params(jax.random.PRNGKey(0), 1, 4, "neg")
+        word2vec.init_params(jax.random.PRNGKey(0), 1, 4, "neg")
 
 
 FUSED_CASES = (
@@ -151,21 +153,21 @@ FUSED_CASES = (
 @pytest.mark.parametrize("model_name,loss,share,skipgram_input", FUSED_CASES)
 def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skipgram_input):
     """Same samples, same maths: the grouped matmul kernels equal the per-example path."""
-    from w2v_jax import fused
+    from w2v_jax.step import grouped
 
     batch, aux = _fixture(loss)
     aux = jax.tree_util.tree_map(jnp.asarray, aux)  # as the step receives it under jit
-    cfg = train.StepConfig(
+    cfg = update.StepConfig(
         model=model_name, loss=loss, k=4, share=share, block_size=4, skipgram_input=skipgram_input
     )
-    assert fused.supports(cfg)
+    assert grouped.supports(cfg)
     use_bias = loss != "hs"
     params = _state(cfg, use_bias).params
     if use_bias:
         params["out_bias"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (V,))
     samples = None
     if loss != "hs":
-        shape = model.sample_shape(model_name, share, B, C, 4, 4)
+        shape = word2vec.sample_shape(model_name, share, B, C, 4, 4)
         samples = sampling.draw(jax.random.PRNGKey(3), aux.noise, shape)
         # Force accidental hits: some samples equal their row's centre (or context) word.
         first = samples.reshape(-1, 4)[:, 0]
@@ -174,19 +176,19 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         first = first.at[2].set(batch.contexts[2 * rows_per_group, 0])
         samples = samples.reshape(-1, 4).at[:, 0].set(first).reshape(shape)
 
-    centre = fused.centre_predicts(cfg)
+    centre = grouped.centre_predicts(cfg)
     assert centre == (model_name == "skipgram" and loss != "hs" and skipgram_input == "centre")
 
     def fused_update(p):
-        rows = fused.gather(p, batch, samples, aux, loss, centre)
+        rows = grouped.gather(p, batch, samples, aux, loss, centre)
         (total, n), g = jax.value_and_grad(
-            lambda r: fused.summed_loss(r, batch, samples, aux, cfg), has_aux=True
+            lambda r: grouped.summed_loss(r, batch, samples, aux, cfg), has_aux=True
         )(rows)
-        return total, n, fused.scatter_add(p, batch, samples, aux, loss, g, -0.1, centre)
+        return total, n, grouped.scatter_add(p, batch, samples, aux, loss, g, -0.1, centre)
 
     def centre_reference(p):
         """The loss library on (centre -> context) pairs, dense gradients, plain SGD."""
-        from w2v_jax import losses
+        from w2v_jax.model import losses
 
         def f(p):
             inputs = jnp.repeat(p["in_embed"][batch.centers], C, axis=0)  # [B*C, D]
@@ -211,17 +213,17 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         return total, n, jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g)
 
     def generic_update(p):
-        if fused.centre_predicts(cfg):
+        if grouped.centre_predicts(cfg):
             return centre_reference(p)
         group = None
         if samples is not None:
-            group = model.example_group(model_name, share, B, C, 4)
-        targets = model.make_targets(loss, batch.centers, samples, group, aux)
-        rows = model.gather(p, batch.contexts, targets, loss)
+            group = word2vec.example_group(model_name, share, B, C, 4)
+        targets = word2vec.make_targets(loss, batch.centers, samples, group, aux)
+        rows = word2vec.gather(p, batch.contexts, targets, loss)
         (total, n), g = jax.value_and_grad(
-            lambda r: model.summed_loss(r, batch.mask, targets, cfg), has_aux=True
+            lambda r: word2vec.summed_loss(r, batch.mask, targets, cfg), has_aux=True
         )(rows)
-        return total, n, model.scatter_add(p, batch.contexts, targets, loss, g, -0.1)
+        return total, n, word2vec.scatter_add(p, batch.contexts, targets, loss, g, -0.1)
 
     t1, n1, p1 = jax.jit(fused_update)(params)
     t2, n2, p2 = jax.jit(generic_update)(params)
@@ -234,14 +236,14 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
 
 @pytest.mark.parametrize("loss", ["neg", "hs", "softmax"])
 def test_scan_of_sub_steps_equals_sequential_steps(loss):
-    """train.scan_steps on [S, B] slices is S plain steps, each on the updated state."""
+    """update.scan_steps on [S, B] slices is S plain steps, each on the updated state."""
     batch, aux = _fixture(loss)
-    cfg = train.StepConfig(loss=loss, k=4)
+    cfg = update.StepConfig(loss=loss, k=4)
     s0 = _state(cfg)
     split = jax.tree_util.tree_map(lambda x: x.reshape(4, B // 4, *x.shape[1:]), batch)
     lrs = np.asarray([0.1, 0.08, 0.06, 0.04], np.float32)
-    scanned, metrics = train.scan_steps(cfg)(jax.tree_util.tree_map(jnp.copy, s0), split, aux, lrs)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    scanned, metrics = update.scan_steps(cfg)(jax.tree_util.tree_map(jnp.copy, s0), split, aux, lrs)
+    step = jax.jit(functools.partial(update.train_step, cfg=cfg))
     state, losses = s0, []
     for i in range(4):
         sub = jax.tree_util.tree_map(lambda x, i=i: x[i], split)
@@ -268,16 +270,16 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
     moves by n^-p times the summed (exact SGD) update."""
     batch, aux = _fixture(loss)
     cfgs = {
-        p: train.StepConfig(model=model_name, loss=loss, k=4, share=share, duplicate_power=p)
+        p: update.StepConfig(model=model_name, loss=loss, k=4, share=share, duplicate_power=p)
         for p in (0.0, 0.5, 1.0)
     }
     s0 = _state(cfgs[0.0])
     delta = {}
     for p, cfg in cfgs.items():
-        new, _ = jax.jit(functools.partial(train.train_step, cfg=cfg))(s0, batch, aux, 0.05)
+        new, _ = jax.jit(functools.partial(update.train_step, cfg=cfg))(s0, batch, aux, 0.05)
         delta[p] = {n: np.asarray(new.params[n] - s0.params[n]) for n in s0.params}
     mask = np.asarray(batch.mask) > 0
-    if fused.supports(cfgs[0.0]) and fused.centre_predicts(cfgs[0.0]):  # centre is input
+    if grouped.supports(cfgs[0.0]) and grouped.centre_predicts(cfgs[0.0]):  # centre is input
         ids = np.asarray(batch.centers)[mask.any(1)]
     else:
         ids = np.asarray(batch.contexts)[mask]
@@ -288,7 +290,7 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
     np.testing.assert_allclose(
         delta[0.5]["in_embed"], summed / np.sqrt(np.maximum(n, 1)), atol=1e-6
     )
-    out = model.output_table(loss)
+    out = word2vec.output_table(loss)
     d0, d1, d5 = delta[0.0][out], delta[1.0][out], delta[0.5][out]
     if loss == "softmax":  # a dense update of the whole table: nothing to scale
         np.testing.assert_array_equal(d1, d0)
@@ -304,9 +306,9 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
 def test_duplicate_factor_counts_non_zero_updates():
     ids = jnp.array([1, 1, 1, 2])
     rows = jnp.array([[1.0, 0.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])  # the third is padding
-    table, _ = model.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=1.0)
+    table, _ = word2vec.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=1.0)
     np.testing.assert_allclose(table, [[0, 0], [2.0, 0.5], [5, 5], [0, 0]])
-    table, _ = model.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=0.0)
+    table, _ = word2vec.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=0.0)
     np.testing.assert_allclose(table, [[0, 0], [4, 1], [5, 5], [0, 0]])
 
 
@@ -314,10 +316,10 @@ def test_skipgram_context_input_with_per_pair_negatives_takes_the_generic_path()
     """word2vec C's grouping with per-pair negatives has no fused kernel: the generic path
     (the loss library per example) trains it."""
     batch, aux = _fixture("neg")
-    cfg = train.StepConfig(loss="neg", k=4, share="pair", skipgram_input="context")
-    assert not fused.supports(cfg)
+    cfg = update.StepConfig(loss="neg", k=4, share="pair", skipgram_input="context")
+    assert not grouped.supports(cfg)
     st = _state(cfg)
-    step = jax.jit(functools.partial(train.train_step, cfg=cfg))
+    step = jax.jit(functools.partial(update.train_step, cfg=cfg))
     s1, m1 = step(st, batch, aux, np.float32(0.1))
     _, m2 = step(s1._replace(step=st.step), batch, aux, np.float32(0.0))  # same draws
     assert float(m2["loss"]) < float(m1["loss"])

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax import windows
+from w2v_jax.data import windows
 
 LAYOUTS = ("grouped", "pairs")
 

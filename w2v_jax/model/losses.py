@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from w2v_jax import loss_checks
+from w2v_jax.model import loss_checks
 
 # ---------------------------------------------------------------------------------------
 # Per-example pieces.
@@ -128,7 +128,7 @@ def softmax_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from w2v_jax import losses
+      >>> from w2v_jax.model import losses
       >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
       >>> print(losses.softmax_loss(inputs, weights, jnp.array([0, 5]), chunk_size=3))
       [2.0794415 2.0794415]
@@ -190,7 +190,7 @@ def sampled_softmax_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from w2v_jax import losses
+      >>> from w2v_jax.model import losses
       >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
       >>> log_q = jnp.full((8,), -jnp.log(8.0))
       >>> labels, ids = jnp.array([0, 5]), jnp.arange(8)
@@ -249,7 +249,7 @@ def nce_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from w2v_jax import losses
+      >>> from w2v_jax.model import losses
       >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
       >>> log_q = jnp.full((8,), -jnp.log(8.0))
       >>> ids = jnp.array([[1, 2], [3, 4]])
@@ -319,7 +319,7 @@ def negative_sampling_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from w2v_jax import losses
+      >>> from w2v_jax.model import losses
       >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
       >>> ids = jnp.array([[1, 2], [3, 4]])
       >>> labels = jnp.array([0, 5])
@@ -381,7 +381,7 @@ def hierarchical_softmax_loss(
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from w2v_jax import losses
+      >>> from w2v_jax.model import losses
       >>> inputs, node_weights = jnp.ones((1, 3)), jnp.zeros((7, 3))
       >>> codes, points = jnp.array([[0, 1, 1]]), jnp.array([[0, 1, 4]])
       >>> mask = jnp.array([[1.0, 1.0, 0.0]])

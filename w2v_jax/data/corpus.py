@@ -39,7 +39,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax import corpus_cache, readers, vocab
+from w2v_jax.data import cache, readers, vocab
 
 EOS = "<eos>"
 HELDOUT_FRACTION = 0.01
@@ -159,7 +159,7 @@ def encode_corpus(
         name_or_path,
         split,
         vocab,
-        {"vocab": corpus_cache.vocab_digest(vocab)},
+        {"vocab": cache.vocab_digest(vocab)},
         dict(
             data_dir=data_dir,
             max_sentence_length=max_sentence_length,
@@ -194,7 +194,7 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
     path, label, is_ptb = _resolve(name_or_path, split, data_dir, options["download"])
     positional = split in ("train", "heldout") and not is_ptb
     eos_token = EOS if (is_ptb if options["eos"] is None else options["eos"]) else None
-    key = corpus_cache.make_key(
+    key = cache.make_key(
         path,
         split=split,
         heldout_fraction=fraction if positional else None,
@@ -241,12 +241,12 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
 
     root = None
     if options["use_cache"]:
-        root = corpus_cache.root(options["cache_dir"], lambda: _default_cache_dirs(data_dir))
+        root = cache.root(options["cache_dir"], lambda: _default_cache_dirs(data_dir))
     if root is None:
         return build(lambda n: np.empty(n, np.int32))
-    entry = corpus_cache.entry_path(root, label, split, key)
-    found = corpus_cache.read(entry, key, given_vocab)
-    return Corpus(*(found or corpus_cache.write(entry, key, given_vocab, build)))
+    entry = cache.entry_path(root, label, split, key)
+    found = cache.read(entry, key, given_vocab)
+    return Corpus(*(found or cache.write(entry, key, given_vocab, build)))
 
 
 def _check_split(name_or_path, split) -> None:

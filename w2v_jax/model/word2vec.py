@@ -26,7 +26,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from w2v_jax import losses
+from w2v_jax.model import losses
 
 MODELS = ("skipgram", "cbow")
 SAMPLED_LOSSES = ("neg", "nce", "sampled_softmax")

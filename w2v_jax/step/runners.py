@@ -1,4 +1,4 @@
-"""Runs `train.train_step` one of three ways, behind one small interface.
+"""Runs `update.train_step` one of three ways, behind one small interface.
 
 * ``single`` — ``jit`` on the default device (CPU, one GPU, one TPU core).
 * ``pmap``   — one replica per local device, batch split along a leading device axis,
@@ -22,17 +22,18 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from w2v_jax import input_pipeline, train
+from w2v_jax.data import input_pipeline
+from w2v_jax.step import update
 
 
 @dataclasses.dataclass
 class Runner:
     step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
-    put_state: Callable[[train.TrainState], Any]  # host/single state -> runner layout
-    host_state: Callable[[Any], train.TrainState]  # runner layout -> host numpy state
+    put_state: Callable[[update.TrainState], Any]  # host/single state -> runner layout
+    host_state: Callable[[Any], update.TrainState]  # runner layout -> host numpy state
     put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
     steps_per_call: int = 1
-    scan: Callable[..., tuple[Any, dict]] | None = None  # train.scan_steps, when S > 1
+    scan: Callable[..., tuple[Any, dict]] | None = None  # update.scan_steps, when S > 1
     sync: bool = False  # block after every call (multi-device CPU, see the module doc)
 
     def host_params(self, state) -> dict:
@@ -65,22 +66,22 @@ def _num_devices(config) -> list:
     return devices[:n]
 
 
-def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runner:
+def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Runner:
     mode = config.parallel.mode
     sync = jax.default_backend() == "cpu" and mode != "single"
     if mode == "single":
-        fn = train.jit_step(cfg)
+        fn = update.jit_step(cfg)
         many = config.steps_per_call
         return Runner(
             step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
             put_state=jax.device_put,
             host_state=jax.device_get,
             steps_per_call=many,
-            scan=train.scan_steps(cfg) if many > 1 else None,
+            scan=update.scan_steps(cfg) if many > 1 else None,
         )
     devices = _num_devices(config)
     if mode == "pmap":
-        fn = train.pmap_step(cfg, devices)
+        fn = update.pmap_step(cfg, devices)
         n = len(devices)
 
         def step(s, b, a, lr):
@@ -89,17 +90,17 @@ def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runne
 
         return Runner(
             step=step,
-            put_state=lambda s: train.replicate(s, devices),
-            host_state=lambda s: jax.device_get(train.unreplicate(s)),
+            put_state=lambda s: update.replicate(s, devices),
+            host_state=lambda s: jax.device_get(update.unreplicate(s)),
             put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
         )
     if mode == "mesh":
-        mesh = train.make_mesh(len(devices), config.parallel.model_axis)
-        fn, st_sh = train.mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
+        mesh = update.make_mesh(len(devices), config.parallel.model_axis)
+        fn, st_sh = update.mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
         scan = None
         if config.steps_per_call > 1:
-            scan_fn, _ = train.mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
+            scan_fn, _ = update.mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
             scan_sh = NamedSharding(mesh, P(None, "data"))
 
             def scan(s, batches, a, lrs):
@@ -126,4 +127,4 @@ def make_runner(config, cfg: train.StepConfig, state: train.TrainState) -> Runne
             scan=scan,
             sync=sync,
         )
-    raise ValueError(f"parallel.mode must be one of {train.PARALLEL}; got {mode!r}")
+    raise ValueError(f"parallel.mode must be one of {update.PARALLEL}; got {mode!r}")

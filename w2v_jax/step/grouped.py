@@ -14,7 +14,7 @@ hierarchical softmax lets the contexts predict the centre (one Huffman path per 
 Left-only windows are not symmetric: skip-gram with ``left_only`` keeps the generic,
 context-predicts-centre path.
 
-The generic path (`model.summed_loss`) calls the loss library per example, which
+The generic path (`word2vec.summed_loss`) calls the loss library per example, which
 gathers the label's output vector once per (centre, context) pair and the negatives
 once per pair. Here a row's centre vector is gathered once and its negatives once per
 sample group, so the scores are batched matmuls and the update scatters B + G·K output
@@ -29,7 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from w2v_jax import model
+from w2v_jax.model import word2vec
 
 LOSSES = ("neg", "nce", "sampled_softmax", "hs")
 
@@ -54,12 +54,12 @@ def centre_predicts(cfg) -> bool:
     )
 
 
-def gather(params: dict, batch, samples, aux: model.Aux, loss: str, centre_input=False) -> dict:
+def gather(params: dict, batch, samples, aux: word2vec.Aux, loss: str, centre_input=False) -> dict:
     """Rows of this batch. Contexts predict the centre: ``in`` [B, C, D], ``pos`` [B, D]
     or ``path`` [B, L, D], ``neg`` [G, K, D]. The centre predicts its contexts
     (``centre_input``): ``in`` [B, D], ``pos`` [B, C, D], ``neg`` [G, K, D].
     Biases ``pos_bias`` / ``neg_bias`` come along when the model has them."""
-    table = params[model.output_table(loss)]
+    table = params[word2vec.output_table(loss)]
     if centre_input:
         rows = {
             "in": params["in_embed"][batch.centers],
@@ -86,7 +86,7 @@ def scatter_add(
     params: dict,
     batch,
     samples,
-    aux: model.Aux,
+    aux: word2vec.Aux,
     loss: str,
     grads: dict,
     scale,
@@ -94,19 +94,21 @@ def scatter_add(
     power=0.0,
 ):
     """params + scale · grads with every row gradient scatter-added into its table
-    (``power`` > 0: duplicate rows scaled by `model.duplicate_factor`)."""
-    name = model.output_table(loss)
+    (``power`` > 0: duplicate rows scaled by `word2vec.duplicate_factor`)."""
+    name = word2vec.output_table(loss)
     new = dict(params)
     d = params["in_embed"].shape[1]
     in_ids, pos_ids = batch.contexts, batch.centers
     if centre_input:
         in_ids, pos_ids = batch.centers, batch.contexts
     in_rows = scale * grads["in"].reshape(-1, d)
-    new["in_embed"], _ = model.scatter_rows(params["in_embed"], in_ids.reshape(-1), in_rows, power)
+    new["in_embed"], _ = word2vec.scatter_rows(
+        params["in_embed"], in_ids.reshape(-1), in_rows, power
+    )
     if loss == "hs":
         points = aux.points[batch.centers].reshape(-1)
         path_rows = scale * grads["path"].reshape(-1, d)
-        new[name], _ = model.scatter_rows(params[name], points, path_rows, power)
+        new[name], _ = word2vec.scatter_rows(params[name], points, path_rows, power)
         return new
     ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
     out_rows = jnp.concatenate([grads["pos"].reshape(-1, d), grads["neg"].reshape(-1, d)])
@@ -115,7 +117,7 @@ def scatter_add(
         bias_rows = scale * jnp.concatenate(
             [grads["pos_bias"].reshape(-1), grads["neg_bias"].reshape(-1)]
         )
-    new[name], new_bias = model.scatter_rows(
+    new[name], new_bias = word2vec.scatter_rows(
         params[name], ids, scale * out_rows, power, bias, bias_rows
     )
     if bias is not None:
@@ -127,11 +129,13 @@ def _inputs(rows_in, mask, cfg):
     """Per-row example inputs [B, C', D] and weights [B, C'] (CBOW: C' = 1)."""
     if cfg.model == "skipgram":
         return rows_in, mask
-    h, weights, _ = model.example_inputs(rows_in, mask, "cbow", cfg.cbow_mean, cfg.cbow_exact_grad)
+    h, weights, _ = word2vec.example_inputs(
+        rows_in, mask, "cbow", cfg.cbow_mean, cfg.cbow_exact_grad
+    )
     return h[:, None, :], weights[:, None]
 
 
-def _centre_input_loss(rows: dict, batch, samples, aux: model.Aux, cfg):
+def _centre_input_loss(rows: dict, batch, samples, aux: word2vec.Aux, cfg):
     """Skip-gram, the centre predicting each valid context slot.
 
     Every pair of a row shares the input vector. With per-pair samples ([B, C, K],
@@ -176,8 +180,8 @@ def _centre_input_loss(rows: dict, batch, samples, aux: model.Aux, cfg):
     return pos_part - jnp.sum(weights * neg_terms), count
 
 
-def summed_loss(rows: dict, batch, samples, aux: model.Aux, cfg) -> tuple[jax.Array, jax.Array]:
-    """Σ weight · loss over the batch's examples, and Σ weight (as `model.summed_loss`)."""
+def summed_loss(rows: dict, batch, samples, aux: word2vec.Aux, cfg) -> tuple[jax.Array, jax.Array]:
+    """Σ weight · loss over the batch's examples, and Σ weight (as `word2vec.summed_loss`)."""
     if centre_predicts(cfg):
         return _centre_input_loss(rows, batch, samples, aux, cfg)
     x, weights = _inputs(rows["in"], batch.mask, cfg)  # [B, C, D], [B, C]

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib import figure
 
-from w2v_jax import plots
+from w2v_jax.analysis import plots
 
 BIAS_METRICS = (
     ("cosine", "cos(mean gradient, softmax gradient)", "linear"),
