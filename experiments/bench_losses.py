@@ -9,7 +9,7 @@ softmax and hs), it builds `update.init_state`, the aux arrays as `data.make_aux
 (`sampling.noise_probs` / `build_alias_table` / `noise_log_probs`, `huffman.build_huffman`)
 and ``--num_batches`` fixed random batches (`input_pipeline.Batch`: ``--batch_size`` Zipf
 centre words x C = 2·``--window`` context slots, a fraction ``--valid_fraction`` of them
-valid), and times `update.jit_step` (word2vec's sparse SGD, state donated) over
+valid), and times `runners.jit_step` (word2vec's sparse SGD, state donated) over
 ``--steps`` steps after two warm-up steps, ``--repeats`` times; the median is reported as
 ms/step and pairs/s (valid slots per step / step time). Batches are on the device before
 timing, so no host work is timed. The trainer's malloc policy
@@ -63,7 +63,7 @@ from w2v_jax import host_memory
 from w2v_jax.analysis import figures
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import huffman, sampling, word2vec
-from w2v_jax.step import update
+from w2v_jax.step import runners, update
 
 ALL_LOSSES = ("softmax", "sampled_softmax", "nce", "neg", "hs")
 
@@ -224,7 +224,7 @@ def time_loss(loss, vocab_size, k, dim, batches, aux, key) -> dict:
     )
     state = update.init_state(key, vocab_size, dim, cfg)
     aux = jax.device_put(aux)
-    step = update.jit_step(cfg)
+    step = runners.jit_step(cfg)
     lr = np.float32(_LR.value)
 
     def call(state, batch):

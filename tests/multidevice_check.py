@@ -17,7 +17,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from w2v_jax.data import input_pipeline, sources  # noqa: E402
-from w2v_jax.step import update  # noqa: E402
+from w2v_jax.step import runners, update  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 V, D, B, C = 40, 8, 16, 4
@@ -66,11 +66,11 @@ def main():
                     model=model_name, loss=loss, k=3, optimizer=optimizer, sparse=sparse
                 )
                 batch, aux = setup(loss)
-                ref = run_steps(update.jit_step(cfg), fresh(cfg), batch, aux)
+                ref = run_steps(runners.jit_step(cfg), fresh(cfg), batch, aux)
                 ref_p = jax.device_get(ref.params)
 
-                pm = update.pmap_step(cfg, devices)
-                st = update.replicate(fresh(cfg), devices)
+                pm = runners.pmap_step(cfg, devices)
+                st = runners.replicate(fresh(cfg), devices)
                 sharded = input_pipeline.shard_batch(batch, N)
                 for _ in range(3):
                     st, _ = pm(st, sharded, aux, np.float32(0.1))
@@ -83,9 +83,9 @@ def main():
                 out["pmap_diff"] = max_diff(ref_p, pm_p)
                 out["pmap_replicas_identical"] = identical
                 for shard_vocab in (False, True):
-                    mesh = update.make_mesh(N, model_axis=N if shard_vocab else 1)
+                    mesh = runners.make_mesh(N, model_axis=N if shard_vocab else 1)
                     state0 = fresh(cfg)
-                    fn, st_sh = update.mesh_step(cfg, mesh, state0, shard_vocab)
+                    fn, st_sh = runners.mesh_step(cfg, mesh, state0, shard_vocab)
                     st = jax.device_put(state0, st_sh)
                     data_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
                     b = jax.device_put(batch, data_sh)

@@ -9,7 +9,7 @@ import pytest
 
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.model import sampling, word2vec
-from w2v_jax.step import grouped, update
+from w2v_jax.step import grouped, runners, update
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
@@ -236,13 +236,15 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
 
 @pytest.mark.parametrize("loss", ["neg", "hs", "softmax"])
 def test_scan_of_sub_steps_equals_sequential_steps(loss):
-    """update.scan_steps on [S, B] slices is S plain steps, each on the updated state."""
+    """runners.scan_steps on [S, B] slices is S plain steps, each on the updated state."""
     batch, aux = _fixture(loss)
     cfg = update.StepConfig(loss=loss, k=4)
     s0 = _state(cfg)
     split = jax.tree_util.tree_map(lambda x: x.reshape(4, B // 4, *x.shape[1:]), batch)
     lrs = np.asarray([0.1, 0.08, 0.06, 0.04], np.float32)
-    scanned, metrics = update.scan_steps(cfg)(jax.tree_util.tree_map(jnp.copy, s0), split, aux, lrs)
+    scanned, metrics = runners.scan_steps(cfg)(
+        jax.tree_util.tree_map(jnp.copy, s0), split, aux, lrs
+    )
     step = jax.jit(functools.partial(update.train_step, cfg=cfg))
     state, losses = s0, []
     for i in range(4):

@@ -1,4 +1,4 @@
-"""Runs `update.train_step` one of three ways, behind one small interface.
+"""Runs `update.train_step` one of three ways (jit, pmap, mesh), behind one small interface.
 
 * ``single`` — ``jit`` on the default device (CPU, one GPU, one TPU core).
 * ``pmap``   — one replica per local device, batch split along a leading device axis,
@@ -13,6 +13,7 @@ asynchronously dispatched collectives can deadlock there (see shared/notes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,116 @@ from w2v_jax.data import input_pipeline
 from w2v_jax.step import update
 
 
+def jit_step(cfg: update.StepConfig):
+    """Single device: ``jit`` with the state donated."""
+    return jax.jit(functools.partial(update.train_step, cfg=cfg), donate_argnums=0)
+
+
+def _scan_call(cfg: update.StepConfig):
+    def call(state, batches, aux, lrs):
+        def body(s, x):
+            batch, lr = x
+            return update.train_step(s, batch, aux, lr, cfg=cfg)
+
+        return jax.lax.scan(body, state, (batches, lrs))
+
+    return call
+
+
+def scan_steps(cfg: update.StepConfig):
+    """Single device, several steps per call: ``lax.scan`` over a batch split in S parts.
+
+    ``(state, batches [S, B, ...], aux, lrs [S]) -> (state, metrics [S])``. Every sub-step
+    sees the parameters its predecessor wrote (sequential SGD, as word2vec) without a
+    Python dispatch or a host batch per step.
+    """
+    return jax.jit(_scan_call(cfg), donate_argnums=0)
+
+
+def pmap_step(cfg: update.StepConfig, devices=None):
+    """``jax.pmap`` over a leading device axis of state and batch; aux and lr replicated.
+
+    The state must be replicated (`replicate`) and the batch laid out
+    ``[n, B/n, ...]`` (`input_pipeline.shard_batch`).
+    """
+    fn = functools.partial(update.train_step, cfg=cfg, axis_name="devices")
+    return jax.pmap(
+        fn, axis_name="devices", in_axes=(0, 0, None, None), donate_argnums=0, devices=devices
+    )
+
+
+def replicate(tree, devices):
+    """Stacks ``tree`` onto every device of ``devices`` (leading device axis), as pmap wants.
+
+    (``jax.device_put_replicated`` is deprecated in this JAX; this is its replacement.)
+    """
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
+    sharding = NamedSharding(mesh, P("devices"))
+    n = len(devices)
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree
+    )
+
+
+def unreplicate(tree):
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def make_mesh(num_devices: int | None = None, model_axis: int = 1):
+    """A ``(data, model)`` mesh of Auto axes over the first ``num_devices`` devices."""
+    devices = jax.devices()[: num_devices or len(jax.devices())]
+    n = len(devices)
+    if n % model_axis:
+        raise ValueError(f"parallel.model_axis={model_axis} must divide {n} devices")
+    return jax.make_mesh(
+        (n // model_axis, model_axis),
+        ("data", "model"),
+        axis_types=(jax.sharding.AxisType.Auto,) * 2,
+        devices=devices,
+    )
+
+
+def state_sharding(state: update.TrainState, mesh, shard_vocab: bool):
+    """Tables sharded along V over ``model`` when ``shard_vocab``, else replicated."""
+
+    def spec(x):
+        if shard_vocab and x.ndim == 2 and x.shape[0] % mesh.shape["model"] == 0:
+            return NamedSharding(mesh, P("model", None))
+        return NamedSharding(mesh, P())
+
+    return jax.tree_util.tree_map(spec, state)
+
+
+def _mesh_jit(fn, mesh, state: update.TrainState, shard_vocab: bool, batch_spec: P):
+    """``fn(state, batch, aux, lr)`` jitted over ``mesh``: the batch sharded as
+    ``batch_spec``, tables replicated or V-sharded, aux and learning rate replicated."""
+    st_sh = state_sharding(state, mesh, shard_vocab)
+    rep = NamedSharding(mesh, P())
+    return jax.jit(
+        fn,
+        in_shardings=(st_sh, NamedSharding(mesh, batch_spec), rep, rep),
+        out_shardings=(st_sh, rep),
+        donate_argnums=0,
+    ), st_sh
+
+
+def mesh_step(cfg: update.StepConfig, mesh, state: update.TrainState, shard_vocab: bool = False):
+    """``jit`` over a device mesh: batch split along ``data``, tables replicated or V-sharded.
+
+    The same `update.train_step` runs unchanged; XLA inserts the collectives. Random draws use
+    the global shape, so the result equals the single-device step on the global batch.
+    """
+    fn = functools.partial(update.train_step, cfg=cfg)
+    return _mesh_jit(fn, mesh, state, shard_vocab, P("data"))
+
+
+def mesh_scan_steps(
+    cfg: update.StepConfig, mesh, state: update.TrainState, shard_vocab: bool = False
+):
+    """`scan_steps` over a device mesh: each sub-step's rows split along ``data``."""
+    return _mesh_jit(_scan_call(cfg), mesh, state, shard_vocab, P(None, "data"))
+
+
 @dataclasses.dataclass
 class Runner:
     step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
@@ -33,7 +144,7 @@ class Runner:
     host_state: Callable[[Any], update.TrainState]  # runner layout -> host numpy state
     put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
     steps_per_call: int = 1
-    scan: Callable[..., tuple[Any, dict]] | None = None  # update.scan_steps, when S > 1
+    scan: Callable[..., tuple[Any, dict]] | None = None  # scan_steps, when S > 1
     sync: bool = False  # block after every call (multi-device CPU, see the module doc)
 
     def host_params(self, state) -> dict:
@@ -70,18 +181,18 @@ def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Run
     mode = config.parallel.mode
     sync = jax.default_backend() == "cpu" and mode != "single"
     if mode == "single":
-        fn = update.jit_step(cfg)
+        fn = jit_step(cfg)
         many = config.steps_per_call
         return Runner(
             step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
             put_state=jax.device_put,
             host_state=jax.device_get,
             steps_per_call=many,
-            scan=update.scan_steps(cfg) if many > 1 else None,
+            scan=scan_steps(cfg) if many > 1 else None,
         )
     devices = _num_devices(config)
     if mode == "pmap":
-        fn = update.pmap_step(cfg, devices)
+        fn = pmap_step(cfg, devices)
         n = len(devices)
 
         def step(s, b, a, lr):
@@ -90,17 +201,17 @@ def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Run
 
         return Runner(
             step=step,
-            put_state=lambda s: update.replicate(s, devices),
-            host_state=lambda s: jax.device_get(update.unreplicate(s)),
+            put_state=lambda s: replicate(s, devices),
+            host_state=lambda s: jax.device_get(unreplicate(s)),
             put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
         )
     if mode == "mesh":
-        mesh = update.make_mesh(len(devices), config.parallel.model_axis)
-        fn, st_sh = update.mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
+        mesh = make_mesh(len(devices), config.parallel.model_axis)
+        fn, st_sh = mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
         scan = None
         if config.steps_per_call > 1:
-            scan_fn, _ = update.mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
+            scan_fn, _ = mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
             scan_sh = NamedSharding(mesh, P(None, "data"))
 
             def scan(s, batches, a, lrs):

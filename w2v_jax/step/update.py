@@ -1,4 +1,4 @@
-"""The training state and one pure step, runnable with jit, pmap or a sharded mesh.
+"""The training state and one pure step; `step.runners` runs it with jit, pmap or a mesh.
 
 Shape letters: B batch rows (per device under pmap), C context slots, D dim, V vocab,
 K samples, n devices.
@@ -25,8 +25,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from w2v_jax.model import sampling, word2vec
 from w2v_jax.step import grouped
@@ -228,117 +226,6 @@ def _all_gather_rows(contexts, targets: word2vec.Targets, grads: dict, axis_name
     if "bias" in grads:
         out["bias"] = reduce(grads["bias"])
     return gather(contexts), targets, out
-
-
-# ---------------------------------------------------------------------------- runners
-
-
-def jit_step(cfg: StepConfig):
-    """Single device: ``jit`` with the state donated."""
-    return jax.jit(functools.partial(train_step, cfg=cfg), donate_argnums=0)
-
-
-def _scan_call(cfg: StepConfig):
-    def call(state, batches, aux, lrs):
-        def body(s, x):
-            batch, lr = x
-            return train_step(s, batch, aux, lr, cfg=cfg)
-
-        return jax.lax.scan(body, state, (batches, lrs))
-
-    return call
-
-
-def scan_steps(cfg: StepConfig):
-    """Single device, several steps per call: ``lax.scan`` over a batch split in S parts.
-
-    ``(state, batches [S, B, ...], aux, lrs [S]) -> (state, metrics [S])``. Every sub-step
-    sees the parameters its predecessor wrote (sequential SGD, as word2vec) without a
-    Python dispatch or a host batch per step.
-    """
-    return jax.jit(_scan_call(cfg), donate_argnums=0)
-
-
-def pmap_step(cfg: StepConfig, devices=None):
-    """``jax.pmap`` over a leading device axis of state and batch; aux and lr replicated.
-
-    The state must be replicated (`replicate`) and the batch laid out
-    ``[n, B/n, ...]`` (`input_pipeline.shard_batch`).
-    """
-    fn = functools.partial(train_step, cfg=cfg, axis_name="devices")
-    return jax.pmap(
-        fn, axis_name="devices", in_axes=(0, 0, None, None), donate_argnums=0, devices=devices
-    )
-
-
-def replicate(tree, devices):
-    """Stacks ``tree`` onto every device of ``devices`` (leading device axis), as pmap wants.
-
-    (``jax.device_put_replicated`` is deprecated in this JAX; this is its replacement.)
-    """
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
-    sharding = NamedSharding(mesh, P("devices"))
-    n = len(devices)
-    return jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree
-    )
-
-
-def unreplicate(tree):
-    return jax.tree_util.tree_map(lambda x: x[0], tree)
-
-
-def make_mesh(num_devices: int | None = None, model_axis: int = 1):
-    """A ``(data, model)`` mesh of Auto axes over the first ``num_devices`` devices."""
-    devices = jax.devices()[: num_devices or len(jax.devices())]
-    n = len(devices)
-    if n % model_axis:
-        raise ValueError(f"parallel.model_axis={model_axis} must divide {n} devices")
-    return jax.make_mesh(
-        (n // model_axis, model_axis),
-        ("data", "model"),
-        axis_types=(jax.sharding.AxisType.Auto,) * 2,
-        devices=devices,
-    )
-
-
-def state_sharding(state: TrainState, mesh, shard_vocab: bool):
-    """Tables sharded along V over ``model`` when ``shard_vocab``, else replicated."""
-
-    def spec(x):
-        if shard_vocab and x.ndim == 2 and x.shape[0] % mesh.shape["model"] == 0:
-            return NamedSharding(mesh, P("model", None))
-        return NamedSharding(mesh, P())
-
-    return jax.tree_util.tree_map(spec, state)
-
-
-def _mesh_jit(fn, mesh, state: TrainState, shard_vocab: bool, batch_spec: P):
-    """``fn(state, batch, aux, lr)`` jitted over ``mesh``: the batch sharded as
-    ``batch_spec``, tables replicated or V-sharded, aux and learning rate replicated."""
-    st_sh = state_sharding(state, mesh, shard_vocab)
-    rep = NamedSharding(mesh, P())
-    return jax.jit(
-        fn,
-        in_shardings=(st_sh, NamedSharding(mesh, batch_spec), rep, rep),
-        out_shardings=(st_sh, rep),
-        donate_argnums=0,
-    ), st_sh
-
-
-def mesh_step(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
-    """``jit`` over a device mesh: batch split along ``data``, tables replicated or V-sharded.
-
-    The same `train_step` runs unchanged; XLA inserts the collectives. Random draws use
-    the global shape, so the result equals the single-device step on the global batch.
-    """
-    fn = functools.partial(train_step, cfg=cfg)
-    return _mesh_jit(fn, mesh, state, shard_vocab, P("data"))
-
-
-def mesh_scan_steps(cfg: StepConfig, mesh, state: TrainState, shard_vocab: bool = False):
-    """`scan_steps` over a device mesh: each sub-step's rows split along ``data``."""
-    return _mesh_jit(_scan_call(cfg), mesh, state, shard_vocab, P(None, "data"))
 
 
 def learning_rate(alpha: float, min_alpha: float, progress: float) -> np.float32:
