@@ -2,11 +2,11 @@
 
 XLA allocates each call's temporaries with malloc. Blocks above glibc's mmap threshold
 (128 KiB, growing to at most 32 MiB) are mmapped and unmapped on every call, so every
-call page-faults its temporaries back in. Measured on the 2-core CPU (2026-11-21,
-skip-gram neg, V = 10k, 1,024 rows × 10 slots per step): k = 25 took 15.4 ms per step by
-default and 4.7 ms with mmap off and trimming off; k = 5 was unchanged (1.85 vs 1.99 ms).
-Limiting malloc to one arena (the shared notes' GLIBC_TUNABLES) made k = 5 3× slower, so
-it is not done here. The cost: the process's RSS stays at its peak.
+call page-faults its temporaries back in. Turning mmap and trimming off makes steps with
+large temporaries (e.g. k = 25) several times faster and leaves small ones unchanged;
+limiting malloc to one arena (GLIBC_TUNABLES) made them slower, so it is not done here.
+The figures and the command that measures them: docs/performance.md, "The malloc policy".
+The cost: the process's RSS stays at its peak.
 """
 
 from __future__ import annotations

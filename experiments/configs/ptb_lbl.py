@@ -31,7 +31,7 @@ def get_config():
     config.dim = 100
     # Steps stay at the default 32 rows (32 per call): at 1024-row steps and alpha 0.025
     # the full softmax, which updates every output row with the whole step's gradient,
-    # went non-finite within 60 steps (see README, "Batching").
+    # went non-finite within 60 steps (see docs/training.md, "Batching").
     config.corpus.heldout = "test"  # Mnih & Teh report test perplexity
     config.eval.heldout_batches = 100_000  # all of the held-out split, not the first 50
     return config

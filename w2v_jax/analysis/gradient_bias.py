@@ -18,7 +18,7 @@ grows (bias O(1/K)) when samples equal to the label are kept. Removing them
 (``remove_accidental_hits``, the usual default) leaves the label only its own term
 :math:`e^{s(y)}/q(y)` in the normaliser against :math:`\approx K (Z - e^{s(y)})` for the
 rest, so its predicted probability tends to 0: the bias stops falling once
-:math:`K q(y)` is not small, then grows (measured: V = 60, smallest at K ≈ 16).
+:math:`K q(y)` is not small, then grows (an example: docs/evaluation.md).
 NCE's tends to the gradient of :math:`-s(w) + \sum_v e^{s(v)}`,
 which equals :math:`g^*` only where the model is self-normalised, Z(h) = 1 (NCE's own
 optimum); at other states NCE's limit differs from the softmax direction. Negative

@@ -15,7 +15,7 @@ normalised conditional, :math:`s(w \mid c) = \log p(w \mid c)` (offset 0).
 window rule; `pmi_shift` fits the learned scores against the empirical PMI,
 :math:`\log p̂(w \mid c)` and (given ``log_q``) :math:`\log p̂(w \mid c) - \log q(w)`,
 restricted to pairs seen at least ``min_count`` times. Both are library functions for
-experiments, not per-step metrics (counting text8-head, window 5, takes ~7 s).
+experiments, not per-step metrics (counting a real corpus takes seconds).
 
 Orientation, as in training (word2vec C): the model is p(centre | context); the input is
 the context word's ``in_embed`` row and the output the centre word's ``out_embed`` row,

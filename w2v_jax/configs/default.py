@@ -69,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = "sgd"  # "sgd" (word2vec), "adagrad", "adam"
     config.optimizer.sparse = True  # sgd: update only the rows a batch touches
     # sparse sgd: a word updated n times in one step gets its summed update times n^-power
-    # (0: the exact sum, as dense SGD; 1: the mean; see README "Batching")
+    # (0: the exact sum, as dense SGD; 1: the mean; see docs/training.md, "duplicate_power")
     config.optimizer.duplicate_power = 0.0
     config.optimizer.alpha = 0.025  # alpha: initial learning rate (word2vec: 0.05 CBOW)
     config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
@@ -77,7 +77,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Rows (centre words, or pairs with layout "pairs") per SGD step. Every row of a step
     # is computed from the same parameters, so a frequent word drawn many times in one
     # step gets many stale updates at once: 128-row steps diverged during epoch 2 on
-    # text8-head at alpha 0.025, 32-row steps trained stably (README, "Batching").
+    # text8-head at alpha 0.025, 32-row steps trained stably (docs/training.md, "Batching").
     config.batch_size = 32
     # Sequential SGD steps per jitted call (lax.scan): the host sends one batch of
     # steps_per_call x batch_size rows and step i trains on its i-th slice, seeing the
@@ -102,7 +102,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.prefetch = 2  # host batches prepared ahead on a background thread
     config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
     # glibc: keep memory XLA frees for reuse instead of unmapping it (host_memory.py):
-    # 3x faster steps when per-call temporaries are large (k = 25); RSS stays at its peak.
+    # faster steps when per-call temporaries are large (docs/performance.md); RSS stays at
+    # its peak.
     config.keep_freed_memory = True
     # Stop with an error when a step's mean loss per example exceeds this (0 = never): a
     # diverged run can stay finite (an HS run reached 1e26) and must not pass as trained.

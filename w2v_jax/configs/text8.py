@@ -5,8 +5,8 @@ into the data directory because ``corpus.download`` is True here.
 
   python -m w2v_jax.main --config=w2v_jax/configs/text8.py --workdir=/tmp/text8
 
-Not measured on this repository's machines (no network); expect roughly 8x the
-text8_head.py time.
+text8 is about 8x text8-head, so expect about 8x the text8_head.py time
+(docs/performance.md, "The configs").
 """
 
 from w2v_jax.configs import default

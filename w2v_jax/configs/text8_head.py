@@ -5,10 +5,9 @@ min_count 5, 5 epochs. Needs ``text8-head.txt.gz`` in ``$W2V_DATA_DIR``.
 
   python -m w2v_jax.main --config=w2v_jax/configs/text8_head.py --workdir=/tmp/text8_head
 
-Measured (2-core CPU, 2026-11-21, experiments/benchmark.py): 103 s of training (99k
-words/s), analogy 7.6% (30k cap, 3CosAdd; gensim 4.4 with the same settings: 8.2%) and
-WordSim-353 Spearman 0.478 (gensim: 0.462). Twice as fast at the same quality (200k
-words/s, 7.67%, 0.503): ``--config.loss.share=row --config.loss.skipgram_input=context``.
+What to expect, against gensim with the same settings: docs/performance.md, "The
+configs". Faster at the same quality: ``--config.loss.share=row
+--config.loss.skipgram_input=context``.
 """
 
 from w2v_jax.configs import default

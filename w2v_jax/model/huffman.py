@@ -104,11 +104,10 @@ def build_huffman(counts: npt.ArrayLike) -> HuffmanTree:
     Words are sorted by descending count (ties by ascending id, so the tree is
     deterministic) and merged with word2vec C's two-queue method: O(V log V) for the
     sort, then O(V) in a Python loop; paths are read off level by level in O(V L)
-    NumPy. V = 1M Zipfian counts (L = 25) build in 2.5-4.7 s on a busy 2-core host, of
-    which the merge loop is ~0.4 s. The code lengths are optimal: sum_w counts[w] *
-    lengths[w] is the minimum over all binary trees. The arrays are [V, L]: integer
-    counts from N tokens bound L by about 1.44 log2(N), but adversarial (Fibonacci-like)
-    counts make L ~ V.
+    NumPy (its build time at V = 1M: docs/performance.md). The code lengths are optimal:
+    sum_w counts[w] * lengths[w] is the minimum over all binary trees. The arrays are
+    [V, L]: integer counts from N tokens bound L by about 1.44 log2(N), but adversarial
+    (Fibonacci-like) counts make L ~ V.
 
     Args:
       counts: [V] non-negative word counts (int or float), V >= 2. Indexed by word id;

@@ -148,7 +148,7 @@ def _centre_input_loss(rows: dict, batch, samples, aux: word2vec.Aux, cfg):
     pos = jnp.einsum("bd,bcd->bc", x, rows["pos"])  # [B, C]
     if samples.ndim == 3:  # per pair
         # [B, C·K] logits, then [B, C, K]: XLA:CPU runs a dot with two free dims on one
-        # side ~5x slower than the same dot with them merged (measured, 1,024 rows).
+        # side much slower than the same dot with them merged (docs/performance.md).
         neg = jnp.einsum("bd,bxd->bx", x, rows["neg"].reshape(b, -1, x.shape[-1]))
         neg = neg.reshape(samples.shape)  # [B, C, K]
         sample_ids = samples
