@@ -1,0 +1,249 @@
+"""Optimisers for embedding tables: word2vec's sparse SGD, exact sparse AdaGrad
+(per-element and row-wise) and the dense optax transforms.
+
+Shape letters: V rows of a table, D row width (absent for a bias table [V]), N row
+updates of one step (ids with duplicates), U = N unique-row slots (padded).
+
+A sparse step gathers the rows it touches and differentiates w.r.t. them, so each table
+receives ``ids`` [N] and row gradients ``grads`` [N, D] in which a word may occur many
+times. Two ways to apply them:
+
+  * **SGD** (word2vec's): scatter-add ``-lr · grads``; duplicates sum, which is exactly SGD
+    on the summed loss. ``duplicate_power`` p > 0 scales each of a row's n non-zero
+    updates by n^-p (`duplicate_factor`).
+  * **AdaGrad, exact** (TF's ``_deduplicate_indexed_slices``, FBGEMM's ``EXACT_*``):
+    `unique_rows` + `sum_duplicates` turn (ids, grads) into one summed gradient G per
+    unique row, the optimiser runs once per unique row on the gathered rows and their
+    accumulators, and both are written back with ``unique_indices=True``. Every step
+    costs O(N log N + N·D), never O(V·D).
+
+Per-element AdaGrad is optax's ``scale_by_rss`` (optax 0.2.8), element by element:
+
+.. math::
+    a \\leftarrow a + G^2, \\qquad w \\leftarrow w - \\eta \\, G \\cdot
+    [a > 0] \\, (a + \\epsilon)^{-1/2}
+
+A row whose gradient is zero keeps both its weights and its accumulator, so the sparse
+form equals dense optax AdaGrad on the scatter-added gradient (up to the order in which
+float32 duplicates are summed). Row-wise AdaGrad (FBGEMM ``rowwise_adagrad``,
+PyTorch-BigGraph ``RowAdagrad``) keeps one accumulator per row:
+
+.. math::
+    a_r \\leftarrow a_r + \\tfrac{1}{D} \\textstyle\\sum_d G_{rd}^2, \\qquad
+    w_r \\leftarrow w_r - \\eta \\, G_r / (\\sqrt{a_r} + \\epsilon)
+
+State: ``()`` for SGD; otherwise a dict with one accumulator per parameter table, keyed
+like the params: [V, D] (bias [V]) per element, [V] row-wise. The dense path keeps
+optax's own state (`make_transform`). Tables whose whole gradient is dense (softmax's
+output layer) use `dense_update`, the same maths on every row.
+
+References:
+  Duchi, Hazan & Singer, "Adaptive subgradient methods", JMLR 2011.
+  Lerer et al., "PyTorch-BigGraph", SysML 2019 (row-wise AdaGrad, coalesced gradients).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+OPTIMIZERS = ("sgd", "adagrad", "rowwise_adagrad", "adam")
+SPARSE = ("sgd", "adagrad", "rowwise_adagrad")  # names with a row-sparse form
+
+
+class UniqueRows(NamedTuple):
+    """The unique rows of one step's ids, padded to a static size.
+
+    ``ids`` are sorted; the U - n_unique padding slots hold the distinct out-of-range
+    ids V, V+1, ... so gathers read zeros (``mode="fill"``) and write-backs drop them
+    (``mode="drop"``), and no index repeats (``unique_indices=True`` holds).
+    """
+
+    ids: jax.Array  # [U] int32, U = N
+    inverse: jax.Array  # [N] int32 slot of each input id in ``ids``
+
+
+def unique_rows(ids: jax.Array, num_rows: int) -> UniqueRows:
+    """`UniqueRows` of ``ids`` (any shape, flattened) into a table of ``num_rows`` rows."""
+    flat = ids.reshape(-1).astype(jnp.int32)
+    n = flat.shape[0]
+    uniq, inverse = jnp.unique(flat, size=n, fill_value=num_rows, return_inverse=True)
+    pad = num_rows + jnp.arange(n, dtype=jnp.int32)
+    uniq = jnp.where(uniq >= num_rows, pad, uniq).astype(jnp.int32)
+    return UniqueRows(uniq, inverse.reshape(-1).astype(jnp.int32))
+
+
+def sum_duplicates(unique: UniqueRows, grads: jax.Array) -> jax.Array:
+    """[U, ...] the sum of each unique row's gradients ``grads`` [N, ...]; zeros on padding."""
+    return jax.ops.segment_sum(grads, unique.inverse, num_segments=unique.ids.shape[0])
+
+
+def _gather(table: jax.Array, unique: UniqueRows) -> jax.Array:
+    return table.at[unique.ids].get(
+        mode="fill", fill_value=0, indices_are_sorted=True, unique_indices=True
+    )
+
+
+def _write(table: jax.Array, unique: UniqueRows, rows: jax.Array) -> jax.Array:
+    return table.at[unique.ids].set(rows, mode="drop", indices_are_sorted=True, unique_indices=True)
+
+
+# --- the per-row maths, shared by the sparse and the dense forms ----------------------
+
+
+def adagrad_direction(acc: jax.Array, g: jax.Array, eps) -> tuple[jax.Array, jax.Array]:
+    """(update, new acc) of per-element AdaGrad, exactly optax 0.2.8's ``scale_by_rss``.
+
+    acc and g have the same shape; the caller applies ``w - lr * update``.
+    """
+    acc = g * g + acc
+    return jnp.where(acc > 0, jax.lax.rsqrt(acc + eps), 0.0) * g, acc
+
+
+def rowwise_direction(acc: jax.Array, g: jax.Array, eps) -> tuple[jax.Array, jax.Array]:
+    """(update, new acc) of row-wise AdaGrad: acc [R], g [R, D] (or [R] for a bias)."""
+    acc = acc + jnp.mean(g * g, axis=tuple(range(1, g.ndim)))
+    scale = 1.0 / (jnp.sqrt(acc) + eps)
+    return g * scale.reshape(scale.shape + (1,) * (g.ndim - 1)), acc
+
+
+_DIRECTIONS = {"adagrad": adagrad_direction, "rowwise_adagrad": rowwise_direction}
+
+
+# --- sparse updates: (table, state, ids [N], grads [N, D], lr) -> (table, state) --------
+
+
+def duplicate_factor(num_rows: int, ids: jax.Array, rows: jax.Array, power: float) -> jax.Array:
+    """[N] factor n_r^-power of each row update: n_r = the non-zero updates to its row.
+
+    A sparse SGD step sums the updates of a word that occurs n times in the batch (exact
+    SGD on the summed loss; word2vec applies them one after another instead). ``power``
+    1 averages them, 0.5 divides by √n; rows whose update is exactly zero (padding) do
+    not count. ids [N], rows [N, D]. The counts are integers, so any summation order
+    gives the same factor. ``num_rows``: the table's V.
+    """
+    unique = unique_rows(ids, num_rows)
+    touched = jnp.any(rows != 0, axis=tuple(range(1, rows.ndim))).astype(rows.dtype)
+    counts = sum_duplicates(unique, touched)  # [U]
+    return jnp.maximum(counts[unique.inverse], 1.0) ** -power
+
+
+def sgd(table, state, ids, grads, lr, *, duplicate_power: float = 0.0, factor=None):
+    """word2vec's sparse SGD: ``table`` [V, D] + (-lr · grads) [N, D] scatter-added at ids [N].
+
+    With ``duplicate_power`` > 0 each update is scaled by `duplicate_factor` first
+    (``factor`` [N] overrides it, so a bias can reuse its table's factor). State is ().
+    Returns (table, state).
+    """
+    rows = -lr * grads
+    if factor is None and duplicate_power:
+        factor = duplicate_factor(table.shape[0], ids, rows, duplicate_power)
+    if factor is not None:
+        rows = rows * factor.reshape(factor.shape + (1,) * (rows.ndim - 1))
+    return table.at[ids].add(rows), state
+
+
+def _sparse_adaptive(name, table, acc, ids, grads, lr, eps, unique):
+    if unique is None:
+        unique = unique_rows(ids, table.shape[0])
+    g = sum_duplicates(unique, grads)  # [U, D]
+    update, new_acc = _DIRECTIONS[name](_gather(acc, unique), g, eps)
+    rows = _gather(table, unique) - lr * update
+    return _write(table, unique, rows), _write(acc, unique, new_acc)
+
+
+def adagrad(table, acc, ids, grads, lr, *, eps: float, unique: UniqueRows | None = None):
+    """Exact sparse per-element AdaGrad on the rows ids [N] of ``table`` [V, D] (or [V]).
+
+    acc: [V, D] accumulators (same shape as table); grads: [N, D] row gradients,
+    duplicates allowed (summed first); lr: scalar. ``unique``: a precomputed
+    `unique_rows(ids, V)` shared by tables with the same ids. Returns (table, acc).
+    """
+    return _sparse_adaptive("adagrad", table, acc, ids, grads, lr, eps, unique)
+
+
+def rowwise_adagrad(table, acc, ids, grads, lr, *, eps: float, unique: UniqueRows | None = None):
+    """Exact sparse row-wise AdaGrad on the rows ids [N] of ``table`` [V, D] (or [V]).
+
+    acc: [V] one accumulator per row; grads: [N, D], duplicates summed first; lr:
+    scalar. Returns (table, acc).
+    """
+    return _sparse_adaptive("rowwise_adagrad", table, acc, ids, grads, lr, eps, unique)
+
+
+def sparse_update(name: str, table, state, ids, grads, lr, *, eps=1e-7, power=0.0, unique=None):
+    """Dispatches to `sgd`, `adagrad` or `rowwise_adagrad` by ``name``."""
+    if name == "sgd":
+        return sgd(table, state, ids, grads, lr, duplicate_power=power)
+    if name in _DIRECTIONS:
+        return _sparse_adaptive(name, table, state, ids, grads, lr, eps, unique)
+    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+
+
+def dense_update(name: str, table, state, grads, lr, *, eps=1e-7):
+    """The same optimiser applied to a whole table whose gradient ``grads`` is dense
+    (softmax's output layer under a sparse optimiser). Returns (table, state)."""
+    if name == "sgd":
+        return table + -lr * grads, state
+    if name in _DIRECTIONS:
+        update, state = _DIRECTIONS[name](state, grads, eps)
+        return table - lr * update, state
+    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+
+
+def init_sparse(name: str, params: dict, initial_accumulator: float):
+    """State of the sparse path: () for SGD, else one accumulator per table of ``params``
+    ([V, D] per element, [V] row-wise), filled with ``initial_accumulator``."""
+    if name == "sgd":
+        return ()
+    if name == "adagrad":
+        return {k: jnp.full_like(v, initial_accumulator) for k, v in params.items()}
+    if name == "rowwise_adagrad":
+        return {k: jnp.full(v.shape[:1], initial_accumulator, v.dtype) for k, v in params.items()}
+    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+
+
+# --- the dense path: optax transforms without their learning rate ---------------------
+
+
+class RowwiseRssState(NamedTuple):
+    sum_of_squares: dict  # one [V] accumulator per table
+
+
+def scale_by_rowwise_rss(initial_accumulator: float, eps: float):
+    """Row-wise AdaGrad as an optax transform (each leaf's first axis is its rows)."""
+
+    def init_fn(params):
+        return RowwiseRssState(
+            jax.tree.map(lambda p: jnp.full(p.shape[:1], initial_accumulator, p.dtype), params)
+        )
+
+    def update_fn(updates, state, params=None):
+        del params
+        pairs = jax.tree.map(
+            lambda g, a: rowwise_direction(a, g, eps), updates, state.sum_of_squares
+        )
+        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
+        new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
+        acc = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+        return new_updates, RowwiseRssState(acc)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_transform(
+    name: str, *, initial_accumulator: float = 0.1, eps: float = 1e-7
+) -> optax.GradientTransformation:
+    """The dense optimiser without its learning rate (the step applies ``p - lr · u``)."""
+    if name == "sgd":
+        return optax.identity()
+    if name == "adagrad":
+        return optax.scale_by_rss(initial_accumulator_value=initial_accumulator, eps=eps)
+    if name == "rowwise_adagrad":
+        return scale_by_rowwise_rss(initial_accumulator, eps)
+    if name == "adam":
+        return optax.scale_by_adam()
+    raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}; got {name!r}")
