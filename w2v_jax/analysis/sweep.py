@@ -28,7 +28,6 @@ import json
 import math
 import os
 import pathlib
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from typing import NamedTuple
 import ml_collections
 from absl import logging
 
-from w2v_jax import settings, trainer
+from w2v_jax import files, settings, trainer
 from w2v_jax.analysis import plots
 
 REFERENCE_LOSSES = ("softmax", "hs")  # k does not apply: one point per seed
@@ -181,11 +180,11 @@ def run_point(
         train_fn(config, str(point_dir))
     except Exception as e:  # any failure is recorded: one point must not stop the sweep
         record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-        (point_dir / ERROR_FILE).write_text(traceback.format_exc())
+        files.write_atomic(point_dir / ERROR_FILE, traceback.format_exc())
         logging.error("point %s failed: %s", point_dir.name, record["error"])
     record["wall_s"] = time.perf_counter() - start
     record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    _write_atomic(point_dir / RESULT_FILE, json.dumps(record, indent=2) + "\n")
+    files.write_json(point_dir / RESULT_FILE, record, indent=2)
     return record
 
 
@@ -292,28 +291,25 @@ def write_summary(
     sweep_dir = pathlib.Path(sweep_dir)
     extra = sorted({k for row in rows for k in row} - set(COLUMNS) - {"error"})
     columns = [*COLUMNS, *extra, "error"]
-    with tempfile.NamedTemporaryFile("w", dir=sweep_dir, delete=False, newline="") as f:
+    with files.atomic_file(sweep_dir / SUMMARY_CSV, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, restval="")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    os.replace(f.name, sweep_dir / SUMMARY_CSV)
     payload = {
         "columns": columns,
         "rows": rows,
         "failed": sum(row["status"] == "failed" for row in rows),
         "config": json.loads(base.to_json_best_effort()) if base is not None else None,
     }
-    _write_atomic(sweep_dir / SUMMARY_JSON, json.dumps(payload, indent=2) + "\n")
+    files.write_json(sweep_dir / SUMMARY_JSON, payload, indent=2)
 
 
 def _last_values(path: pathlib.Path) -> dict:
     """The last value of every key in a metrics.jsonl (empty if there is none)."""
     last = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                last.update(json.loads(line))
+    for row in files.read_jsonl(path):
+        last.update(row)
     return last
 
 
@@ -333,9 +329,3 @@ def _read_json(path: pathlib.Path) -> dict:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-
-
-def _write_atomic(path: pathlib.Path, text: str) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False) as f:
-        f.write(text)
-    os.replace(f.name, path)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from absl import logging
 
+from w2v_jax import files
 from w2v_jax.data import readers, vocab
 
 VERSION = 1  # bump when the encoding changes, so that old entries miss
@@ -124,7 +125,7 @@ def write(
         np.save(tmp / "offsets.npy", offsets)
         v.save(tmp / "vocab.tsv")
         meta = dict(key=key, num_tokens=len(ids), num_sentences=len(offsets) - 1)
-        (tmp / "meta.json").write_text(json.dumps({**meta, "vocab_size": len(v)}))
+        files.write_json(tmp / "meta.json", {**meta, "vocab_size": len(v)})
         try:
             if entry.exists():  # a stale or broken entry: move it aside, then replace it
                 stale = entry.with_name(f".stale-{entry.name}-{uuid.uuid4().hex[:8]}")

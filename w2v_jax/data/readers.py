@@ -23,6 +23,7 @@ import gzip
 import os
 import pathlib
 import shutil
+import urllib.error
 import urllib.request
 import zipfile
 import zlib
@@ -31,6 +32,8 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from absl import logging
+
+from w2v_jax import files
 
 CHUNK_BYTES = 4 << 20  # bytes read and tokenised at a time
 MAX_TOKEN_CHARS = 1 << 20  # a longer run without whitespace means this is not text
@@ -300,13 +303,16 @@ def download(url: str, path: str | os.PathLike, check: ZipCheck) -> pathlib.Path
     """Fetches `url` to `path`; the file gets its name only once `verify_zip` accepts it."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part{os.getpid()}")
     logging.info("downloading %s to %s", url, path)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+        with files.atomic_file(path) as f, urllib.request.urlopen(url, timeout=60) as response:
             shutil.copyfileobj(response, f, 1 << 20)
-        verify_zip(part, check)
-        os.replace(part, path)
-    finally:
-        part.unlink(missing_ok=True)
+            f.flush()
+            verify_zip(f.name, check)  # the file gets its name only if this passes
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        raise OSError(
+            f"could not download {url} ({reason}); check the network, or fetch it by hand "
+            f"and put it at {path}"
+        ) from None
     return path

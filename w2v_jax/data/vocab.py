@@ -12,10 +12,11 @@ import dataclasses
 import functools
 import itertools
 import os
-import pathlib
 from collections.abc import Iterable, Mapping
 
 import numpy as np
+
+from w2v_jax import files
 
 # Ids that `encode` gives to words outside the vocabulary.
 OOV_ID = -1
@@ -128,15 +129,12 @@ class Vocab:
         return [self.words[i] for i in ids.tolist()]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes `word<TAB>count` per line (UTF-8), atomically (temp file + rename)."""
+        """Writes `word<TAB>count` per line (UTF-8), atomically (`files.write_atomic`)."""
         bad = [w for w in self.words if not w or any(c in w for c in "\t\n\r")]
         if bad:
             raise ValueError(f"cannot save words with tabs or newlines in vocab.tsv: {bad[:3]}")
-        path = pathlib.Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         text = "".join(f"{w}\t{c}\n" for w, c in zip(self.words, self.counts.tolist(), strict=True))
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        files.write_atomic(path, text)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocab":

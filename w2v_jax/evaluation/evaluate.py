@@ -10,14 +10,15 @@ accuracies are over the answerable questions (all 4 words among the first
 same evaluation as a function, for the trainer.
 """
 
-import json
 import math
 import os
 import pathlib
+import warnings
 from collections.abc import Sequence
 
 from absl import app, flags, logging
 
+from w2v_jax import files
 from w2v_jax.evaluation import analogy, keyed_vectors, similarity
 
 FLAGS = flags.FLAGS
@@ -70,12 +71,29 @@ def evaluate_vectors(
     Raises:
       ValueError, OSError: an unreadable or malformed evaluation file.
     """
+    with warnings.catch_warnings():  # no coverage gives None (n/a), not numpy's warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neighbours)
+
+
+def _read(read, path):
+    """``read(path)``, with the file named in any error it raises."""
+    try:
+        return read(path)
+    except (OSError, UnicodeError, ValueError) as e:
+        text = " ".join(str(e).split())
+        if isinstance(e, UnicodeError):
+            text += "; save it as UTF-8"
+        raise ValueError(text if str(path) in text else f"{path}: {text}") from None
+
+
+def _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neighbours) -> dict:
     metrics = {"vectors/vocab_size": kv.vocab_size, "vectors/dim": kv.dim}
     if analogies_path is not None:
         result = analogy.analogy_accuracy(
             kv.words,
             kv.vectors,
-            analogy.read_analogies(analogies_path),
+            _read(analogy.read_analogies, analogies_path),
             restrict_vocab=restrict_vocab or None,
             method=method,
         )
@@ -95,7 +113,7 @@ def evaluate_vectors(
         raise ValueError(f"similarity files must have distinct names, got {list(similarity_paths)}")
     for stem, path in zip(stems, similarity_paths, strict=True):
         result = similarity.similarity_spearman(
-            kv.words, kv.vectors, similarity.read_word_pairs(path)
+            kv.words, kv.vectors, _read(similarity.read_word_pairs, path)
         )
         prefix = f"similarity/{stem}"
         metrics[f"{prefix}/spearman"] = _number(result.spearman)
@@ -170,17 +188,6 @@ def format_report(metrics: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, metrics: dict) -> None:
-    """Writes the metrics to a temporary file beside `path`, then renames it over `path`."""
-    tmp = pathlib.Path(f"{path}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _parse_flags(argv: Sequence[str]) -> list[str]:
     """absl's parser, but a bad flag is one line on stderr and exit status 1."""
     try:
@@ -199,7 +206,10 @@ def main(argv: Sequence[str]) -> None:
     try:
         for path in [FLAGS.vectors, FLAGS.analogies, *FLAGS.similarity]:
             if path is not None and not os.path.isfile(path):
-                raise ValueError(f"{path}: no such file")
+                raise ValueError(
+                    f"{path}: "
+                    + ("a folder, not a file" if os.path.isdir(path) else "no such file")
+                )
         if FLAGS.output_json and not os.path.isdir(os.path.dirname(FLAGS.output_json) or "."):
             raise ValueError(f"{FLAGS.output_json}: its directory does not exist")
         binary = {"auto": None, "text": False, "binary": True}[FLAGS.format]
@@ -214,7 +224,8 @@ def main(argv: Sequence[str]) -> None:
         )
         print(format_report(metrics, title=f"vectors file: {FLAGS.vectors}"))
         if FLAGS.output_json:
-            _write_json(FLAGS.output_json, metrics)
+            files.write_json(FLAGS.output_json, metrics, indent=2, allow_nan=False)
+            print(f"\nwrote the metrics to {FLAGS.output_json}")
     except (OSError, ValueError) as e:
         raise SystemExit("evaluate: error: " + " ".join(str(e).split())) from None
 

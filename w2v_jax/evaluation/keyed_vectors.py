@@ -13,12 +13,13 @@ Shape letters: V vocabulary size, D embedding dim.
 import gzip
 import os
 import pathlib
-import uuid
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 from absl import logging
+
+from w2v_jax import files
 
 # Rows formatted and written per write() call: bounds memory for large V.
 _WRITE_ROWS = 4096
@@ -93,18 +94,11 @@ def _check_for_writing(words: Sequence[str], vectors: np.ndarray) -> np.ndarray:
 
 
 def _write_atomic(path, header: bytes, chunks) -> None:
-    """Writes header + chunks to a temporary file beside `path`, then renames it over `path`."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # "x": a new file with the usual permissions (umask)
-            f.write(header)
-            for chunk in chunks:
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Writes header + chunks to `path` atomically (`files.atomic_file`)."""
+    with files.atomic_file(path) as f:
+        f.write(header)
+        for chunk in chunks:
+            f.write(chunk)
 
 
 def save_word2vec_text(path: str | os.PathLike, words: Sequence[str], vectors: np.ndarray) -> None:
