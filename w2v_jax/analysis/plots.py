@@ -1,12 +1,18 @@
 """Plots of a sweep directory, from its files only (``summary.json``, ``*/metrics.jsonl``).
 
 * `metric_vs_k`: a summary metric against k on a log axis, one line per sampled loss
-  (mean over seeds, min-max band), softmax and hs as horizontal reference lines (mean
-  over seeds, min-max band).
+  (mean over seeds, min-max band), softmax and hs as horizontal reference lines where the
+  metric is comparable across losses.
 * `convergence`: a logged metric against step and against training seconds, one row of
   panels per loss, one line per k (mean over seeds, min-max band), the reference losses
-  overlaid in grey.
+  overlaid in grey where the metric is comparable across losses.
 * `plot_sweep`: every such figure as a PNG under ``DIR/plots/``.
+
+Axis labels name the quantity and its unit (`metric`); a training loss is each loss's own
+objective, so no other loss is drawn beside it as a "reference". The band is mentioned
+only when there is one (two seeds or more). Colours come from `PALETTE`, colour-blind
+safe and readable on white; a y axis is logarithmic only when its values span a factor
+of `LOG_RATIO` or more.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never pyplot: no
 display is needed and a notebook's backend is left alone (a notebook shows a returned
@@ -15,15 +21,15 @@ figure with ``display(fig)``). This module does not import JAX.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
 import pathlib
 import re
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
-import matplotlib
 import numpy as np
 from absl import logging
 from matplotlib import figure
@@ -33,10 +39,117 @@ SUMMARY_JSON = "summary.json"
 PLOTS_DIR = "plots"
 REFERENCES = ("softmax", "hs")  # drawn as horizontal lines in metric-vs-k plots
 _REFERENCE_STYLE = {"softmax": "--", "hs": ":"}
+# Okabe & Ito's colour-blind-safe palette without its yellow (unreadable on white): blue,
+# vermillion, bluish green, reddish purple, orange, sky blue, black.
+PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+LOSS_COLORS = {  # one colour per loss in every figure
+    "sampled_softmax": PALETTE[0],
+    "nce": PALETTE[1],
+    "neg": PALETTE[2],
+    "hs": PALETTE[3],
+    "softmax": PALETTE[6],
+}
+LOG_RATIO = 10.0  # a y axis is logarithmic only if max / min over its values reaches this
 # Summary columns that are not metrics, or not worth a plot against k.
 _NOT_METRICS = re.compile(r"^(point|loss|k|seed|status|steps|error|analogy_coverage|log_z_q\d+)$")
 _NOT_CURVES = re.compile(r"(/coverage|/log_z_q\d+|/progress|/lr|/examples|/grad_norm)")
-_LOG_Y = ("wall_s", "words_per_s", "train/words_per_s", "heldout_ppl", "heldout_ppl_unnormalised")
+
+
+class Metric(NamedTuple):
+    """How a metric is shown: ``name`` and ``unit`` make the axis label."""
+
+    name: str  # what it is, in words
+    unit: str  # its unit ("" for a pure number)
+    scale: float = 1.0  # plotted value = scale * stored value (fractions drawn as %)
+    comparable: bool = True  # the same quantity for every loss; False: each loss's objective
+    log: bool = False  # a log axis when the values span LOG_RATIO or more
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.unit})" if self.unit else self.name
+
+
+# By column name: a summary column, or a metrics.jsonl key through `column`.
+METRICS = {
+    "train_loss": Metric("training loss", "nats/example", comparable=False),
+    "heldout_loss": Metric("held-out loss", "nats/example", comparable=False),
+    "heldout_nll": Metric("held-out NLL", "nats/word"),
+    "heldout_ppl": Metric("held-out perplexity", "exp NLL", log=True),
+    "heldout_nll_unnormalised": Metric("held-out NLL with Z = 1", "nats/word"),
+    "heldout_ppl_unnormalised": Metric("held-out perplexity with Z = 1", "exp NLL", log=True),
+    "log_z_mean": Metric("mean log Z(context)", "nats"),
+    "log_z_std": Metric("std of log Z(context)", "nats"),
+    "kl_truth": Metric("KL(truth ‖ model)", "nats/word"),
+    "kl_truth_heldout": Metric("KL(truth ‖ model), held-out", "nats/word"),
+    "corr_true_logp": Metric("Pearson r(score, true log p(w|c))", ""),
+    "corr_true_pmi": Metric("Pearson r(score, true PMI)", ""),
+    "analogy_total": Metric("analogy accuracy", "%", scale=100.0),
+    "analogy_semantic": Metric("semantic analogy accuracy", "%", scale=100.0),
+    "analogy_syntactic": Metric("syntactic analogy accuracy", "%", scale=100.0),
+    "analogy_coverage": Metric("analogy coverage", "%", scale=100.0),
+    "words_per_s": Metric("throughput", "words/s", log=True),
+    "wall_s": Metric("wall time", "s", log=True),
+}
+_SIMILARITY = re.compile(r"^similarity_(.+)_spearman$")
+
+
+def column(key: str) -> str:
+    """The summary column of a metrics.jsonl key: ``eval/x/y`` -> ``x_y``,
+    ``train/loss`` -> ``train_loss``, ``train/x`` -> ``x``; a column stays as it is."""
+    if key == "train/loss":
+        return "train_loss"
+    return key.removeprefix("eval/").removeprefix("train/").replace("/", "_")
+
+
+def metric(key: str) -> Metric:
+    """How ``key`` (a summary column or a metrics.jsonl key) is labelled and compared."""
+    name = column(key)
+    if name in METRICS:
+        return METRICS[name]
+    if similarity := _SIMILARITY.match(name):
+        return Metric(f"{similarity.group(1)} similarity", "Spearman ρ")
+    return Metric(key, "")
+
+
+def colors(names: Iterable[str]) -> dict[str, str]:
+    """A `PALETTE` colour per name: a loss keeps its `LOSS_COLORS` one, others take the
+    palette in order (skipping colours already used), cycling past seven."""
+    names = list(dict.fromkeys(names))
+    taken = {LOSS_COLORS[n] for n in names if n in LOSS_COLORS}
+    free = [c for c in PALETTE if c not in taken] or list(PALETTE)
+    out, i = {}, 0
+    for n in names:
+        if n in LOSS_COLORS:
+            out[n] = LOSS_COLORS[n]
+        else:
+            out[n], i = free[i % len(free)], i + 1
+    return out
+
+
+def set_y_scale(ax, values, log: bool = True) -> None:
+    """A log y axis if ``log`` and the positive ``values`` span `LOG_RATIO` or more, else linear."""
+    v = _finite(np.ravel(values))
+    if log and v.size and v.min() > 0 and v.max() / v.min() >= LOG_RATIO:
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("linear")
+
+
+def band_note(groups: Iterable[Sequence], what: str = "seeds") -> str:
+    """ "mean over N seeds, min–max band" if any group has 2+ values, else ""."""
+    n = max((len(g) for g in groups), default=0)
+    return f"mean over {n} {what}, min–max band" if n > 1 else ""
+
+
+def set_title(ax, text: str, *notes: str, width: int = 60, **kwargs) -> None:
+    """``text`` as the axes title wrapped at ``width`` characters, then each non-empty note
+    in parentheses on its own line."""
+    lines = textwrap.wrap(text, width)
+    lines += [line for note in notes if note for line in textwrap.wrap(f"({note})", width)]
+    ax.set_title("\n".join(lines), **kwargs)
+
+
+OWN_OBJECTIVE = "each loss's own objective: not comparable across losses"
 
 
 def read_summary(sweep_dir: str | os.PathLike) -> list[dict]:
@@ -111,35 +224,46 @@ def log_k_axis(ax, ks) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def metric_vs_k(rows: Sequence[dict], metric: str, title: str | None = None) -> figure.Figure:
-    """``metric`` (a summary column) against k: sampled losses as lines, references as bands.
+def metric_vs_k(rows: Sequence[dict], metric_key: str, title: str | None = None) -> figure.Figure:
+    """``metric_key`` (a summary column) against k: sampled losses as lines, references flat.
 
-    Only finished points (status ok) are drawn; each line is the mean over seeds with a
-    min-max band.
+    Only finished points (status ok) are drawn; each line is the mean over seeds, with a
+    min-max band when there are two seeds or more. softmax and hs are horizontal lines
+    only where the metric is comparable across losses (`Metric.comparable`): a training
+    loss is each loss's own objective.
     """
     rows = _ok(rows)
+    info = metric(metric_key)
     fig, axes = new_figure(6.4, 4.2)
     ax = axes[0, 0]
     ks = sorted({r["k"] for r in rows if r.get("k") is not None and r["k"] > 0})
-    colors = (f"C{i % 10}" for i in itertools.count())
-    for loss in dict.fromkeys(r["loss"] for r in rows if r.get("k") is not None):
-        values = {k: _finite(r.get(metric) for r in rows if r["loss"] == loss and r["k"] == k)
+    losses = list(dict.fromkeys(r["loss"] for r in rows))
+    palette = colors(losses)
+    drawn = []  # every group of values on the axes, for the y scale and the band note
+    for loss in losses:
+        if loss in REFERENCES:
+            continue
+        values = {k: info.scale * _finite(r.get(metric_key) for r in rows
+                                          if r["loss"] == loss and r["k"] == k)
                   for k in ks}  # fmt: skip
         xs = [k for k in ks if values[k].size]
         if xs:
-            band(ax, xs, [values[k] for k in xs], next(colors), loss)
-    for loss in REFERENCES:
-        v = _finite(r.get(metric) for r in rows if r["loss"] == loss)
+            band(ax, xs, [values[k] for k in xs], palette[loss], loss)
+            drawn.extend(values[k] for k in xs)
+    for loss in REFERENCES if info.comparable else ():
+        v = info.scale * _finite(r.get(metric_key) for r in rows if r["loss"] == loss)
         if v.size:
-            color, style = next(colors), _REFERENCE_STYLE[loss]
+            color, style = palette.get(loss, LOSS_COLORS[loss]), _REFERENCE_STYLE[loss]
             ax.axhline(v.mean(), color=color, linestyle=style, label=f"{loss} (reference)")
-            ax.axhspan(v.min(), v.max(), color=color, alpha=0.12, linewidth=0)
+            if v.size > 1:
+                ax.axhspan(v.min(), v.max(), color=color, alpha=0.12, linewidth=0)
+            drawn.append(v)
     log_k_axis(ax, ks)
-    if metric in _LOG_Y:
-        ax.set_yscale("log")
+    set_y_scale(ax, np.concatenate(drawn) if drawn else [], log=info.log)
     ax.set_xlabel("k (noise samples per example)")
-    ax.set_ylabel(metric)
-    ax.set_title(title or f"{metric} against k (mean over seeds, min-max band)")
+    ax.set_ylabel(info.label)
+    own = "" if info.comparable else OWN_OBJECTIVE
+    set_title(ax, title or f"{info.name} against k", band_note(drawn), own)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     return fig
@@ -197,12 +321,14 @@ def convergence(
 ) -> figure.Figure:
     """``key`` (a metrics.jsonl key) against step and against seconds, one panel row per loss.
 
-    Lines are the mean over seeds (min-max band), one per k; each sampled loss's panels
-    also show the reference losses in grey for comparison.
+    Lines are the mean over seeds (min-max band with two seeds or more), one per k; each
+    sampled loss's panels also show the reference losses in grey where the metric is
+    comparable across losses (not ``train/loss``: each loss's own objective).
     """
     rows = _ok(rows)
+    info = metric(key)
     losses = list(dict.fromkeys(r["loss"] for r in rows))
-    fig, axes = new_figure(11.0, 2.8 * max(len(losses), 1), max(len(losses), 1), 2)
+    fig, axes = new_figure(11.0, 0.4 + 2.8 * max(len(losses), 1), max(len(losses), 1), 2)
     groups = {}
     for r in rows:
         if r["point"] in curves:
@@ -214,30 +340,34 @@ def convergence(
         mine = [((loss, k), stats[(loss, k)]) for k in ks] or [
             ((loss, None), stats.get((loss, None)))
         ]
+        palette = colors(f"k={k}" for (_, k), _ in mine)
         for j, (xi, xlabel) in enumerate(((0, "step"), (1, "training seconds"))):
             ax = axes[i, j]
-            if loss not in REFERENCES:
+            if loss not in REFERENCES and info.comparable:
                 for (ref, _), s in references:
                     style = _REFERENCE_STYLE[ref]
-                    ax.plot(s[xi], s[2], color="0.5", linestyle=style, linewidth=1, label=ref)
-            for n, ((_, k), s) in enumerate(mine):
+                    y = info.scale * s[2]
+                    ax.plot(s[xi], y, color="0.45", linestyle=style, linewidth=1, label=ref)
+            for (_, k), s in mine:
                 if s is None:
                     continue
-                color = _ramp(n, len(mine))
+                color = LOSS_COLORS.get(loss, PALETTE[0]) if k is None else palette[f"k={k}"]
                 label = loss if k is None else f"k={k}"
-                ax.plot(s[xi], s[2], color=color, label=label)
-                ax.fill_between(s[xi], s[3], s[4], color=color, alpha=0.2, linewidth=0)
+                ax.plot(s[xi], info.scale * s[2], color=color, label=label)
+                if (s[3] < s[4]).any():  # two seeds or more
+                    low, high = info.scale * s[3], info.scale * s[4]
+                    ax.fill_between(s[xi], low, high, color=color, alpha=0.2, linewidth=0)
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(key)
-            ax.set_title(f"{loss}: {key} against {xlabel}", fontsize="medium")
+            ax.set_ylabel(info.label, fontsize="small")
+            ax.set_title(loss, fontsize="medium")
             ax.grid(True, alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="x-small", ncol=2)
+    seeds = max((len(c) for c in groups.values()), default=0)
+    notes = [n for n in (band_note([range(seeds)]), "" if info.comparable else OWN_OBJECTIVE) if n]
+    text = f"{info.name} against step and against training seconds"
+    fig.suptitle("\n".join([text, *(f"({n})" for n in notes)]))
     return fig
-
-
-def _ramp(n: int, total: int) -> tuple:
-    return matplotlib.colormaps["viridis"](0.1 + 0.8 * n / max(total - 1, 1))
 
 
 def curve_keys(curves: dict[str, list[dict]]) -> list[str]:
@@ -270,8 +400,8 @@ def plot_sweep(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = read_summary(sweep_dir)
     paths = []
-    for metric in summary_metrics(rows):
-        paths.append(_save(metric_vs_k(rows, metric), out_dir / f"vs_k_{_slug(metric)}.png"))
+    for name in summary_metrics(rows):
+        paths.append(_save(metric_vs_k(rows, name), out_dir / f"vs_k_{_slug(name)}.png"))
     curves = read_curves(sweep_dir, _ok(rows))
     for key in curve_keys(curves):
         fig = convergence(rows, curves, key)
