@@ -1,0 +1,293 @@
+"""Tests of the on-device input pipeline against the host pipeline and exact references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.stats
+
+from w2v_jax.data import input_pipeline, on_device, windows
+
+V = 25
+
+
+def zipf_corpus(seed=0, sentences=150, max_length=40, vocab=V):
+    """~3,000 Zipf-ish ids in sentences of 1..max_length tokens; counts from the ids."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, max_length + 1, size=sentences)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    p = 1.0 / np.arange(1, vocab + 1)
+    ids = rng.choice(vocab, size=offsets[-1], p=p / p.sum()).astype(np.int32)
+    counts = np.maximum(np.bincount(ids, minlength=vocab), 1).astype(np.int64)
+    return ids, offsets, counts
+
+
+def unique_corpus(seed=0, sentences=60, max_length=12):
+    """Every token its own word (id = position), so a batch reveals its positions; some
+    sentences are empty or one word long. Equal counts: one keep probability."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, max_length + 1, size=sentences)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    ids = np.arange(offsets[-1], dtype=np.int32)
+    return ids, offsets, np.full(ids.shape[0], 10, np.int64)
+
+
+def unique_sample(corpus):
+    """The threshold t that keeps each word of `unique_corpus` with probability ~0.69:
+    keep = sqrt(x) + x with x = t·(total count) / count = t·N."""
+    return 0.22 / corpus[0].size
+
+
+def epoch_batches(corpus, key, epoch, spec):
+    """Every batch of one epoch, through `feed_for_call` and `batch_at` (the training path),
+    stacked on a leading step axis [T, ...]."""
+    t_epoch = spec.steps_per_epoch
+    feed, _ = on_device.feed_for_call(corpus, key, epoch * t_epoch, t_epoch, spec)
+    steps = jnp.arange(epoch * t_epoch, (epoch + 1) * t_epoch)
+    return jax.device_get(_draw_steps(feed, steps, spec)), jax.device_get(feed.first)
+
+
+@jax.jit(static_argnums=2)
+def _draw_steps(feed, steps, spec):
+    return jax.vmap(lambda s: on_device.batch_at(feed, s, spec))(steps)
+
+
+def pair_counts(centers, contexts, mask, vocab):
+    """[V, V] counts of the valid (centre, context) slots of batches of any leading shape."""
+    valid = mask > 0
+    c = np.broadcast_to(centers[..., None], valid.shape)
+    return np.bincount(c[valid] * vocab + contexts[valid], minlength=vocab * vocab).reshape(
+        vocab, vocab
+    )
+
+
+def homogeneity(a, b, p_value=1e-6):
+    """Two-sample chi-square statistic over the cells both totals expect >= 5 counts in,
+    and the (1 - p_value) quantile of its null distribution.
+
+    The counts are sums of Bernoulli draws over a fixed corpus, so their variance is at most
+    Poisson's: the statistic can only be smaller than the chi-square it is compared with,
+    and a one-in-a-million threshold cannot flake. A wrong pipeline (e.g. windows over raw
+    positions instead of kept words) gives several times the threshold here.
+    """
+    a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+    pooled = (a + b) / (a.sum() + b.sum())
+    cells = pooled * min(a.sum(), b.sum()) >= 5
+    stat = 0.0
+    for x in (a, b):
+        expected = x.sum() * pooled[cells]
+        stat += np.sum((x[cells] - expected) ** 2 / expected)
+    df = int(cells.sum()) - 1
+    assert df >= 2, "too few populated cells to test"
+    return stat, scipy.stats.chi2.isf(p_value, df)
+
+
+def host_batches(corpus, *, epochs, **kwargs):
+    """Concatenated centers, contexts and mask of the host pipeline's batches, and the
+    number of valid slots (pairs) of each epoch."""
+    items = input_pipeline.iterate_batches(*corpus, layout="grouped", epochs=epochs, **kwargs)
+    batches, pairs, epoch = [], np.zeros(epochs), 0
+    for item in items:
+        batches.append(item.batch)
+        pairs[epoch] += np.count_nonzero(item.batch.mask)
+        epoch = item.position.epoch  # the epoch of the next batch
+    return tuple(np.concatenate(field) for field in zip(*batches, strict=True)), pairs
+
+
+@pytest.mark.parametrize(
+    "dynamic_window, left_only", [(True, False), (False, True)], ids=["word2vec", "left-fixed"]
+)
+def test_pair_frequencies_match_the_host_pipeline(dynamic_window, left_only):
+    corpus = zipf_corpus()
+    settings = dict(window=3, sample=0.02, dynamic_window=dynamic_window, left_only=left_only)
+    epochs = 40
+    host, host_pairs = host_batches(corpus, epochs=epochs, batch_size=16, seed=3, **settings)
+    device_corpus = on_device.make_corpus(*corpus, sample=settings["sample"])
+    spec = on_device.make_spec(corpus[0], corpus[2], batch_size=16, **settings)
+    key = on_device.data_key(3)
+    batches = [epoch_batches(device_corpus, key, e, spec)[0] for e in range(epochs)]
+    device = tuple(np.stack(field) for field in zip(*batches, strict=True))
+
+    assert device[1].shape[1:] == (spec.steps_per_epoch, 16, spec.slots)
+    stat, limit = homogeneity(pair_counts(*host, V), pair_counts(*device, V))
+    assert stat < limit, (stat, limit)
+    # Context distance and side: tests the dynamic window b ~ Uniform{1..W}.
+    stat, limit = homogeneity((host[2] > 0).sum(0), (device[2] > 0).sum((0, 1, 2)))
+    assert stat < limit, (stat, limit)
+    # As many pairs per epoch, once the device's T·B rows are scaled to E[M] kept centres;
+    # within 4 standard errors of the difference of the two means.
+    rows = spec.steps_per_epoch * spec.batch_size
+    scale = on_device.expected_kept(corpus[0], corpus[2], settings["sample"]) / rows
+    device_pairs = (device[2] > 0).sum((1, 2, 3)) * scale
+    error = 4 * np.sqrt((device_pairs.var() + host_pairs.var()) / epochs)
+    assert abs(device_pairs.mean() - host_pairs.mean()) < error
+
+
+def test_kept_word_frequencies_match_the_host_pipeline():
+    corpus = zipf_corpus(seed=1)
+    sample, epochs, batch = 0.02, 60, 16
+    plan = windows.make_plan(*corpus, window=3, sample=sample, seed=5)
+    host = sum(
+        np.bincount(corpus[0][windows.epoch_draws(plan, e).keep], minlength=V)
+        for e in range(epochs)
+    )
+    device_corpus = on_device.make_corpus(*corpus, sample=sample)
+    spec = on_device.make_spec(corpus[0], corpus[2], sample=sample, batch_size=batch, window=3)
+    key = on_device.data_key(5)
+    kept, centres = np.zeros(V, np.int64), np.zeros(V, np.int64)
+    for e in range(epochs):
+        batches, epoch = epoch_batches(device_corpus, key, e, spec)
+        kept += np.bincount(epoch.ids[: epoch.num_kept], minlength=V)
+        centres += np.bincount(batches.centers.ravel(), minlength=V)
+    stat, limit = homogeneity(host, kept)
+    assert stat < limit, (stat, limit)
+    # Rows visit kept words in proportion (every row a kept centre, each about once).
+    stat, limit = homogeneity(host, centres)
+    assert stat < limit, (stat, limit)
+    expected = on_device.expected_kept(corpus[0], corpus[2], sample)
+    assert abs(kept.sum() / epochs - expected) < 4 * np.sqrt(expected / epochs)
+    assert spec.steps_per_epoch == round(expected / batch)
+
+
+@pytest.mark.parametrize("left_only", [False, True])
+def test_every_pair_is_a_kept_neighbour_in_the_same_sentence(left_only):
+    """Exact: on a corpus of unique words, each row's valid slots are its nearest kept
+    neighbours in the centre's sentence, on the right side, within one common window b."""
+    corpus = unique_corpus()
+    ids, offsets, counts = corpus
+    window, batch = 3, 8
+    device_corpus = on_device.make_corpus(ids, offsets, counts, sample=unique_sample(corpus))
+    spec = on_device.make_spec(
+        ids,
+        counts,
+        sample=unique_sample(corpus),
+        batch_size=batch,
+        window=window,
+        left_only=left_only,
+    )
+    sentence = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    key = on_device.data_key(0)
+    checked = 0
+    for e in range(4):
+        batches, epoch = epoch_batches(device_corpus, key, e, spec)
+        kept = epoch.ids[: epoch.num_kept]  # raw positions, in order
+        assert 0 < kept.size < ids.size and np.all(np.diff(kept) > 0)
+        index = np.full(ids.size, -1)
+        index[kept] = np.arange(kept.size)
+        centres = batches.centers.ravel()
+        contexts = batches.contexts.reshape(-1, spec.slots)
+        mask = batches.mask.reshape(-1, spec.slots)
+        assert np.all(index[centres] >= 0), "a centre was not kept"
+        assert set(np.unique(mask)) <= {0.0, 1.0}
+        assert np.all(contexts[mask == 0] == 0), "padding slots must hold id 0"
+        for centre, row, valid in zip(centres, contexts, mask > 0, strict=True):
+            i = index[centre]
+            same = sentence[kept] == sentence[centre]
+            left = [kept[i - d] for d in range(1, window + 1) if i - d >= 0 and same[i - d]]
+            right = [kept[i + d] for d in range(1, window + 1) if i + d < kept.size and same[i + d]]
+            n_left = int(valid[:window].sum())
+            assert np.all(valid[:n_left]) and list(row[:n_left]) == left[:n_left]
+            spans = {b for b in range(1, window + 1) if n_left == min(b, len(left))}
+            if not left_only:
+                n_right = int(valid[window:].sum())
+                assert np.all(valid[window : window + n_right])
+                assert list(row[window : window + n_right]) == right[:n_right]
+                spans &= {b for b in range(1, window + 1) if n_right == min(b, len(right))}
+            assert spans, "no single window b explains the row"
+            assert centre not in row[valid], "a centre paired with itself"
+            checked += int(valid.sum())
+    assert checked > 1000
+
+
+def test_an_epoch_visits_each_kept_word_about_once():
+    corpus = unique_corpus(seed=2, sentences=300)
+    ids, offsets, counts = corpus
+    device_corpus = on_device.make_corpus(ids, offsets, counts, sample=unique_sample(corpus))
+    spec = on_device.make_spec(ids, counts, sample=unique_sample(corpus), batch_size=8, window=2)
+    key = on_device.data_key(1)
+    for e in range(3):
+        batches, epoch = epoch_batches(device_corpus, key, e, spec)
+        visits = np.bincount(batches.centers.ravel(), minlength=ids.size)
+        kept, rows = int(epoch.num_kept), spec.steps_per_epoch * spec.batch_size
+        assert visits.max() <= 2
+        assert np.count_nonzero(visits) >= min(kept, rows) - spec.batch_size
+        # Rows of one step are M/B kept words apart: no two share a window.
+        gaps = np.diff(np.sort(batches.centers, axis=1), axis=1)
+        assert gaps.min() > 2 * spec.window
+
+
+def test_same_seed_and_step_give_the_same_batch_and_restarts_continue_identically():
+    corpus = zipf_corpus(seed=4)
+    sample = 0.02
+    device_corpus = on_device.make_corpus(*corpus, sample=sample)
+    spec = on_device.make_spec(corpus[0], corpus[2], sample=sample, batch_size=32, window=4)
+    t_epoch = spec.steps_per_epoch
+    calls = 5  # steps per call: calls straddle epoch boundaries
+    assert t_epoch % calls
+    draw = jax.jit(on_device.batch_at, static_argnums=2)
+
+    def run(key, start, stop):
+        out, cache = {}, None
+        for first in range(start, stop, calls):
+            feed, cache = on_device.feed_for_call(device_corpus, key, first, calls, spec, cache)
+            assert len(cache) <= 2
+            for s in range(first, first + calls):
+                out[s] = jax.device_get(draw(feed, s, spec))
+        return out
+
+    key = on_device.data_key(7)
+    full = run(key, 0, 3 * t_epoch)
+    resumed = run(key, 2 * calls * (t_epoch // calls) - calls, 3 * t_epoch)
+    for s, batch in resumed.items():
+        for a, b in zip(batch, full[s], strict=True):
+            np.testing.assert_array_equal(a, b)
+    # The pure per-step function agrees with the training path, and is deterministic.
+    pure = jax.jit(on_device.draw_batch, static_argnums=3)
+    for s in (0, t_epoch - 1, t_epoch, 2 * t_epoch + 3):
+        again = pure(device_corpus, key, s, spec)
+        for a, b, c in zip(full[s], pure(device_corpus, key, s, spec), again, strict=True):
+            np.testing.assert_array_equal(a, b)
+            np.testing.assert_array_equal(b, c)
+    other = run(on_device.data_key(8), 0, calls)
+    assert not np.array_equal(other[0].centers, full[0].centers)
+    assert not np.array_equal(full[1].contexts, full[0].contexts)
+    # Epochs differ: subsampling is redrawn.
+    e0, _ = on_device.feed_for_call(device_corpus, key, 0, 1, spec)
+    e1, _ = on_device.feed_for_call(device_corpus, key, t_epoch, 1, spec)
+    assert not np.array_equal(e0.first.ids, e1.first.ids)
+
+
+def test_feed_refuses_calls_longer_than_an_epoch():
+    corpus = zipf_corpus()
+    device_corpus = on_device.make_corpus(*corpus, sample=0.0)
+    spec = on_device.make_spec(corpus[0], corpus[2], sample=0.0, batch_size=1000, window=2)
+    assert spec.steps_per_epoch == 3
+    with pytest.raises(ValueError, match="1..T=3"):
+        on_device.feed_for_call(device_corpus, on_device.data_key(0), 0, 4, spec)
+
+
+def test_without_subsampling_every_token_is_kept():
+    corpus = zipf_corpus()
+    device_corpus = on_device.make_corpus(*corpus, sample=0.0)
+    epoch = on_device.subsample(device_corpus, on_device.data_key(0), 3)
+    assert int(epoch.num_kept) == corpus[0].size
+    np.testing.assert_array_equal(epoch.ids, corpus[0])
+    assert int(epoch.index) == 3
+
+
+def test_tokens_done_counts_each_step_as_one_T_th_of_an_epoch():
+    spec = on_device.Spec(batch_size=4, window=2, steps_per_epoch=7)
+    n = 1000
+    done = [on_device.tokens_done(s, n, spec) for s in range(3 * 7 + 1)]
+    assert done[0] == 0 and done[7] == n and done[21] == 3 * n
+    assert np.all(np.diff(done) >= 0)
+    assert done == [s * n // 7 for s in range(22)]
+
+
+def test_a_corpus_too_big_for_the_device_gives_one_line_naming_the_host_mode():
+    need = on_device.device_bytes(10_000, 100)
+    assert need == 40 * 10_000 + 400
+    assert on_device.check_fits(10_000, 100, cap_bytes=need + 1) == need
+    with pytest.raises(ValueError, match="input.mode='host'") as err:
+        on_device.check_fits(10_000, 100, reserved_bytes=2, cap_bytes=need + 1)
+    assert "\n" not in str(err.value) and "10,000 tokens" in str(err.value)
