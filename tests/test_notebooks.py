@@ -1,6 +1,9 @@
-"""Every notebook runs top to bottom (CI executes them, so none rots) and is stored clean."""
+"""Every notebook runs top to bottom (CI executes them, so none rots) and is stored with its
+outputs, so a reader sees results without running it (``python notebooks/execute.py``
+refreshes them), and without execution counts, so a rerun changes only the outputs."""
 
 import pathlib
+import re
 import time
 
 import nbclient
@@ -10,19 +13,57 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 300  # a cell that hangs fails instead of stalling CI
+MAX_BYTES = 1_000_000  # outputs stay modest: a few small figures and printed tables
 
 
-def test_notebooks_are_there_and_clean():
+def test_notebooks_are_there_with_outputs_and_no_noise():
     names = {p.stem for p in NOTEBOOKS}
     assert {"quickstart", "convergence", "losses_explained"} <= names
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(not c.outputs and c.execution_count is None for c in code), path.name
-        first = code[0].source
-        assert nb.cells[0] is code[0] and '"google.colab" in sys.modules' in first, path.name
-        assert "jax.devices()" in first, path.name
+        outputs = [o for c in code for o in c.outputs]
+        assert all(c.execution_count is None for c in code), path.name
+        assert all(o.get("execution_count") is None for o in outputs), path.name
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert code[-1].outputs, f"{path.name}: stored without outputs (notebooks/execute.py)"
+        assert any("image/png" in o.get("data", {}) for o in outputs), path.name
+        assert path.stat().st_size < MAX_BYTES, path.name
+
+
+def test_install_cell_is_honest_on_colab():
+    """No made-up repository URL: an empty REPO_URL that the reader is told to set."""
+    for path in NOTEBOOKS:
+        first = nbformat.read(path, as_version=4).cells[0]
+        assert first.cell_type == "code", path.name
+        source = first.source
+        assert '"google.colab" in sys.modules' in source and "jax.devices()" in source
+        assert 'REPO_URL = ""  # set to your clone\'s git URL' in source, path.name
+        assert "Set REPO_URL" in source and "pip install -e ." in source, path.name
+        urls = re.findall(r"github\.com/[^\s\"']*", source)
+        assert "OWNER" not in source and all(u.startswith("github.com/<you>/") for u in urls)
+
+
+def test_install_cell_on_colab_without_a_clone_says_what_to_set(tmp_path):
+    """Opened from GitHub in Colab (no clone around it, REPO_URL empty): one clear line."""
+    source = nbformat.read(NOTEBOOKS[0], as_version=4).cells[0].source
+    fake_colab = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')"
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(fake_colab), nbformat.v4.new_code_cell(source)]
+    )
+    (tmp_path / "empty").mkdir()  # neither it nor its parent holds a pyproject.toml
+    client = nbclient.NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(tmp_path / "empty")}},
+    )
+    client.execute()
+    (error,) = [o for o in nb.cells[1].outputs if o.output_type == "error"]
+    assert error.ename == "SystemExit"
+    assert error.evalue == "Set REPO_URL in this cell to your w2v_jax clone's git URL, then rerun."
 
 
 @pytest.mark.slow
@@ -37,8 +78,16 @@ def test_notebook_runs(path, monkeypatch):
         kernel_name="python3",
         resources={"metadata": {"path": str(ROOT)}},  # the kernel's working directory
     )
+    before = _repo_files()
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
     print(f"{path.name}: {time.perf_counter() - start:.1f} s")
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    assert _repo_files() == before  # runs write to temporary folders, never the repository
+
+
+def _repo_files() -> dict:
+    """The repository's top level and notebooks/, with the notebooks' modification times."""
+    top = {p.name: None for p in ROOT.iterdir()}
+    return {**top, **{p.name: p.stat().st_mtime_ns for p in (ROOT / "notebooks").iterdir()}}
