@@ -5,16 +5,17 @@ r"""Step time of every loss against the vocabulary size V and the samples k (iss
 
 For each loss (softmax, sampled_softmax, nce, neg, hs), each V in ``--vocab_sizes``
 (synthetic Zipf counts, exponent ``--zipf_exponent``) and each k in ``--ks`` (ignored by
-softmax and hs), it builds `update.init_state`, the aux arrays as `data.make_aux` does
-(`sampling.noise_probs` / `build_alias_table` / `noise_log_probs`, `huffman.build_huffman`)
-and ``--num_batches`` fixed random batches (`input_pipeline.Batch`: ``--batch_size`` Zipf
-centre words x C = 2·``--window`` context slots, a fraction ``--valid_fraction`` of them
-valid), and times `runners.jit_step` (word2vec's sparse SGD, state donated) over
-``--steps`` steps after two warm-up steps, ``--repeats`` times; the median is reported as
-ms/step and pairs/s (valid slots per step / step time). Batches are on the device before
-timing, so no host work is timed. The trainer's malloc policy
-(`host_memory.keep_freed_memory`) is applied first, as in training (``--nokeep_freed_memory``:
-glibc's default, under which k = 25 steps page-fault their temporaries and cost ~3x more).
+softmax and hs), it builds `update.init_state`, the layer's constants
+(`output_layers.constants_for`, ns_exponent 0.75: noise alias table and log q, or the
+Huffman arrays) and ``--num_batches`` fixed random batches (`input_pipeline.Batch`:
+``--batch_size`` Zipf centre words x C = 2·``--window`` context slots, a fraction
+``--valid_fraction`` of them valid), and times `runners.jit_step` (word2vec's sparse
+SGD, state donated) over ``--steps`` steps after two warm-up steps, ``--repeats`` times;
+the median is reported as ms/step and pairs/s (valid slots per step / step time).
+Batches are on the device before timing, so no host work is timed. The trainer's malloc
+policy (`host_memory.keep_freed_memory`) is applied first, as in training
+(``--nokeep_freed_memory``: glibc's default, under which k = 25 steps page-fault their
+temporaries and cost ~3x more).
 A configuration whose first step is slow gets fewer
 timed steps (at least one), so that it costs about ``--budget_s`` seconds.
 
@@ -62,12 +63,10 @@ from absl import app, flags
 from w2v_jax import host_memory
 from w2v_jax.analysis import figures
 from w2v_jax.data import input_pipeline
-from w2v_jax.model import huffman, sampling, word2vec
+from w2v_jax.model import output_layers, word2vec
 from w2v_jax.step import runners, update
 
-ALL_LOSSES = ("softmax", "sampled_softmax", "nce", "neg", "hs")
-
-_LOSSES = flags.DEFINE_list("losses", list(ALL_LOSSES), "Losses to time.")
+_LOSSES = flags.DEFINE_list("losses", list(output_layers.NAMES), "Losses to time.")
 _VOCAB_SIZES = flags.DEFINE_list("vocab_sizes", ["10000", "71290", "1000000"], "Vocabulary sizes.")
 _KS = flags.DEFINE_list("ks", ["5", "25"], "Samples per centre word (sampled losses).")
 _DIMS = flags.DEFINE_list(
@@ -118,22 +117,6 @@ def make_batches(counts: np.ndarray, rng: np.random.Generator) -> list[input_pip
     return [
         jax.device_put(input_pipeline.Batch(centers[i], contexts[i], mask[i])) for i in range(n)
     ]
-
-
-def make_aux(loss: str, counts: np.ndarray, tree) -> word2vec.Aux:
-    """As `data.make_aux` (ns_exponent 0.75)."""
-    if loss in word2vec.SAMPLED_LOSSES:
-        return word2vec.Aux(
-            noise=sampling.build_alias_table(sampling.noise_probs(counts, 0.75)),
-            log_q=sampling.noise_log_probs(counts, 0.75),
-        )
-    if loss == "hs":
-        return word2vec.Aux(
-            codes=tree.codes.astype(np.float32),
-            points=tree.points.astype(np.int32),
-            path_mask=tree.mask.astype(np.float32),
-        )
-    return word2vec.Aux()
 
 
 def softmax_chunk(vocab_size: int) -> int | None:
@@ -219,7 +202,7 @@ def time_loss(loss, vocab_size, k, dim, batches, aux, key) -> dict:
         model=_MODEL.value,
         loss=loss,
         k=k or 1,
-        share="row" if loss in word2vec.SAMPLED_LOSSES else "pair",
+        share="row" if output_layers.get(loss).sampled else "pair",
         chunk_size=chunk,
     )
     state = update.init_state(key, vocab_size, dim, cfg)
@@ -351,9 +334,9 @@ def main(argv) -> None:
         figures.cost_figure(rows).savefig(_PLOT.value, dpi=100)
         print_table(rows, max(r["square_peak_gflops"] for r in runs))
         return
-    unknown = set(_LOSSES.value) - set(ALL_LOSSES)
+    unknown = set(_LOSSES.value) - set(output_layers.NAMES)
     if unknown:
-        raise app.UsageError(f"--losses: unknown {sorted(unknown)}; use {ALL_LOSSES}")
+        raise app.UsageError(f"--losses: unknown {sorted(unknown)}; use {output_layers.NAMES}")
     malloc_policy = _KEEP_FREED.value and host_memory.keep_freed_memory()
     rng = np.random.default_rng(_SEED.value)
     key = jax.random.PRNGKey(_SEED.value)
@@ -364,11 +347,10 @@ def main(argv) -> None:
     for vocab_size in (int(v) for v in _VOCAB_SIZES.value):
         counts = zipf_counts(vocab_size, _ZIPF.value)
         batches = make_batches(counts, rng)
-        tree = huffman.build_huffman(counts) if "hs" in _LOSSES.value else None
-        depth = tree.codes.shape[1] if tree is not None else 0
         for loss in _LOSSES.value:
-            aux = make_aux(loss, counts, tree)
-            ks = [None] if loss in ("softmax", "hs") else [int(k) for k in _KS.value]
+            aux = output_layers.constants_for(loss, counts, 0.75)
+            depth = aux.codes.shape[1] if aux.codes is not None else 0
+            ks = [int(k) for k in _KS.value] if output_layers.get(loss).sampled else [None]
             for dim in dims if loss == "softmax" else dims[:1]:
                 for k in ks:
                     row = {"loss": loss, "vocab_size": vocab_size, "k": k, "dim": dim}

@@ -37,11 +37,12 @@ from w2v_jax import run_folder
 from w2v_jax.analysis import figures, gradient_bias
 from w2v_jax.data import sources
 from w2v_jax.evaluation import likelihood
+from w2v_jax.model import output_layers
 
 _RUN_DIRS = flags.DEFINE_list("run_dirs", None, "Finished run folders (trained states).")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the JSON, table and plot go.")
 _KS = flags.DEFINE_list("ks", ["1", "2", "5", "10", "25", "50", "100"], "Noise samples k.")
-_LOSSES = flags.DEFINE_list("losses", list(gradient_bias.SAMPLED), "Sampled losses.")
+_LOSSES = flags.DEFINE_list("losses", list(output_layers.SAMPLED), "Sampled losses.")
 _DRAWS = flags.DEFINE_integer("draws", 256, "Independent noise draws per (loss, k, batch).")
 _BATCHES = flags.DEFINE_integer("batches", 4, "Held-out batches (one estimate each).")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 512, "Examples per batch, at most.")

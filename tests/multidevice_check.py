@@ -16,7 +16,8 @@ os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={N}"
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from w2v_jax.data import input_pipeline, sources  # noqa: E402
+from w2v_jax.data import input_pipeline  # noqa: E402
+from w2v_jax.model import output_layers  # noqa: E402
 from w2v_jax.step import runners, update  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -34,7 +35,7 @@ def setup(loss):
         rng.integers(0, V, (B, C)).astype(np.int32),
         (rng.random((B, C)) < 0.8).astype(np.float32),
     )
-    return batch, sources.aux_for(loss, counts)
+    return batch, output_layers.constants_for(loss, counts)
 
 
 def fresh(cfg):

@@ -8,7 +8,7 @@ import scipy.special
 
 from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import likelihood
-from w2v_jax.model import huffman, losses, word2vec
+from w2v_jax.model import huffman, losses, output_layers
 
 V, D, B, C = 23, 5, 7, 4
 
@@ -115,7 +115,7 @@ def test_word_log_z_pads_the_last_block():
 def _hs_setup(seed=0):
     rng = np.random.default_rng(seed)
     tree = huffman.build_huffman(rng.integers(1, 100, V))
-    aux = word2vec.Aux(
+    aux = output_layers.Constants(
         codes=tree.codes.astype(np.float32),
         points=tree.points.astype(np.int32),
         path_mask=tree.mask.astype(np.float32),

@@ -13,7 +13,8 @@ import pytest
 from jax import flatten_util
 from jax import test_util as jtu
 
-from w2v_jax.model import losses
+from w2v_jax.model import losses, output_layers
+from w2v_jax.model.losses import terms
 
 # ---------------------------------------------------------------------------------------
 # Problems and naive float64 references.
@@ -343,7 +344,7 @@ def test_shared_samples_equal_tiled_samples(name):
     extra = (p.log_q,) if name != "neg" else ()
 
     def total(ids, x, w, b):
-        return jnp.sum(losses.LOSSES[name](x, w, p.labels, ids, *extra, b))
+        return jnp.sum(output_layers.get(name).loss(x, w, p.labels, ids, *extra, b))
 
     grad = jax.value_and_grad(total, argnums=(1, 2, 3))
     xwb = (p.inputs, p.weights, p.biases)
@@ -373,7 +374,7 @@ def test_gathered_rows_equal_full_table(name):
     def local(ids):
         return np.searchsorted(out_ids, ids).astype(np.int32)
 
-    fn = losses.LOSSES[name]
+    fn = output_layers.get(name).loss
     full_q = (p.log_q,) if name != "neg" else ()
     local_q = (p.log_q[out_ids],) if name != "neg" else ()
     full = fn(p.inputs, p.weights, p.labels, p.sampled_ids, *full_q, p.biases)
@@ -591,7 +592,7 @@ BAD_INPUTS = [  # (loss, changed arguments, error, message); B=4, D=3, V=9, K=5,
 def test_bad_input_raises_naming_the_argument(name, change, error, match):
     kwargs = {**_valid_kwargs(name), **change}
     with pytest.raises(error, match=match):
-        losses.LOSSES[name](**kwargs)
+        output_layers.get(name).loss(**kwargs)
 
 
 def test_ids_under_jit_are_not_checked():
@@ -602,13 +603,49 @@ def test_ids_under_jit_are_not_checked():
 
 
 def test_registry():
-    assert losses.LOSSES == {
+    assert {name: layer.loss for name, layer in output_layers.BY_NAME.items()} == {
         "softmax": losses.softmax_loss,
         "sampled_softmax": losses.sampled_softmax_loss,
         "nce": losses.nce_loss,
         "neg": losses.negative_sampling_loss,
         "hs": losses.hierarchical_softmax_loss,
     }
+    assert output_layers.NAMES == ("softmax", "sampled_softmax", "nce", "neg", "hs")
+    assert output_layers.SAMPLED == ("sampled_softmax", "nce", "neg")
+    hs = output_layers.get("hs")
+    assert (hs.table, hs.tree, hs.sampled, hs.biases) == ("node_embed", True, False, False)
+    assert {output_layers.get(n).table for n in output_layers.SAMPLED} == {"out_embed"}
+    assert output_layers.get(hs) is hs
+    with pytest.raises(ValueError, match="unknown output layer 'glove'; use one of"):
+        output_layers.get("glove")
+
+
+def test_negative_sampling_is_nce_without_the_log_kq_correction():
+    """The registry states the thesis: the same sigmoid core, NCE with log(K q) removed."""
+    neg, nce = output_layers.get("neg"), output_layers.get("nce")
+    assert neg.binary and nce.binary and neg.correction is None
+    assert nce.correction is terms.log_kq_correction
+    logits, log_q = jnp.array([0.3, -1.2]), jnp.log(jnp.array([0.1, 0.4]))
+    np.testing.assert_allclose(neg.correct(logits, log_q, 5), logits)
+    want = logits - jnp.log(5 * jnp.exp(log_q))
+    np.testing.assert_allclose(nce.correct(logits, log_q, 5), want, rtol=1e-6)
+
+
+def test_logits_core_matches_the_naive_formulas():
+    rng = np.random.default_rng(0)
+    t, n = rng.normal(size=(3,)), rng.normal(size=(3, 4))
+    log_sig = lambda x: -np.logaddexp(0.0, -x)  # noqa: E731
+    true_term, noise_term = terms.sigmoid_terms(jnp.asarray(t), jnp.asarray(n))
+    np.testing.assert_allclose(true_term, -log_sig(t), rtol=1e-6)
+    np.testing.assert_allclose(noise_term, -log_sig(-n).sum(-1), rtol=1e-6)
+    hits = np.array([[True, False, False, False]] * 3)
+    got = terms.sampled_softmax_terms(jnp.asarray(t), jnp.asarray(n), jnp.asarray(hits))
+    want = np.log(np.exp(t) + np.where(hits, 0.0, np.exp(n)).sum(-1)) - t
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    codes, mask = np.array([[0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 0.0]])
+    x = rng.normal(size=(1, 3))
+    want = -(mask * log_sig((1 - 2 * codes) * x)).sum(-1)
+    np.testing.assert_allclose(terms.tree_terms(x, codes, mask), want, rtol=1e-6)
 
 
 def test_docstring_examples():

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax.data import input_pipeline, sources
-from w2v_jax.model import sampling, word2vec
-from w2v_jax.step import grouped, runners, update
+from w2v_jax.data import input_pipeline
+from w2v_jax.model import output_layers, sampling, word2vec
+from w2v_jax.step import grouped, rows, runners, update
 
 V, D, B, C = 40, 8, 16, 4
-LOSSES = ["softmax", "sampled_softmax", "nce", "neg", "hs"]
+LOSSES = list(output_layers.NAMES)
 
 
 @functools.cache
@@ -24,7 +24,7 @@ def _fixture(loss):
     batch = input_pipeline.Batch(
         rng.integers(0, V, B).astype(np.int32), rng.integers(0, V, (B, C)).astype(np.int32), mask
     )
-    return batch, sources.aux_for(loss, counts)
+    return batch, output_layers.constants_for(loss, counts)
 
 
 def _state(cfg, use_bias=False):
@@ -49,7 +49,7 @@ def test_steps_lower_the_loss_and_sparse_equals_dense(model_name, loss):
     for name in s1.params:  # the same negatives (same key and step): the same update
         np.testing.assert_allclose(s1.params[name], d1.params[name], rtol=0, atol=2e-6)
     changed = [n for n in s1.params if not np.array_equal(s1.params[n], s0.params[n])]
-    assert "in_embed" in changed and word2vec.output_table(loss) in changed
+    assert "in_embed" in changed and output_layers.get(loss).table in changed
     # Re-evaluate the same batch with the same draws (step reset): the loss went down.
     _, m2 = step_sparse(s1._replace(step=jnp.zeros((), jnp.int32)), batch, aux, np.float32(0.0))
     assert float(m2["loss"]) < float(m1["loss"])
@@ -70,39 +70,39 @@ def test_sharing_modes_train_and_differ(share):
 
 
 def test_sample_shapes_follow_the_sharing_mode():
-    assert word2vec.sample_shape("skipgram", "pair", 8, 4, 5, 2) == (8, 4, 5)
-    assert word2vec.sample_shape("cbow", "pair", 8, 4, 5, 2) == (8, 5)
-    assert word2vec.sample_shape("skipgram", "row", 8, 4, 5, 2) == (8, 5)
-    assert word2vec.sample_shape("skipgram", "block", 8, 4, 5, 2) == (4, 5)
-    group = word2vec.example_group("skipgram", "block", 4, 3, 2)
+    assert rows.sample_shape("skipgram", "pair", 8, 4, 5, 2) == (8, 4, 5)
+    assert rows.sample_shape("cbow", "pair", 8, 4, 5, 2) == (8, 5)
+    assert rows.sample_shape("skipgram", "row", 8, 4, 5, 2) == (8, 5)
+    assert rows.sample_shape("skipgram", "block", 8, 4, 5, 2) == (4, 5)
+    group = rows.example_group("skipgram", "block", 4, 3, 2)
     np.testing.assert_array_equal(group, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
     with pytest.raises(ValueError, match="block_size"):
-        word2vec.sample_shape("skipgram", "block", 7, 4, 5, 2)
+        rows.sample_shape("skipgram", "block", 7, 4, 5, 2)
 
 
 def test_cbow_gradient_conventions():
     """word2vec gives each context the full gradient of the mean; exact mode divides by n."""
-    rows = jnp.arange(12.0).reshape(1, 3, 4)
+    rows_in = jnp.arange(12.0).reshape(1, 3, 4)
     mask = jnp.array([[1.0, 1.0, 0.0]])
 
     def f(r, exact):
         h, _, _ = word2vec.example_inputs(r, mask, "cbow", True, exact)
         return jnp.sum(h * jnp.arange(4.0)[None, :])
 
-    h, w, _ = word2vec.example_inputs(rows, mask, "cbow", True, False)
-    np.testing.assert_allclose(h[0], (rows[0, 0] + rows[0, 1]) / 2)
+    h, w, _ = word2vec.example_inputs(rows_in, mask, "cbow", True, False)
+    np.testing.assert_allclose(h[0], (rows_in[0, 0] + rows_in[0, 1]) / 2)
     assert float(w[0]) == 1.0
-    g_w2v = jax.grad(f)(rows, False)
-    g_exact = jax.grad(f)(rows, True)
+    g_w2v = jax.grad(f)(rows_in, False)
+    g_exact = jax.grad(f)(rows_in, True)
     np.testing.assert_allclose(g_w2v[0, 0], jnp.arange(4.0))
     np.testing.assert_allclose(g_exact[0, 0], jnp.arange(4.0) / 2)
     np.testing.assert_allclose(g_w2v[0, 2], 0.0)  # padded slot untouched
 
 
 def test_skipgram_examples_are_the_valid_slots():
-    rows = jnp.ones((2, 3, 4))
+    rows_in = jnp.ones((2, 3, 4))
     mask = jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
-    inputs, weights, row = word2vec.example_inputs(rows, mask, "skipgram", True, False)
+    inputs, weights, row = word2vec.example_inputs(rows_in, mask, "skipgram", True, False)
     assert inputs.shape == (6, 4)
     np.testing.assert_array_equal(weights, [1, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(row, [0, 0, 0, 1, 1, 1])
@@ -167,7 +167,7 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         params["out_bias"] = 0.3 * jax.random.normal(jax.random.PRNGKey(2), (V,))
     samples = None
     if loss != "hs":
-        shape = word2vec.sample_shape(model_name, share, B, C, 4, 4)
+        shape = rows.sample_shape(model_name, share, B, C, 4, 4)
         samples = sampling.draw(jax.random.PRNGKey(3), aux.noise, shape)
         # Force accidental hits: some samples equal their row's centre (or context) word.
         first = samples.reshape(-1, 4)[:, 0]
@@ -180,11 +180,12 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
     assert centre == (model_name == "skipgram" and loss != "hs" and skipgram_input == "centre")
 
     def fused_update(p):
-        rows = grouped.gather(p, batch, samples, aux, loss, centre)
+        gathered = grouped.gather(p, batch, samples, aux, output_layers.get(loss), centre)
         (total, n), g = jax.value_and_grad(
             lambda r: grouped.summed_loss(r, batch, samples, aux, cfg), has_aux=True
-        )(rows)
-        return total, n, grouped.scatter_add(p, batch, samples, aux, loss, g, -0.1, centre)
+        )(gathered)
+        layer = output_layers.get(loss)
+        return total, n, grouped.scatter_add(p, batch, samples, aux, layer, g, -0.1, centre)
 
     def centre_reference(p):
         """The loss library on (centre -> context) pairs, dense gradients, plain SGD."""
@@ -217,13 +218,14 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
             return centre_reference(p)
         group = None
         if samples is not None:
-            group = word2vec.example_group(model_name, share, B, C, 4)
-        targets = word2vec.make_targets(loss, batch.centers, samples, group, aux)
-        rows = word2vec.gather(p, batch.contexts, targets, loss)
+            group = rows.example_group(model_name, share, B, C, 4)
+        layer = output_layers.get(loss)
+        targets = rows.make_targets(layer, batch.centers, samples, group, aux)
+        gathered = rows.gather(p, batch.contexts, targets, layer.table)
         (total, n), g = jax.value_and_grad(
-            lambda r: word2vec.summed_loss(r, batch.mask, targets, cfg), has_aux=True
-        )(rows)
-        return total, n, word2vec.scatter_add(p, batch.contexts, targets, loss, g, -0.1)
+            lambda r: rows.summed_loss(r, batch.mask, targets, cfg), has_aux=True
+        )(gathered)
+        return total, n, rows.scatter_add(p, batch.contexts, targets, layer.table, g, -0.1)
 
     t1, n1, p1 = jax.jit(fused_update)(params)
     t2, n2, p2 = jax.jit(generic_update)(params)
@@ -292,7 +294,7 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
     np.testing.assert_allclose(
         delta[0.5]["in_embed"], summed / np.sqrt(np.maximum(n, 1)), atol=1e-6
     )
-    out = word2vec.output_table(loss)
+    out = output_layers.get(loss).table
     d0, d1, d5 = delta[0.0][out], delta[1.0][out], delta[0.5][out]
     if loss == "softmax":  # a dense update of the whole table: nothing to scale
         np.testing.assert_array_equal(d1, d0)
@@ -307,10 +309,10 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
 
 def test_duplicate_factor_counts_non_zero_updates():
     ids = jnp.array([1, 1, 1, 2])
-    rows = jnp.array([[1.0, 0.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])  # the third is padding
-    table, _ = word2vec.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=1.0)
+    updates = jnp.array([[1.0, 0.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])  # the third: padding
+    table, _ = rows.scatter_rows(jnp.zeros((4, 2)), ids, updates, power=1.0)
     np.testing.assert_allclose(table, [[0, 0], [2.0, 0.5], [5, 5], [0, 0]])
-    table, _ = word2vec.scatter_rows(jnp.zeros((4, 2)), ids, rows, power=0.0)
+    table, _ = rows.scatter_rows(jnp.zeros((4, 2)), ids, updates, power=0.0)
     np.testing.assert_allclose(table, [[0, 0], [4, 1], [5, 5], [0, 0]])
 
 

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from w2v_jax.data import corpus, input_pipeline
-from w2v_jax.model import losses, word2vec
+from w2v_jax.model import output_layers, word2vec
 from w2v_jax.step import update
 
 LAYOUTS = ("grouped", "pairs")
@@ -33,7 +33,7 @@ def _at_least(name: str, value, low) -> None:
 def validate(config) -> None:
     """Raises ValueError naming the first invalid field and its allowed values."""
     _choice("model", config.model, word2vec.MODELS)
-    _choice("loss.name", config.loss.name, sorted(losses.LOSSES))
+    _choice("loss.name", config.loss.name, sorted(output_layers.NAMES))
     _choice("optimizer.name", config.optimizer.name, update.OPTIMIZERS)
     _choice("layout", config.layout, LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)

@@ -40,10 +40,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from w2v_jax.model import losses as losses_lib
-from w2v_jax.model import sampling
+from w2v_jax.model import output_layers, sampling
 
-SAMPLED = ("sampled_softmax", "nce", "neg")
 _FLOATS_PER_STEP = 1 << 23  # draws vmapped together: n · P floats at a time
 
 
@@ -68,18 +66,14 @@ def _flat_grad(loss_of, inputs, out, bias, use_bias):
 
 
 def _loss(name, labels, samples, log_q, remove_accidental_hits):
-    """The per-example loss of ``name`` as a function of (inputs, out, bias)."""
-    if name == "softmax":
-        return lambda x, w, b: losses_lib.softmax_loss(x, w, labels, b)
-    if name == "sampled_softmax":
-        return lambda x, w, b: losses_lib.sampled_softmax_loss(
-            x, w, labels, samples, log_q, b, remove_accidental_hits=remove_accidental_hits
-        )
-    if name == "nce":
-        return lambda x, w, b: losses_lib.nce_loss(x, w, labels, samples, log_q, b)
-    if name == "neg":
-        return lambda x, w, b: losses_lib.negative_sampling_loss(x, w, labels, samples, b)
-    raise ValueError(f"losses must be among {SAMPLED}, got {name!r}")
+    """The per-example loss of layer ``name`` as a function of (inputs, out, bias)."""
+    layer = output_layers.get(name)
+    if layer.tree:
+        raise ValueError(f"losses must be among {output_layers.SAMPLED}, got {name!r}")
+    return lambda x, w, b: layer.per_example(
+        x, w, labels, bias=b, samples=samples, log_q=log_q,
+        remove_accidental_hits=remove_accidental_hits,
+    )  # fmt: skip
 
 
 @functools.partial(jax.jit, static_argnames=("use_bias",))
@@ -122,7 +116,7 @@ def gradient_bias(
     key: jax.Array,
     ks: Sequence[int] = (1, 5, 25, 100),
     draws: int = 256,
-    losses: Sequence[str] = SAMPLED,
+    losses: Sequence[str] = output_layers.SAMPLED,
     ns_exponent: float = 0.75,
     remove_accidental_hits: bool = True,
 ) -> dict[str, dict[int, BiasStats]]:
@@ -148,9 +142,11 @@ def gradient_bias(
     """
     if draws < 2:
         raise ValueError(f"draws must be >= 2 to estimate a variance, got {draws}")
-    unknown = sorted(set(losses) - set(SAMPLED))
+    unknown = sorted(set(losses) - set(output_layers.SAMPLED))
     if unknown or not ks or min(ks) < 1:
-        raise ValueError(f"losses must be among {SAMPLED} and ks >= 1, got {losses}, {ks}")
+        raise ValueError(
+            f"losses must be among {output_layers.SAMPLED} and ks >= 1, got {losses}, {ks}"
+        )
     inputs = jnp.asarray(inputs, jnp.float32)
     labels = jnp.asarray(labels, jnp.int32)
     out = jnp.asarray(params["out_embed"], jnp.float32)

@@ -33,6 +33,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax.data import synthetic, windows
+from w2v_jax.model import output_layers
 
 
 class PairCounts(NamedTuple):
@@ -166,20 +167,21 @@ def pair_scores(params: dict, centre, context, *, loss_name: str = "neg", aux=No
     """s(w | c) = in_c · out_w + b_w of each pair [P] (hs: log p_tree(w | c)); float64."""
     centre, context = np.asarray(centre), np.asarray(context)
     in_embed = np.asarray(params["in_embed"], np.float64)
+    layer = output_layers.get(loss_name)
     out = np.empty(centre.shape[0])
     step = 1 << 14
     for lo in range(0, centre.shape[0], step):
         w, c = centre[lo : lo + step], context[lo : lo + step]
         h = in_embed[c]  # [p, D]
-        if loss_name == "hs":
+        if layer.tree:
             points, codes = np.asarray(aux.points)[w], np.asarray(aux.codes)[w]  # [p, L]
-            x = np.einsum("pld,pd->pl", np.asarray(params["node_embed"], np.float64)[points], h)
+            x = np.einsum("pld,pd->pl", np.asarray(params[layer.table], np.float64)[points], h)
             sign = 1.0 - 2.0 * codes
             out[lo : lo + step] = -(np.asarray(aux.path_mask)[w] * np.logaddexp(0, -sign * x)).sum(
                 1
             )
             continue
-        s = np.einsum("pd,pd->p", h, np.asarray(params["out_embed"], np.float64)[w])
+        s = np.einsum("pd,pd->p", h, np.asarray(params[layer.table], np.float64)[w])
         if "out_bias" in params:
             s = s + np.asarray(params["out_bias"], np.float64)[w]
         out[lo : lo + step] = s
@@ -213,7 +215,7 @@ def pmi_shift(
       min_count: keep pairs with #(w, c) >= this (rare pairs' PMI is noise).
       k: negative samples, for ``predicted_offset = -log k``.
       log_q: [V] log noise probabilities (`sampling.noise_log_probs`), for ``log_ratio``.
-      loss_name, aux: the trained loss; only "hs" changes how scores are read.
+      loss_name, aux: the trained layer; only the tree changes how scores are read.
     """
     keep = pairs.count >= min_count
     if np.count_nonzero(keep) < 2:

@@ -38,8 +38,10 @@ from absl import logging
 
 from w2v_jax import files, settings, trainer
 from w2v_jax.analysis import plots
+from w2v_jax.model import output_layers
 
-REFERENCE_LOSSES = ("softmax", "hs")  # k does not apply: one point per seed
+# Layers that draw no samples: k does not apply, one point per seed.
+REFERENCE_LOSSES = tuple(layer.name for layer in output_layers.LAYERS if not layer.sampled)
 RESULT_FILE = "result.json"  # the point's marker: status, wall time, error
 ERROR_FILE = "error.txt"  # the traceback of a failed point
 SUMMARY_CSV = "summary.csv"

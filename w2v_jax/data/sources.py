@@ -14,7 +14,7 @@ import numpy as np
 from w2v_jax import settings
 from w2v_jax.data import corpus as corpus_lib
 from w2v_jax.data import input_pipeline, prefetch, synthetic
-from w2v_jax.model import huffman, sampling, word2vec
+from w2v_jax.model import output_layers
 
 # What `corpus.heldout = "heldout"` means per named corpus (ptb has its own files; other
 # text-like corpora use their last slice). Any other value is a split name ("test" for ptb).
@@ -81,24 +81,12 @@ def load(config) -> Data:
     return Data(train, heldout, None, english=True)
 
 
-def aux_for(loss_name: str, counts: np.ndarray, ns_exponent: float = 0.75) -> word2vec.Aux:
-    """Noise table (sampled losses) or Huffman arrays (hs) for the step, as host arrays."""
-    if loss_name in word2vec.SAMPLED_LOSSES:
-        return word2vec.Aux(
-            noise=sampling.build_alias_table(sampling.noise_probs(counts, ns_exponent)),
-            log_q=sampling.noise_log_probs(counts, ns_exponent),
-        )
-    if loss_name == "hs":
-        tree = huffman.build_huffman(counts)
-        return word2vec.Aux(
-            codes=tree.codes.astype(np.float32),
-            points=tree.points.astype(np.int32),
-            path_mask=tree.mask.astype(np.float32),
-        )
-    return word2vec.Aux()
+def aux_for(loss_name: str, counts: np.ndarray, ns_exponent: float = 0.75):
+    """`output_layers.constants_for` the named layer (kept for the callers of this module)."""
+    return output_layers.constants_for(loss_name, counts, ns_exponent)
 
 
-def make_aux(config, counts: np.ndarray) -> word2vec.Aux:
+def make_aux(config, counts: np.ndarray):
     """`aux_for` the config's loss and noise exponent."""
     return aux_for(config.loss.name, counts, config.loss.ns_exponent)
 

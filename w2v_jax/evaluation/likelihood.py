@@ -48,7 +48,7 @@ import numpy as np
 import scipy.sparse
 import scipy.special
 
-from w2v_jax.model import losses
+from w2v_jax.model import losses, output_layers
 from w2v_jax.model import word2vec as model_lib
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -84,10 +84,14 @@ class HeldoutNLL(NamedTuple):
 def _check_names(model: str, loss_name: str, aux) -> None:
     if model not in model_lib.MODELS:
         raise ValueError(f"model must be one of {model_lib.MODELS}, got {model!r}")
-    if loss_name not in losses.LOSSES:
-        raise ValueError(f"loss_name must be one of {sorted(losses.LOSSES)}, got {loss_name!r}")
-    if loss_name == "hs" and (aux is None or aux.points is None):
-        raise ValueError("loss_name='hs' needs aux with the Huffman codes, points and path_mask")
+    if loss_name not in output_layers.NAMES:
+        raise ValueError(
+            f"loss_name must be one of {sorted(output_layers.NAMES)}, got {loss_name!r}"
+        )
+    if output_layers.get(loss_name).tree and (aux is None or aux.points is None):
+        raise ValueError(
+            f"loss_name={loss_name!r} needs aux with the Huffman codes, points and path_mask"
+        )
 
 
 def _tree(aux):
@@ -148,11 +152,11 @@ def example_terms(params, batch, tree, log_z_words, *, model, loss_name, cbow_me
     NLL = log Z - s(label).
     """
     inputs, labels, weights = batch_examples(params, batch, model=model, cbow_mean=cbow_mean)
-    if loss_name == "hs":
+    layer = output_layers.get(loss_name)
+    if layer.tree:  # normalised by construction: log Z = 0
         codes, points, path_mask = tree
-        nll = losses.hierarchical_softmax_loss(
-            inputs, params["node_embed"], codes[labels], points[labels], path_mask[labels]
-        )
+        path = (codes[labels], points[labels], path_mask[labels])
+        nll = layer.per_example(inputs, params[layer.table], labels, path=path)
         return nll, jnp.zeros_like(nll), weights
     out, bias = params["out_embed"], params.get("out_bias")
     score = _score(inputs, out, bias, labels)  # [E]
@@ -190,7 +194,7 @@ def heldout_nll(
     model: str,
     loss_name: str,
     cbow_mean: bool = True,
-    aux: model_lib.Aux | None = None,
+    aux: output_layers.Constants | None = None,
     chunk_size: int | None = DEFAULT_CHUNK,
     per_word: bool | None = None,
 ) -> HeldoutNLL:
@@ -207,9 +211,9 @@ def heldout_nll(
       params: the model's parameters (`model.init_params` layout), host or device arrays.
       batches: `input_pipeline.Batch`es of one shape, e.g. `data.heldout_batches`.
       model: "skipgram" or "cbow", as trained.
-      loss_name: the trained loss; only "hs" changes the computation.
+      loss_name: the trained layer (`output_layers`); only the tree changes the computation.
       cbow_mean: CBOW input is the mean (True) or the sum of the context vectors.
-      aux: `model.Aux` with ``codes``, ``points``, ``path_mask`` (hs only).
+      aux: `output_layers.Constants` with ``codes``, ``points``, ``path_mask`` (hs only).
       chunk_size: vocabulary rows per logsumexp block (None: all at once, [E, V] logits).
       per_word: skip-gram only: compute log Z once per vocabulary word (`word_log_z`,
         O(V² D)) and look it up, instead of once per example (O(E V D)). None: when the
@@ -223,14 +227,15 @@ def heldout_nll(
     batches = list(batches)
     if not batches:
         raise ValueError("heldout_nll needs at least one batch")
-    keys = ("in_embed", model_lib.output_table(loss_name), "out_bias")
+    layer = output_layers.get(loss_name)
+    keys = ("in_embed", layer.table, "out_bias")
     device_params = jax.device_put({k: params[k] for k in keys if k in params})
-    tree = jax.device_put(_tree(aux)) if loss_name == "hs" else None
+    tree = jax.device_put(_tree(aux)) if layer.tree else None
     if per_word is None:
         examples = sum(float(np.sum(b.mask)) for b in batches)
         per_word = examples > device_params["in_embed"].shape[0]
     log_z_words = None
-    if per_word and model == "skipgram" and loss_name != "hs":
+    if per_word and model == "skipgram" and not layer.tree:
         log_z_words = word_log_z(device_params, chunk_size=chunk_size)
     parts = []
     for batch in batches:
@@ -274,8 +279,9 @@ def scores(params: dict, inputs, *, loss_name: str, aux=None) -> np.ndarray:
 
     For hs, which has no per-word score, the tree's log-probabilities (`hs_log_probs`).
     """
-    if loss_name == "hs":
-        return hs_log_probs(inputs, params["node_embed"], *_tree(aux))
+    layer = output_layers.get(loss_name)
+    if layer.tree:
+        return hs_log_probs(inputs, params[layer.table], *_tree(aux))
     s = np.asarray(inputs, np.float64) @ np.asarray(params["out_embed"], np.float64).T
     if "out_bias" in params:
         s = s + np.asarray(params["out_bias"], np.float64)[None, :]
@@ -285,6 +291,6 @@ def scores(params: dict, inputs, *, loss_name: str, aux=None) -> np.ndarray:
 def log_probs(params: dict, inputs, *, loss_name: str, aux=None) -> np.ndarray:
     """log p(w | h) under the model's full softmax (hs: its tree); float64 [E, V] (host)."""
     s = scores(params, inputs, loss_name=loss_name, aux=aux)
-    if loss_name == "hs":
+    if output_layers.get(loss_name).tree:
         return s
     return s - scipy.special.logsumexp(s, axis=1, keepdims=True)

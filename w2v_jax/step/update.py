@@ -4,15 +4,19 @@ Shape letters: B batch rows (per device under pmap), C context slots, D dim, V v
 K samples, n devices.
 
 ``train_step(state, batch, aux, lr, cfg=...) -> (state, metrics)`` is the whole update:
-negatives are drawn inside from ``fold_in(state.key, state.step)``; ``aux`` carries the
-noise table and Huffman arrays as arguments; ``lr`` is the learning rate for this step,
-computed on the host from the words processed (word2vec's linear decay).
+negatives are drawn inside from ``fold_in(state.key, state.step)``; ``aux`` (the layer's
+`output_layers.Constants`: noise table and log q, or Huffman arrays) comes as an
+argument; ``lr`` is the learning rate for this step, computed on the host from the words
+processed (word2vec's linear decay).
 
 Two update rules:
   * ``optimizer="sgd"`` with ``sparse=True`` — word2vec's own: plain SGD on the summed
     loss, applied to the gathered rows only and scatter-added into the (donated) tables,
     so a step costs O(B·C·(K+2)·D), not O(V·D). Exactly equal to dense SGD.
   * any of ``sgd``, ``adagrad``, ``adam`` through optax on dense full-table gradients.
+
+A batch's rows are gathered, scored and scattered by `grouped` where a grouping applies
+and by the generic per-example path `rows` otherwise (`row_functions`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from w2v_jax.model import sampling, word2vec
-from w2v_jax.step import grouped
+from w2v_jax.model import output_layers, sampling, word2vec
+from w2v_jax.step import grouped, rows
 
 OPTIMIZERS = ("sgd", "adagrad", "adam")
 PARALLEL = ("single", "pmap", "mesh")
@@ -38,7 +42,7 @@ class StepConfig:
     """Static settings of the step (hashable; never a ConfigDict inside jit)."""
 
     model: str = "skipgram"  # skipgram | cbow
-    loss: str = "neg"  # softmax | sampled_softmax | nce | neg | hs
+    loss: str = "neg"  # an `output_layers` name: softmax | sampled_softmax | nce | neg | hs
     k: int = 5  # negative / noise samples per example (per group, see share)
     share: str = "pair"  # pair | row | block: who shares one set of K samples
     block_size: int = 64  # rows per shared set when share == "block"
@@ -82,35 +86,37 @@ def _is_sparse(cfg: StepConfig) -> bool:
     return cfg.optimizer == "sgd" and cfg.sparse
 
 
-def _draw_samples(key, aux: word2vec.Aux, shape, axis_name):
+def _draw_samples(key, constants: output_layers.Constants, shape, axis_name):
     """Negatives for this step; under pmap each device takes its slice of the global draw."""
     if axis_name is None:
-        return sampling.draw(key, aux.noise, shape)
+        return sampling.draw(key, constants.noise, shape)
     n = jax.lax.psum(1, axis_name)
-    full = sampling.draw(key, aux.noise, (shape[0] * n, *shape[1:]))
+    full = sampling.draw(key, constants.noise, (shape[0] * n, *shape[1:]))
     start = jax.lax.axis_index(axis_name) * shape[0]
     return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
 
 
-def batch_samples(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None):
-    """This batch's negatives in the shape ``cfg.share`` asks for; None for softmax and hs."""
-    if cfg.loss not in word2vec.SAMPLED_LOSSES:
+def batch_samples(cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None):
+    """This batch's negatives in the shape ``cfg.share`` asks for; None unless the layer
+    samples."""
+    if not output_layers.get(cfg.loss).sampled:
         return None
     b, c = batch.contexts.shape
-    shape = word2vec.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
+    shape = rows.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
     return _draw_samples(key, aux, shape, axis_name)
 
 
 def batch_targets(
-    cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None
-) -> word2vec.Targets:
+    cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
+) -> rows.Targets:
     """Draws this batch's negatives (sampled losses) and builds the output-side targets."""
     samples = batch_samples(cfg, batch, aux, key, axis_name)
     group = None
     if samples is not None:
         b, c = batch.contexts.shape
-        group = word2vec.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
-    return word2vec.make_targets(cfg.loss, batch.centers, samples, group, aux)
+        group = rows.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
+    layer = output_layers.get(cfg.loss)
+    return rows.make_targets(layer, batch.centers, samples, group, aux)
 
 
 class RowFunctions(NamedTuple):
@@ -121,9 +127,12 @@ class RowFunctions(NamedTuple):
     scatter: Any  # (params, row grads, scale) -> params; all-gathers under pmap
 
 
-def row_functions(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None) -> RowFunctions:
+def row_functions(
+    cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
+) -> RowFunctions:
     """The fused grouped kernels where they apply (`grouped.supports`), else the generic,
     per-example loss-library path (softmax, per-pair negatives)."""
+    layer = output_layers.get(cfg.loss)
     if grouped.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
 
@@ -133,14 +142,14 @@ def row_functions(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None
                 gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
                 rows_batch, rows_samples, grads = gather((batch, samples, grads))
             return grouped.scatter_add(
-                params, rows_batch, rows_samples, aux, cfg.loss, grads, scale, centre_input,
+                params, rows_batch, rows_samples, aux, layer, grads, scale, centre_input,
                 cfg.duplicate_power,
             )  # fmt: skip
 
         centre_input = grouped.centre_predicts(cfg)
         return RowFunctions(
-            lambda p: grouped.gather(p, batch, samples, aux, cfg.loss, centre_input),
-            lambda rows: grouped.summed_loss(rows, batch, samples, aux, cfg),
+            lambda p: grouped.gather(p, batch, samples, aux, layer, centre_input),
+            lambda gathered: grouped.summed_loss(gathered, batch, samples, aux, cfg),
             scatter,
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
@@ -149,18 +158,18 @@ def row_functions(cfg: StepConfig, batch, aux: word2vec.Aux, key, axis_name=None
         contexts, rows_targets = batch.contexts, targets
         if axis_name is not None:
             contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        return word2vec.scatter_add(
-            params, contexts, rows_targets, cfg.loss, grads, scale, cfg.duplicate_power
+        return rows.scatter_add(
+            params, contexts, rows_targets, layer.table, grads, scale, cfg.duplicate_power
         )
 
     return RowFunctions(
-        lambda p: word2vec.gather(p, batch.contexts, targets, cfg.loss),
-        lambda rows: word2vec.summed_loss(rows, batch.mask, targets, cfg),
+        lambda p: rows.gather(p, batch.contexts, targets, layer.table),
+        lambda gathered: rows.summed_loss(gathered, batch.mask, targets, cfg),
         scatter,
     )
 
 
-def eval_loss(params: dict, batch, aux: word2vec.Aux, key, *, cfg: StepConfig):
+def eval_loss(params: dict, batch, aux: output_layers.Constants, key, *, cfg: StepConfig):
     """(Σ loss, Σ examples) of ``batch`` under the training objective, without an update."""
     fns = row_functions(cfg, batch, aux, key)
     return fns.loss(fns.gather(params))
@@ -170,7 +179,9 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def train_step(state: TrainState, batch, aux: word2vec.Aux, lr, *, cfg: StepConfig, axis_name=None):
+def train_step(
+    state: TrainState, batch, aux: output_layers.Constants, lr, *, cfg: StepConfig, axis_name=None
+):
     """One update on ``batch`` (an `input_pipeline.Batch`: centers [B], contexts [B, C], mask).
 
     Returns the new state and metrics: ``loss`` (mean per example), ``lr``, ``examples``,
@@ -181,8 +192,8 @@ def train_step(state: TrainState, batch, aux: word2vec.Aux, lr, *, cfg: StepConf
     fns = row_functions(cfg, batch, aux, key, axis_name)
     params = state.params
     if _is_sparse(cfg):
-        rows = fns.gather(params)
-        (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(rows)
+        gathered = fns.gather(params)
+        (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(gathered)
         grad_norm_in = _norm(grads["in"])
         grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in"})
         params = fns.scatter(params, grads, -lr)
@@ -210,7 +221,7 @@ def train_step(state: TrainState, batch, aux: word2vec.Aux, lr, *, cfg: StepConf
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
 
-def _all_gather_rows(contexts, targets: word2vec.Targets, grads: dict, axis_name):
+def _all_gather_rows(contexts, targets: rows.Targets, grads: dict, axis_name):
     """Row ids and row gradients of every device, concatenated in device order.
 
     Each replica then applies the same scatter-add, so replicas stay bit-identical. A

@@ -16,16 +16,14 @@ Shape letters:
 
 The score of output row ``w`` for input ``h`` is :math:`s(w) = h \cdot u_w + b_w`, with
 ``u = weights`` and ``b = biases`` (zero when ``None``). The arguments are checked at trace
-time by `loss_checks`.
+time by `losses.checks`; the maths of every loss is a composition of the
+logits-level core in `losses.terms`, which the grouped kernels of `step.grouped` share.
 """
-
-import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 
-from w2v_jax.model import loss_checks
+from w2v_jax.model.losses import checks, terms
 
 # ---------------------------------------------------------------------------------------
 # Per-example pieces.
@@ -63,32 +61,31 @@ def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, 
 
 
 def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
-    true_logit = _scores(h, weights, biases, label) - log_q[label]  # []
-    sampled_logits = _scores(h, weights, biases, sampled_ids) - log_q[sampled_ids]  # [K]
-    if remove_accidental_hits:
-        # -inf drops the sample from the softmax; the true logit keeps the sum finite.
-        sampled_logits = jnp.where(sampled_ids == label, -jnp.inf, sampled_logits)
-    logits = jnp.concatenate([true_logit[None], sampled_logits])  # [1 + K]
-    return jax.nn.logsumexp(logits) - true_logit
+    k = sampled_ids.shape[-1]
+    true_logit = terms.log_q_correction(_scores(h, weights, biases, label), log_q[label], k)
+    noise = terms.log_q_correction(_scores(h, weights, biases, sampled_ids), log_q[sampled_ids], k)
+    hits = (sampled_ids == label) if remove_accidental_hits else None  # [K]
+    return terms.sampled_softmax_terms(true_logit, noise, hits)
 
 
 def _nce_one(h, label, sampled_ids, weights, biases, log_q):
-    log_k = math.log(sampled_ids.shape[-1])
-    true_logit = _scores(h, weights, biases, label) - log_k - log_q[label]  # []
-    noise_logits = _scores(h, weights, biases, sampled_ids) - log_k - log_q[sampled_ids]  # [K]
-    return -jax.nn.log_sigmoid(true_logit) - jnp.sum(jax.nn.log_sigmoid(-noise_logits))
+    k = sampled_ids.shape[-1]
+    true_logit = terms.log_kq_correction(_scores(h, weights, biases, label), log_q[label], k)
+    noise = terms.log_kq_correction(_scores(h, weights, biases, sampled_ids), log_q[sampled_ids], k)
+    true_term, noise_term = terms.sigmoid_terms(true_logit, noise)
+    return true_term + noise_term
 
 
 def _negative_sampling_one(h, label, sampled_ids, weights, biases):
-    true_score = _scores(h, weights, biases, label)  # []
-    noise_scores = _scores(h, weights, biases, sampled_ids)  # [K]
-    return -jax.nn.log_sigmoid(true_score) - jnp.sum(jax.nn.log_sigmoid(-noise_scores))
+    # NCE's terms on the raw scores: no log(K q) correction.
+    true_term, noise_term = terms.sigmoid_terms(
+        _scores(h, weights, biases, label), _scores(h, weights, biases, sampled_ids)
+    )
+    return true_term + noise_term
 
 
 def _hierarchical_softmax_one(h, codes, points, mask, node_weights):
-    x = node_weights[points] @ h  # [L]
-    sign = 1 - 2 * codes  # [L], +1 for code 0, -1 for code 1
-    return -jnp.sum(mask * jax.nn.log_sigmoid(sign * x))
+    return terms.tree_terms(node_weights[points] @ h, codes, mask)
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,8 +135,8 @@ def softmax_loss(
       <https://arxiv.org/abs/1301.3781>`_, 2013a
     """
     fn = "softmax_loss"
-    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
-    loss_checks.check_chunk_size(fn, chunk_size)
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    checks.check_chunk_size(fn, chunk_size)
     num_rows = weights.shape[0]
     if chunk_size is None or chunk_size >= num_rows:
         return jax.vmap(_softmax_one, in_axes=(0, 0, None, None))(inputs, labels, weights, biases)
@@ -203,11 +200,9 @@ def sampled_softmax_loss(
       <https://arxiv.org/abs/1412.2007>`_, 2015
     """
     fn = "sampled_softmax_loss"
-    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = loss_checks.check_samples(
-        fn, sampled_ids, inputs.shape[0], weights.shape[0]
-    )
-    log_q = loss_checks.check_log_q(fn, log_q, weights.shape[0])
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = checks.check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    log_q = checks.check_log_q(fn, log_q, weights.shape[0])
     return jax.vmap(_sampled_softmax_one, in_axes=(0, 0, ids_axis, None, None, None, None))(
         inputs, labels, sampled_ids, weights, biases, log_q, bool(remove_accidental_hits)
     )
@@ -267,11 +262,9 @@ def nce_loss(
       <https://arxiv.org/abs/1410.8251>`_, 2014
     """
     fn = "nce_loss"
-    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = loss_checks.check_samples(
-        fn, sampled_ids, inputs.shape[0], weights.shape[0]
-    )
-    log_q = loss_checks.check_log_q(fn, log_q, weights.shape[0])
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = checks.check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
+    log_q = checks.check_log_q(fn, log_q, weights.shape[0])
     return jax.vmap(_nce_one, in_axes=(0, 0, ids_axis, None, None, None))(
         inputs, labels, sampled_ids, weights, biases, log_q
     )
@@ -337,10 +330,8 @@ def negative_sampling_loss(
       <https://papers.nips.cc/paper/5477>`_, 2014
     """
     fn = "negative_sampling_loss"
-    inputs, weights, labels, biases = loss_checks.check_inputs(fn, inputs, weights, labels, biases)
-    sampled_ids, ids_axis = loss_checks.check_samples(
-        fn, sampled_ids, inputs.shape[0], weights.shape[0]
-    )
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    sampled_ids, ids_axis = checks.check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
     return jax.vmap(_negative_sampling_one, in_axes=(0, 0, ids_axis, None, None))(
         inputs, labels, sampled_ids, weights, biases
     )
@@ -396,7 +387,7 @@ def hierarchical_softmax_loss(
       Compositionality <https://arxiv.org/abs/1310.4546>`_, 2013b
     """
     fn = "hierarchical_softmax_loss"
-    inputs, node_weights, codes, points, mask = loss_checks.check_tree(
+    inputs, node_weights, codes, points, mask = checks.check_tree(
         fn, inputs, node_weights, codes, points, mask
     )
     dtype = jnp.result_type(inputs, node_weights)
@@ -404,13 +395,3 @@ def hierarchical_softmax_loss(
     return jax.vmap(_hierarchical_softmax_one, in_axes=(0, 0, 0, 0, None))(
         inputs, codes.astype(dtype), points, mask.astype(dtype), node_weights
     )
-
-
-LOSSES: dict[str, Callable[..., jax.Array]] = {
-    "softmax": softmax_loss,
-    "sampled_softmax": sampled_softmax_loss,
-    "nce": nce_loss,
-    "neg": negative_sampling_loss,
-    "hs": hierarchical_softmax_loss,
-}
-"""The losses by the name a config uses for them."""

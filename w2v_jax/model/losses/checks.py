@@ -1,4 +1,4 @@
-"""Trace-time argument checks for `losses`: small ``ValueError``s and ``TypeError``s.
+"""Trace-time argument checks for the `losses` package: small ``ValueError``s and ``TypeError``s.
 
 Each check takes the calling loss's name ``fn`` for its message, converts what it checks
 to a `jax.Array` and returns it. Shapes are checked by rank and by the sizes the arguments

@@ -1,0 +1,204 @@
+"""The generic row path: gather the rows a batch touches, score them with the loss
+library per example, scatter-add the row gradients back.
+
+Shape letters: B batch rows, C context slots per row, D dim, V vocab, K samples,
+G sample groups, L Huffman path length, E examples (B*C for skip-gram, B for CBOW),
+M gathered output rows, N scattered rows.
+
+Everything works on *gathered rows* (`gather`), so the same loss code serves the sparse
+update (gradient w.r.t. the rows, scatter-add into the tables) and the dense one (autodiff
+through the gather gives the full-table gradient). Its sibling `grouped` scores whole
+rows with batched matmuls where a grouping applies; both scatter through `add_rows`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from w2v_jax.model import output_layers, word2vec
+
+
+class Targets(NamedTuple):
+    """What the output side needs, in *local* row ids (indices into the gathered rows).
+
+    ``out_ids`` holds the global ids of the gathered output rows (unique, padded with
+    repeats of a valid id whose gradients are zero); None means the whole table (softmax).
+    """
+
+    out_ids: jax.Array | None  # [M] global row ids of the gathered output rows
+    labels: jax.Array  # [B] label per row (local for sampled losses, global for softmax)
+    samples: jax.Array | None  # [G, K] local sample ids per sample group
+    group: jax.Array | None  # [E] sample group of every example
+    log_q: jax.Array | None  # [M] log q of the gathered rows
+    codes: jax.Array | None  # [B, L]
+    points: jax.Array | None  # [B, L] local node ids
+    path_mask: jax.Array | None  # [B, L]
+
+
+def sample_shape(model: str, share: str, rows: int, slots: int, k: int, block: int):
+    """Shape of the negative draws for a batch, by sharing mode.
+
+    ``pair``: independent samples per example (word2vec C's estimator); ``row``: one set
+    per centre word shared by its context slots; ``block``: one set per ``block`` rows.
+    """
+    if share == "pair":
+        return (rows, slots, k) if model == "skipgram" else (rows, k)
+    if share == "row":
+        return (rows, k)
+    if share == "block":
+        if rows % block:
+            raise ValueError(f"batch_size {rows} must be a multiple of loss.block_size {block}")
+        return (rows // block, k)
+    raise ValueError(f"loss.share must be one of pair, row, block; got {share!r}")
+
+
+def example_group(model: str, share: str, rows: int, slots: int, block: int) -> jax.Array:
+    """[E] index of the sample group (first axis of the flattened draws) of each example."""
+    row = jnp.arange(rows, dtype=jnp.int32)
+    if model == "skipgram":
+        if share == "pair":
+            return jnp.arange(rows * slots, dtype=jnp.int32)
+        row = jnp.repeat(row, slots)
+    return row // block if share == "block" else row
+
+
+def _compact(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Unique ids (fixed size, padded with the first id) and each input's local position."""
+    flat = ids.reshape(-1)
+    uniq, inverse = jnp.unique(flat, size=flat.shape[0], fill_value=flat[0], return_inverse=True)
+    return uniq, inverse.reshape(ids.shape).astype(jnp.int32)
+
+
+def make_targets(
+    layer: output_layers.OutputLayer,
+    centers: jax.Array,
+    samples: jax.Array | None,
+    group,
+    constants: output_layers.Constants,
+) -> Targets:
+    """Builds the output-side targets for a batch of centre words ``centers`` [B]."""
+    centers = jnp.asarray(centers)
+    if layer.tree:
+        out_ids, local_points = _compact(constants.points[centers])  # [B, L]
+        return Targets(
+            out_ids, centers, None, None, None,
+            constants.codes[centers], local_points, constants.path_mask[centers],
+        )  # fmt: skip
+    if not layer.sampled:  # the whole table
+        return Targets(None, centers, None, None, None, None, None, None)
+    flat = jnp.concatenate([centers, samples.reshape(-1)])
+    out_ids, local = _compact(flat)
+    b = centers.shape[0]
+    log_q = None if constants.log_q is None else constants.log_q[out_ids]
+    local_samples = local[b:].reshape(-1, samples.shape[-1])  # [G, K]
+    return Targets(out_ids, local[:b], local_samples, group, log_q, None, None, None)
+
+
+def output_rows(params: dict, table: str, ids) -> tuple[jax.Array, jax.Array | None]:
+    """``table``'s rows at ``ids`` and their biases (None without ``out_bias``);
+    ``ids`` None: the whole table and bias."""
+    bias = params.get("out_bias")
+    if ids is None:
+        return params[table], bias
+    return params[table][ids], (None if bias is None else bias[ids])
+
+
+def gather(params: dict, contexts: jax.Array, targets: Targets, table: str) -> dict:
+    """The rows a batch touches: ``in`` [B, C, D], ``out`` [M, D] (or the full table), ``bias``."""
+    rows = {"in": params["in_embed"][contexts]}
+    rows["out"], bias = output_rows(params, table, targets.out_ids)
+    if bias is not None:
+        rows["bias"] = bias
+    return rows
+
+
+def duplicate_factor(vocab_size: int, ids: jax.Array, rows: jax.Array, power: float):
+    """[N] factor n_r^-power of each row update: n_r = the non-zero updates to its row.
+
+    A sparse step sums the updates of a word that occurs n times in the batch (exact SGD
+    on the summed loss; word2vec applies them one after another instead). ``power`` 1
+    averages them, 0.5 divides by √n; rows whose update is exactly zero (padding) do not
+    count. ids [N], rows [N, D].
+    """
+    touched = jnp.any(rows != 0, axis=-1).astype(rows.dtype)
+    counts = jnp.zeros((vocab_size,), rows.dtype).at[ids].add(touched)
+    return jnp.maximum(counts[ids], 1.0) ** -power
+
+
+def scatter_rows(table, ids, rows, power: float = 0.0, bias=None, bias_rows=None):
+    """(table, bias) with rows [N, D] (and bias_rows [N]) scatter-added at ids [N];
+    with ``power`` > 0 each update is scaled by `duplicate_factor` first."""
+    if power:
+        factor = duplicate_factor(table.shape[0], ids, rows, power)
+        rows = rows * factor[:, None]
+        bias_rows = None if bias_rows is None else bias_rows * factor
+    table = table.at[ids].add(rows)
+    return table, (None if bias is None else bias.at[ids].add(bias_rows))
+
+
+def add_rows(
+    params: dict,
+    table: str,
+    in_ids,
+    in_grads,
+    out_ids,
+    out_grads,
+    scale,
+    power: float = 0.0,
+    bias_grads=None,
+) -> dict:
+    """params + scale · grads, every row gradient scatter-added into its table.
+
+    ``in_grads`` [N, D] go to ``in_embed`` at ``in_ids`` [N]; ``out_grads`` [M, D] (and
+    ``bias_grads`` [M] when the model has ``out_bias``) to ``table`` at ``out_ids`` [M], or,
+    with ``out_ids`` None, are the whole table's dense gradient. ``power``:
+    `duplicate_factor` of the scattered rows.
+    """
+    new = dict(params)
+    new["in_embed"], _ = scatter_rows(params["in_embed"], in_ids, scale * in_grads, power)
+    bias = params.get("out_bias")
+    if out_ids is None:
+        new[table] = params[table] + scale * out_grads
+        if bias is not None:
+            new["out_bias"] = bias + scale * bias_grads
+        return new
+    bias_rows = None if bias is None else scale * bias_grads
+    new[table], new_bias = scatter_rows(
+        params[table], out_ids, scale * out_grads, power, bias, bias_rows
+    )
+    if bias is not None:
+        new["out_bias"] = new_bias
+    return new
+
+
+def scatter_add(
+    params: dict, contexts, targets: Targets, table: str, grads: dict, scale, power=0.0
+):
+    """params + scale * grads of `gather`'s rows (``power``: `duplicate_factor`)."""
+    d = params["in_embed"].shape[1]
+    return add_rows(
+        params, table, contexts.reshape(-1), grads["in"].reshape(-1, d),
+        targets.out_ids, grads["out"], scale, power, grads.get("bias"),
+    )  # fmt: skip
+
+
+def summed_loss(rows: dict, mask: jax.Array, targets: Targets, cfg) -> tuple[jax.Array, jax.Array]:
+    """Σ over examples of weight · loss, and Σ weights. ``cfg`` is an `update.StepConfig`."""
+    layer = output_layers.get(cfg.loss)
+    inputs, weights, row = word2vec.example_inputs(
+        rows["in"], mask, cfg.model, cfg.cbow_mean, cfg.cbow_exact_grad
+    )
+    samples = path = None
+    if layer.sampled:
+        samples = targets.samples[targets.group]  # [E, K]
+    if layer.tree:
+        path = (targets.codes[row], targets.points[row], targets.path_mask[row])  # [E, L] each
+    per = layer.per_example(
+        inputs, rows["out"], targets.labels[row], bias=rows.get("bias"), samples=samples,
+        log_q=targets.log_q, path=path, chunk_size=cfg.chunk_size,
+        remove_accidental_hits=cfg.remove_accidental_hits,
+    )  # fmt: skip
+    return jnp.sum(weights * per), jnp.sum(weights)
