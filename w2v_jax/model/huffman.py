@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 from absl import logging
 
+from w2v_jax.model import sampling
+
 
 class HuffmanTree(NamedTuple):
     """word2vec's ``codes``/``points`` for every word, padded to the tree depth L."""
@@ -27,31 +29,6 @@ class HuffmanTree(NamedTuple):
     points: np.ndarray  # int32 [V, L], inner-node ids in [0, V-2], root (V-2) first
     mask: np.ndarray  # float32 [V, L], 1 on the lengths[w] valid slots, 0 on padding
     lengths: np.ndarray  # int32 [V], code length of each word, in [1, L]
-
-
-def _as_counts(counts: npt.ArrayLike) -> np.ndarray:
-    """Validates counts; returns int64 [V] for integer input (exact sums), else float64."""
-    try:
-        array = np.asarray(counts)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"counts must be numeric, got {counts!r:.80}") from e
-    if array.ndim != 1:
-        raise ValueError(f"counts must have rank 1 [V], got shape {array.shape}")
-    if array.shape[0] < 2:
-        raise ValueError(
-            f"counts must have at least 2 words for a Huffman tree, got V={array.shape[0]}"
-        )
-    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
-        array = array.astype(np.int64)
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float64)
-        if not np.all(np.isfinite(array)):
-            raise ValueError("counts must be finite, got NaN or inf")
-    else:
-        raise TypeError(f"counts must be integer or float, got dtype {array.dtype}")
-    if np.any(array < 0):
-        raise ValueError(f"counts must be non-negative, got min {array.min()}")
-    return array
 
 
 def _merge(sorted_counts: list) -> tuple[list, list]:
@@ -128,7 +105,7 @@ def build_huffman(counts: npt.ArrayLike) -> HuffmanTree:
       Mikolov et al., "Distributed representations of words and phrases and their
       compositionality", NeurIPS 2013 (word2vec C, ``CreateBinaryTree``).
     """
-    counts = _as_counts(counts)
+    counts = sampling.as_counts(counts, min_words=2, purpose=" for a Huffman tree", positive=False)
     num = counts.shape[0]
     order = np.argsort(-counts, kind="stable")  # [V] word id at each sorted position
     parent, binary = _merge(counts[order].tolist())

@@ -35,28 +35,44 @@ class AliasTable(NamedTuple):
     alias: np.ndarray  # int32 [V], the id drawn when bin i's coin fails
 
 
-def _as_counts(counts: npt.ArrayLike) -> np.ndarray:
-    """Validates word counts and returns them as float64 [V]."""
+def as_counts(
+    counts: npt.ArrayLike, *, min_words: int = 1, purpose: str = "", positive: bool = True
+) -> np.ndarray:
+    """Validates word counts [V]: int64 for integer or bool input (exact sums), else float64.
+
+    ``min_words``: the fewest words allowed (``purpose`` says what for, in the message);
+    ``positive``: at least one count must be positive.
+    """
     try:
-        counts = np.asarray(counts, dtype=np.float64)
+        array = np.asarray(counts)
     except (TypeError, ValueError) as e:
         raise TypeError(f"counts must be numeric, got {counts!r:.80}") from e
-    if counts.ndim != 1:
-        raise ValueError(f"counts must have rank 1 [V], got shape {counts.shape}")
-    if counts.shape[0] == 0:
-        raise ValueError("counts must be non-empty, got shape (0,)")
-    if not np.all(np.isfinite(counts)):
-        raise ValueError("counts must be finite, got NaN or inf")
-    if np.any(counts < 0):
-        raise ValueError(f"counts must be non-negative, got min {counts.min()}")
-    if not np.any(counts > 0):
+    if array.ndim != 1:
+        raise ValueError(f"counts must have rank 1 [V], got shape {array.shape}")
+    if array.shape[0] < min_words:
+        if min_words == 1:
+            raise ValueError("counts must be non-empty, got shape (0,)")
+        raise ValueError(
+            f"counts must have at least {min_words} words{purpose}, got V={array.shape[0]}"
+        )
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        array = array.astype(np.int64)
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+        if not np.all(np.isfinite(array)):
+            raise ValueError("counts must be finite, got NaN or inf")
+    else:
+        raise TypeError(f"counts must be integer or float, got dtype {array.dtype}")
+    if np.any(array < 0):
+        raise ValueError(f"counts must be non-negative, got min {array.min()}")
+    if positive and not np.any(array > 0):
         raise ValueError("counts must have at least one positive entry, got all zeros")
-    return counts
+    return array
 
 
 def _log_noise(counts: npt.ArrayLike, power: float) -> np.ndarray:
     """log q in float64 [V]; -inf exactly where counts are zero."""
-    counts = _as_counts(counts)
+    counts = as_counts(counts).astype(np.float64)
     power = float(power)
     if not np.isfinite(power):
         raise ValueError(f"power must be finite, got {power}")
