@@ -5,7 +5,7 @@
       [--ks=1,2,5,10,25,50,100] [--losses=sampled_softmax,nce,neg] [--draws=256] [--batches=4]
 
 For each run folder (any finished run: its ``config.json`` and ``checkpoint.npz``), take
-``--batches`` held-out batches as training makes them (`sources.heldout_batches`,
+``--batches`` held-out batches as training makes them (`input_pipeline.heldout_batches`,
 `likelihood.batch_examples`, padding dropped, at most ``--max_examples`` examples each)
 and, per batch, `gradient_bias.gradient_bias`: over ``--draws`` independent noise draws,
 the cosine between each sampled loss's mean gradient and the exact softmax gradient, the
@@ -33,9 +33,9 @@ import numpy as np
 import scipy.special
 from absl import app, flags, logging
 
-from w2v_jax import run_folder
+from w2v_jax import cli, run_folder
 from w2v_jax.analysis import figures, gradient_bias
-from w2v_jax.data import sources
+from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import likelihood
 from w2v_jax.model import output_layers
 
@@ -71,11 +71,14 @@ def log_z_mean(params: dict, inputs) -> float:
 
 def measure_run(run_dir: str, ks: list[int], key: jax.Array) -> list[dict]:
     """The rows of one trained state: every (loss, k, held-out batch)."""
-    config, dataset, state = run_folder.load_run(run_dir)
+    config, run, dataset, state = run_folder.load_run(run_dir)
     if dataset.heldout is None:
         raise ValueError(f"{run_dir} has no held-out text; train it with corpus.heldout set")
     params = state.params
-    batches = sources.heldout_batches(config, dataset.heldout, _BATCHES.value)
+    heldout = dataset.heldout
+    batches = input_pipeline.heldout_batches(
+        run.pipeline, heldout.ids, heldout.offsets, heldout.vocab.counts, _BATCHES.value
+    )
     label, rows = state_label(config), []
     for b, batch in enumerate(batches):
         inputs, labels, weights = likelihood.batch_examples(
@@ -151,4 +154,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

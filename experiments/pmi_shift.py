@@ -21,9 +21,9 @@ import pathlib
 
 from absl import app, flags, logging
 
-from w2v_jax import run_folder
+from w2v_jax import cli, run_folder
 from w2v_jax.analysis import figures, plots, pmi_shift
-from w2v_jax.data import sources
+from w2v_jax.model import output_layers
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
 _MIN_COUNT = flags.DEFINE_float("min_count", 10.0, "Fit only pairs seen this many times.")
@@ -34,7 +34,7 @@ LOSSES = ("neg", "nce")
 
 def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
     """The PMI-shift fits of one finished run folder."""
-    config, dataset, state = run_folder.load_run(point_dir)
+    config, run, dataset, state = run_folder.load_run(point_dir)
     corpus = dataset.train
     vocab_size = len(corpus.vocab)
     pairs = pmi_shift.count_pairs(
@@ -46,7 +46,7 @@ def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
         left_only=config.left_only,
         max_sentence_length=config.corpus.max_sentence_length,
     )
-    aux = sources.make_aux(config, corpus.vocab.counts)
+    aux = output_layers.constants_for(run.step.loss, corpus.vocab.counts, run.loop.ns_exponent)
     shift = pmi_shift.pmi_shift(
         pairs,
         state.params,
@@ -116,4 +116,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

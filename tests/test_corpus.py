@@ -440,6 +440,7 @@ def test_text8_head_counts(data_file, tmp_path):
 @pytest.mark.parametrize("heldout,expected", [("heldout", "v"), ("valid", "v"), ("test", "t")])
 def test_ptb_heldout_split_is_configurable(tmp_path, monkeypatch, heldout, expected):
     """corpus.heldout="heldout" means ptb.valid; "test" gives the paper's test split."""
+    from w2v_jax import settings
     from w2v_jax.configs import ptb
     from w2v_jax.data import sources
 
@@ -449,5 +450,5 @@ def test_ptb_heldout_split_is_configurable(tmp_path, monkeypatch, heldout, expec
     (tmp_path / "ptb.test.txt").write_text(" t t \n")
     config = ptb.get_config()
     config.corpus.data_dir, config.corpus.heldout = str(tmp_path), heldout
-    loaded = sources.load(config)
+    loaded = sources.load(settings.resolve(config).corpus)
     assert sentences(loaded.heldout) == [[expected, expected, "<eos>"]]

@@ -10,6 +10,7 @@ from w2v_jax import evaluator, settings, trainer
 from w2v_jax.configs import tiny
 from w2v_jax.data import sources
 from w2v_jax.evaluation import likelihood, truth_fit
+from w2v_jax.model import output_layers
 from w2v_jax.step import update
 
 LIKELIHOOD_KEYS = {
@@ -33,12 +34,14 @@ def _config(**overrides):
 
 def _evaluator(config):
     """The Evaluator and freshly initialised host parameters (output vectors at zero)."""
-    dataset = sources.load(config)
-    cfg = settings.step_config(config)
-    aux = sources.make_aux(config, dataset.train.vocab.counts)
+    run = settings.resolve(config)
+    cfg = run.step
+    dataset = sources.load(run.corpus)
+    aux = output_layers.constants_for(cfg.loss, dataset.train.vocab.counts, run.loop.ns_exponent)
     vocab_size = len(dataset.train.vocab)
     state = update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg)
-    return evaluator.Evaluator(dataset, config, cfg, aux), jax.device_get(state.params), dataset
+    evaluate = evaluator.Evaluator(dataset, run.evaluation, run.pipeline, cfg, aux)
+    return evaluate, jax.device_get(state.params), dataset
 
 
 def test_zero_output_vectors_give_uniform_predictions():

@@ -174,7 +174,7 @@ def test_keep_probabilities_formula():
     np.testing.assert_allclose(p[[0, -1]], (np.sqrt(f / (t * total)) + 1) * (t * total) / f)
     np.testing.assert_allclose(p[:4], [0.75, 1.0, 1.0, 1.0])  # clipped to 1; count 0 -> 1
     assert p[0] != np.sqrt(1 / 4)  # the paper's rule keeps sqrt(tN/f) = 0.5
-    np.testing.assert_array_equal(input_pipeline.keep_probabilities(counts, 0.0), 1.0)
+    np.testing.assert_array_equal(windows.keep_probabilities(counts, 0.0), 1.0)
 
 
 def test_subsampling_keeps_the_expected_fraction():
@@ -300,13 +300,13 @@ def test_shard_batch_shapes():
 def test_process_slices_are_disjoint_covering_and_balanced():
     _, offsets, _ = make_corpus(sentences=100)
     for count in (1, 2, 3, 7):
-        slices = [input_pipeline.process_sentences(offsets, p, count) for p in range(count)]
+        slices = [windows.process_sentences(offsets, p, count) for p in range(count)]
         assert slices[0].start == 0 and slices[-1].stop == len(offsets) - 1
         assert all(a.stop == b.start for a, b in itertools.pairwise(slices))
         tokens = [offsets[s.stop] - offsets[s.start] for s in slices]
         assert max(tokens) - min(tokens) <= 2 * 30  # within two sentence lengths
     with pytest.raises(ValueError):
-        input_pipeline.process_sentences(offsets, 3, 3)
+        windows.process_sentences(offsets, 3, 3)
 
 
 def test_processes_together_see_the_whole_corpus():

@@ -1,7 +1,7 @@
 """The trainer's periodic evaluation: what can be measured on the current parameters.
 
 When held-out text exists (PTB's valid split, a corpus's held-out slice, the synthetic
-held-out stream), on the first ``config.eval.heldout_batches`` held-out batches:
+held-out stream), on the first ``heldout_batches`` held-out batches:
 
 * ``heldout_loss``: the training objective (fixed negatives, so evaluations compare);
 * ``heldout_nll``, ``heldout_ppl``: the exact NLL per example and perplexity of the
@@ -27,12 +27,13 @@ from __future__ import annotations
 import functools
 import os
 import pathlib
+from typing import NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
 
-from w2v_jax.data import sources
+from w2v_jax.data import input_pipeline, sources
 from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, truth_fit
 from w2v_jax.step import update
 
@@ -45,32 +46,52 @@ def _default_file(name: str) -> str:
     return str(path) if root and path.is_file() else ""
 
 
+class EvalOptions(NamedTuple):
+    """What to evaluate besides the held-out text (`settings.resolve` builds it)."""
+
+    analogies: str  # questions-words file; "" = W2V_DATA_DIR's, on English corpora
+    similarity: tuple[str, ...]  # word-pair files; () = W2V_DATA_DIR's wordsim353.tsv
+    restrict_vocab: int  # analogy cap, as word2vec's compute-accuracy
+    heldout_batches: int  # held-out batches for the held-out loss and likelihood
+
+
 class Evaluator:
     """Built once per run; call it with host parameters to get ``eval/*`` metrics."""
 
-    def __init__(self, dataset: sources.Data, config, cfg: update.StepConfig, aux):
-        self.config, self.cfg, self.aux = config, cfg, aux
+    def __init__(
+        self,
+        dataset: sources.Data,
+        options: EvalOptions,
+        pipeline: input_pipeline.PipelineOptions,
+        cfg: update.StepConfig,
+        aux,
+    ):
+        self.options, self.cfg, self.aux = options, cfg, aux
         self.dataset = dataset
         self.batches = []
-        if dataset.heldout is not None and len(dataset.heldout.ids) > 1:
-            self.batches = sources.heldout_batches(
-                config, dataset.heldout, config.eval.heldout_batches
-            )
+        heldout = dataset.heldout
+        if heldout is not None and len(heldout.ids) > 1:
+            self.batches = input_pipeline.heldout_batches(
+                pipeline, heldout.ids, heldout.offsets, heldout.vocab.counts,
+                options.heldout_batches,
+            )  # fmt: skip
         self.loss_fn = jax.jit(functools.partial(update.eval_loss, cfg=cfg))
         self.target = None  # the exact conditional of the synthetic corpus, built once
         self.truth = dataset.truth
         if dataset.truth is not None:
             self.target = truth_fit.true_conditional(
                 dataset.truth,
-                model=config.model,
-                window=config.window,
-                dynamic=config.dynamic_window,
-                left_only=config.left_only,
+                model=cfg.model,
+                window=pipeline.window,
+                dynamic=pipeline.dynamic_window,
+                left_only=cfg.left_only,
             )
+        # Files given in the config are read now: a bad one stops the run before training.
+        evaluate.check_files(options.analogies, options.similarity)
         self.analogies = self.similarity = None
-        if dataset.english:
-            self.analogies = config.eval.analogies or _default_file("questions-words.txt")
-            self.similarity = [p for p in config.eval.similarity.split(",") if p] or [
+        if dataset.word_benchmarks:
+            self.analogies = options.analogies or _default_file("questions-words.txt")
+            self.similarity = list(options.similarity) or [
                 p for p in [_default_file("wordsim353.tsv")] if p
             ]
 
@@ -114,7 +135,7 @@ class Evaluator:
             self.truth,
             loss_name=self.cfg.loss,
             cbow_mean=self.cfg.cbow_mean,
-            left_only=self.config.left_only,
+            left_only=self.cfg.left_only,
             aux=self.aux,
         )
         return {"eval/kl_truth_heldout": kl}
@@ -130,7 +151,7 @@ class Evaluator:
                 kv,
                 analogies_path=self.analogies or None,
                 similarity_paths=self.similarity,
-                restrict_vocab=self.config.eval.restrict_vocab,
+                restrict_vocab=self.options.restrict_vocab,
             )
         except (OSError, ValueError) as e:  # a broken evaluation file must not stop training
             logging.warning("vector evaluation skipped: %s", e)

@@ -1,7 +1,16 @@
-"""A finished run folder read back: its config, its data and its trained parameters.
+"""A run folder: the one owner of its files, written during a run and read back after.
+
+Files (all written atomically with `files`, except the appended metrics):
+
+  config.json     the config, written once the resume check passed (`write_config`)
+  metrics.jsonl   one JSON object per logged step (`MetricsLog`, `read_metrics`)
+  checkpoint.npz  the train state and its metadata, with the manifest (`checkpoint`)
+  vectors.txt, vectors.bin, vocab.tsv   the exports at the end (`export`)
+
+What a checkpoint may be resumed by (its manifest) is `resume`'s concern.
 
 The analysis scripts of ``experiments/`` (PMI shift, gradient bias) start from a run
-folder written by `trainer.train_and_evaluate` (``config.json`` + ``checkpoint.npz``).
+folder read back by `load_run`.
 """
 
 from __future__ import annotations
@@ -9,19 +18,24 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import uuid
 from typing import NamedTuple
 
 import jax
 import ml_collections
+import numpy as np
+from absl import logging
 
-from w2v_jax import checkpoint, settings
+from w2v_jax import checkpoint, files, settings
 from w2v_jax.configs import default
-from w2v_jax.data import sources
+from w2v_jax.data import sources, vocab
+from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.step import update
 
 
 class Run(NamedTuple):
-    config: ml_collections.ConfigDict
+    config: ml_collections.ConfigDict  # as stored in config.json, over today's defaults
+    settings: settings.Settings  # the config, resolved
     data: sources.Data  # the corpus, its held-out text and (synthetic) the truth
     state: update.TrainState  # host arrays, as the last checkpoint saved them
 
@@ -37,11 +51,127 @@ def _merge(base: dict, stored: dict) -> dict:
 def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The run's ``config.json`` over today's defaults: a field added since the run was
     made takes its default, which keeps the behaviour the run had."""
-    path = pathlib.Path(run_dir) / "config.json"
+    path = pathlib.Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; pass a folder written by w2v_jax.main")
     stored = json.loads(path.read_text())
     return ml_collections.ConfigDict(_merge(default.get_config().to_dict(), stored))
+
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+EXPORTS = ("vectors.txt", "vectors.bin", "vocab.tsv")
+
+
+def prepare(workdir: str | os.PathLike) -> pathlib.Path:
+    """Creates ``workdir`` if needed and checks it can be written; one-line ValueError."""
+    workdir = pathlib.Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir={workdir} is a file; pass a folder (new or a run's)")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        parent = next(p for p in workdir.parents if p.exists())
+        raise ValueError(
+            f"--workdir={workdir} cannot be created: {parent} is a file, not a folder"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"--workdir={workdir} cannot be created ({e.strerror})") from None
+    if not checkpoint.path_in(workdir).exists():  # a run to resume is probed at its first write
+        probe = workdir / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise _not_writable(workdir, e) from None
+    return workdir
+
+
+def _not_writable(workdir, error: OSError) -> ValueError:
+    return ValueError(
+        f"--workdir={workdir} is not writable ({error.strerror}); pass a folder you can write to"
+    )
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> None:
+    """Writes ``config.json``: the first write of a run, after every check passed."""
+    try:
+        files.write_atomic(
+            pathlib.Path(workdir) / CONFIG, config.to_json_best_effort(indent=2) + "\n"
+        )
+    except OSError as e:
+        raise _not_writable(workdir, e) from None
+
+
+class MetricsLog:
+    """Appends one JSON object per logged step to ``metrics.jsonl``.
+
+    On resume, rows written after the checkpoint's step (by the run that was stopped) are
+    dropped first, and a last line cut short by a crash, so the file reads as one
+    uninterrupted run.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
+        self.path = pathlib.Path(workdir) / METRICS
+        if self.path.exists():
+            keep = [r for r in files.read_jsonl(self.path) if r.get("step", 0) <= resume_step]
+            files.write_jsonl(self.path, keep)
+
+    def write(self, step: int, row: dict) -> None:
+        files.append_jsonl(self.path, {"step": int(step), **row})
+
+
+def read_metrics(workdir: str | os.PathLike) -> list[dict]:
+    """The rows of ``workdir/metrics.jsonl`` (a last line cut short is dropped)."""
+    return files.read_jsonl(pathlib.Path(workdir) / METRICS)
+
+
+def export(workdir: str | os.PathLike, v: vocab.Vocab, in_embed) -> list[pathlib.Path]:
+    """Writes ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``."""
+    workdir = pathlib.Path(workdir)
+    vectors = np.asarray(in_embed, dtype=np.float32)
+    paths = [workdir / name for name in EXPORTS]
+    keyed_vectors.save_word2vec_text(paths[0], v.words, vectors)
+    keyed_vectors.save_word2vec_binary(paths[1], v.words, vectors)
+    v.save(paths[2])
+    logging.info("exported %d x %d vectors to %s", *vectors.shape, workdir)
+    return paths
+
+
+_SUMMARY_KEYS = (  # (metric, label, format) of the final summary, when present
+    ("train/loss", "train loss", "{:.4f}"),
+    ("eval/heldout_loss", "held-out loss", "{:.4f}"),
+    ("eval/heldout_ppl", "held-out perplexity", "{:.2f}"),
+    ("eval/kl_truth", "KL to the truth", "{:.4f}"),
+    ("eval/analogy/total", "analogy", "{:.2%}"),
+    ("train/words_per_s", "words/s", "{:,.0f}"),
+)
+
+
+def summary(workdir: str | os.PathLike, result: dict) -> str:
+    """A few lines for the end of a run: key metrics, the files, the next command."""
+    workdir = pathlib.Path(workdir)
+    shown = [
+        f"{label} {fmt.format(result[key])}"
+        for key, label, fmt in _SUMMARY_KEYS
+        if isinstance(result.get(key), (int, float))
+    ]
+    shown += [
+        f"{key.split('/')[-2]} {result[key]:.3f}"
+        for key in result
+        if key.startswith("eval/similarity/") and key.endswith("/spearman")
+        and isinstance(result[key], float)
+    ]  # fmt: skip
+    lines = [f"run finished at step {result.get('step', '?')}: " + ", ".join(shown)]
+    names = [n for n in (*EXPORTS, METRICS, checkpoint.FILENAME, CONFIG) if (workdir / n).exists()]
+    lines.append(f"files in {workdir}: {', '.join(names)}")
+    if (workdir / EXPORTS[1]).exists():
+        lines.append(
+            "next: python -m w2v_jax.evaluation.evaluate "
+            f"--vectors={workdir / EXPORTS[1]} --neighbours=<word> "
+            "[--analogies=questions-words.txt] [--similarity=wordsim353.tsv]"
+        )
+    return "\n".join(lines)
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
@@ -50,11 +180,13 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     path = checkpoint.path_in(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; the run has not saved a checkpoint yet")
-    dataset = sources.load(config)
-    cfg = settings.step_config(config)
+    run = settings.resolve(config)
+    dataset = sources.load(run.corpus)
     vocab_size = len(dataset.train.vocab)
     template = jax.device_get(
-        update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg, config.loss.use_bias)
+        update.init_state(
+            jax.random.PRNGKey(0), vocab_size, run.loop.dim, run.step, run.loop.use_bias
+        )
     )
     state, _ = checkpoint.load(path, template)
-    return Run(config, dataset, state)
+    return Run(config, run, dataset, state)

@@ -1,23 +1,32 @@
-"""Config validation (one line naming the field and the allowed values) and the
-translation of a ConfigDict into the static `update.StepConfig`.
+"""The one translation of a ConfigDict into typed, validated settings.
 
-Every check here runs before any data is read or any array is allocated, except
-`validate_against_corpus`, which runs right after the corpus is loaded.
+`resolve(config) -> Settings` checks every field (a one-line ValueError naming the field,
+its value and the fix) and returns frozen settings for each part of a run: the step
+(`update.StepConfig`), the pipeline (`input_pipeline.PipelineOptions`), the corpus
+(`sources.CorpusOptions`), evaluation (`evaluator.EvalOptions`), parallelism
+(`runners.ParallelOptions`) and the loop (`LoopSettings`). Library code takes these, never
+the ConfigDict; only the trainer, this module and the sweep read ``config.*``.
+
+Every check runs before any data is read or any array is allocated, except
+`check_against_corpus`, which runs right after the corpus is loaded.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from typing import NamedTuple
 
-import numpy as np
+import jax
 
-from w2v_jax.data import corpus, input_pipeline
+from w2v_jax import evaluator
+from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
-from w2v_jax.step import update
+from w2v_jax.step import optimizers, runners, update
 
-LAYOUTS = ("grouped", "pairs")
 SHARES = ("pair", "row", "block")
 SKIPGRAM_INPUTS = ("centre", "context")
+INPUT_MODES = ("host", "device")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -30,15 +39,25 @@ def _at_least(name: str, value, low) -> None:
         raise ValueError(f"config.{name}={value!r} must be a number >= {low}")
 
 
+def _existing_files(name: str, paths) -> None:
+    """Evaluation files given explicitly must exist before any training ("" = none)."""
+    for path in filter(None, paths):
+        if not os.path.isfile(path):
+            what = "a folder, not a file" if os.path.isdir(path) else "no such file"
+            raise ValueError(f'config.{name}={path!r}: {what}; fix the path or pass ""')
+
+
 def validate(config) -> None:
     """Raises ValueError naming the first invalid field and its allowed values."""
     _choice("model", config.model, word2vec.MODELS)
     _choice("loss.name", config.loss.name, sorted(output_layers.NAMES))
     _choice("optimizer.name", config.optimizer.name, update.OPTIMIZERS)
-    _choice("layout", config.layout, LAYOUTS)
+    _choice("layout", config.layout, input_pipeline.LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)
     _choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
-    _choice("parallel.mode", config.parallel.mode, update.PARALLEL)
+    _choice("parallel.mode", config.parallel.mode, runners.PARALLEL)
+    _choice("input.mode", config.input.mode, INPUT_MODES)
+    _at_least("input.device_memory_gib", config.input.device_memory_gib, 0.0)
     for name in (
         "dim",
         "window",
@@ -54,6 +73,11 @@ def validate(config) -> None:
     _at_least("corpus.min_count", config.corpus.min_count, 1)
     for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
         _at_least(name, config[name], 0)
+    _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
+    if not isinstance(config.resume_override, bool):
+        raise ValueError(f"config.resume_override={config.resume_override!r} must be True or False")
+    _existing_files("eval.analogies", [config.eval.analogies])
+    _existing_files("eval.similarity", config.eval.similarity.split(","))
     _at_least("loss.chunk_size", config.loss.chunk_size, 0)
     _at_least("corpus.max_vocab_size", config.corpus.max_vocab_size, 0)
     _at_least("parallel.num_devices", config.parallel.num_devices, 0)
@@ -68,6 +92,15 @@ def validate(config) -> None:
         raise ValueError(
             "config.optimizer.duplicate_power needs the sparse SGD update "
             "(optimizer.name='sgd', optimizer.sparse=True); set it to 0"
+        )
+    for name, usual in (("initial_accumulator", 0.1), ("eps", 1e-7)):
+        value = config.optimizer[name]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"config.optimizer.{name}={value!r} must be > 0 (e.g. {usual})")
+    if config.optimizer.sparse and config.optimizer.name not in optimizers.SPARSE:
+        raise ValueError(
+            f"config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
+            f"optimizer.sparse=False or use one of {list(optimizers.SPARSE)}"
         )
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
@@ -86,6 +119,8 @@ def validate(config) -> None:
             f"config.batch_size={config.batch_size} must be a multiple of "
             f"config.loss.block_size={config.loss.block_size} when loss.share='block'"
         )
+    if config.input.mode == "device":
+        _device_input(config)
     if config.parallel.mode == "pmap" and config.parallel.num_devices:
         if config.batch_size % config.parallel.num_devices:
             raise ValueError(
@@ -94,24 +129,154 @@ def validate(config) -> None:
             )
 
 
-def expected_rows_per_epoch(config, corpus) -> float:
-    """Expected batch rows per epoch: kept centre words (grouped) or kept pairs."""
-    counts = corpus.vocab.counts
-    kept = float(np.sum(counts * input_pipeline.keep_probabilities(counts, config.sample)))
-    if config.layout == "grouped":
-        return kept
-    mean_window = (config.window + 1) / 2 if config.dynamic_window else config.window
-    return kept * (mean_window if config.left_only else 2 * mean_window)
-
-
-def validate_against_corpus(config, corpus) -> None:
-    rows = expected_rows_per_epoch(config, corpus)
-    per_call = config.batch_size * config.steps_per_call
-    if per_call > rows:
+def _device_input(config) -> None:
+    """What input.mode='device' (data/on_device.py) supports so far."""
+    for name, value, need in (
+        ("layout", config.layout, "grouped"),
+        ("parallel.mode", config.parallel.mode, "single"),
+    ):
+        if value != need:
+            raise ValueError(
+                f"config.input.mode='device' needs config.{name}={need!r}, got {value!r}; "
+                "set it or use input.mode='host'"
+            )
+    if jax.process_count() > 1:
         raise ValueError(
-            f"config.batch_size={config.batch_size} x steps_per_call={config.steps_per_call} "
-            f"= {per_call} rows is larger than the ~{rows:.0f} rows one epoch of this corpus "
-            f"yields; lower batch_size or steps_per_call (or sample={config.sample})"
+            f"config.input.mode='device' runs in one process, not {jax.process_count()}; "
+            "use input.mode='host'"
+        )
+
+
+class LoopSettings(NamedTuple):
+    """What the training loop itself needs: schedule, bookkeeping, guards."""
+
+    seed: int  # initialisation and the step's RNG
+    dim: int  # embedding dimension D
+    use_bias: bool  # output biases
+    ns_exponent: float  # noise q ∝ count^ns_exponent
+    epochs: int
+    alpha: float  # initial learning rate
+    min_alpha: float  # final learning rate (linear decay by words processed)
+    log_every: int  # steps between metrics rows
+    eval_every: int  # steps between evaluations; 0 = only at the end
+    checkpoint_every: int  # steps between checkpoints
+    checkpoint_every_secs: float  # seconds between checkpoints (as well); 0 = by steps only
+    resume_override: bool  # resume even if epochs / alpha / min_alpha changed
+    max_steps: int  # stop after the call that reaches this many steps; 0 = all epochs
+    max_loss: float  # stop when a step's mean loss exceeds this; 0 = never
+    export: bool  # write vectors and vocabulary at the end
+    keep_freed_memory: bool  # glibc: keep memory XLA frees for reuse
+    input_mode: str  # "host" (NumPy batches) or "device" (data/on_device.py draws them)
+    device_memory_gib: float  # device mode: memory to assume free; 0 = ask the device
+
+
+class Settings(NamedTuple):
+    """Everything a run needs, typed and validated (see the module doc)."""
+
+    step: update.StepConfig
+    pipeline: input_pipeline.PipelineOptions
+    corpus: sources.CorpusOptions
+    evaluation: evaluator.EvalOptions
+    parallel: runners.ParallelOptions
+    loop: LoopSettings
+
+
+def resolve(config) -> Settings:
+    """Validates ``config`` (ValueError naming the first bad field) and translates it."""
+    validate(config)
+    c, s = config.corpus, config.synthetic
+    spec = None
+    if c.name == "synthetic":
+        spec = synthetic.SyntheticSpec(
+            vocab_size=s.vocab_size,
+            rank=s.rank,
+            num_tokens=s.num_tokens,
+            zipf_exponent=s.zipf_exponent,
+            scale=s.scale,
+            seed=s.seed,
+            sentence_length=s.sentence_length,
+        )
+    corpus_options = sources.CorpusOptions(
+        name=c.name,
+        data_dir=c.data_dir or None,
+        download=c.download,
+        min_count=c.min_count,
+        max_vocab_size=c.max_vocab_size or None,
+        max_sentence_length=c.max_sentence_length,
+        heldout_split=sources.heldout_split(c.name, c.heldout),
+        synthetic=spec,
+        synthetic_heldout_tokens=s.heldout_tokens,
+    )
+    pipeline = input_pipeline.PipelineOptions(
+        layout=config.layout,
+        rows_per_call=config.batch_size * config.steps_per_call,
+        window=config.window,
+        sample=config.sample,
+        dynamic_window=config.dynamic_window,
+        left_only=config.left_only,
+        max_sentence_length=c.max_sentence_length,
+        shuffle_buffer=config.shuffle_buffer,
+        prefetch=config.prefetch,
+        seed=config.seed,
+        epochs=config.epochs,
+        process_index=jax.process_index(),  # this process reads its own share
+        process_count=jax.process_count(),
+    )
+    evaluation = evaluator.EvalOptions(
+        analogies=config.eval.analogies,
+        similarity=tuple(p for p in config.eval.similarity.split(",") if p),
+        restrict_vocab=config.eval.restrict_vocab,
+        heldout_batches=config.eval.heldout_batches,
+    )
+    p = config.parallel
+    parallel = runners.ParallelOptions(
+        mode=p.mode,
+        num_devices=p.num_devices,
+        model_axis=p.model_axis,
+        shard_vocab=p.shard_vocab,
+        steps_per_call=config.steps_per_call,
+    )
+    loop = LoopSettings(
+        seed=config.seed,
+        dim=config.dim,
+        use_bias=config.loss.use_bias,
+        ns_exponent=float(config.loss.ns_exponent),
+        epochs=config.epochs,
+        alpha=config.optimizer.alpha,
+        min_alpha=config.optimizer.min_alpha,
+        log_every=config.log_every,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        checkpoint_every_secs=float(config.checkpoint_every_secs),
+        resume_override=config.resume_override,
+        max_steps=config.max_steps,
+        max_loss=config.max_loss,
+        export=config.export,
+        keep_freed_memory=config.keep_freed_memory,
+        input_mode=config.input.mode,
+        device_memory_gib=float(config.input.device_memory_gib),
+    )
+    return Settings(step_config(config), pipeline, corpus_options, evaluation, parallel, loop)
+
+
+def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
+    """Raises ValueError when one call's rows exceed what an epoch of ``train`` yields, or
+    a sampled layer's k exceeds the vocabulary."""
+    vocab_size, k = len(train.vocab), settings.step.k
+    if output_layers.get(settings.step.loss).sampled and k > vocab_size:
+        raise ValueError(
+            f"config.loss.k={k} is larger than the vocabulary ({vocab_size:,} words): the "
+            "noise samples would repeat every word; lower loss.k"
+        )
+    options = settings.pipeline
+    rows = input_pipeline.expected_rows_per_epoch(options, train.vocab.counts)
+    if options.rows_per_call > rows:
+        s = settings.parallel
+        raise ValueError(
+            f"config.batch_size={options.rows_per_call // s.steps_per_call} x "
+            f"steps_per_call={s.steps_per_call} = {options.rows_per_call} rows is larger than "
+            f"the ~{rows:.0f} rows one epoch of this corpus yields; lower batch_size or "
+            f"steps_per_call (or sample={options.sample})"
         )
 
 
@@ -131,4 +296,6 @@ def step_config(config) -> update.StepConfig:
         optimizer=config.optimizer.name,
         sparse=config.optimizer.sparse,
         duplicate_power=float(config.optimizer.duplicate_power),
+        initial_accumulator=float(config.optimizer.initial_accumulator),
+        eps=float(config.optimizer.eps),
     )

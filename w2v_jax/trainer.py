@@ -3,14 +3,16 @@ tests call. It loads the data, resumes from ``workdir`` if a checkpoint is there
 with the configured step (jit, pmap or mesh), logs progress, evaluates, checkpoints
 atomically and exports the vectors.
 
-Files written to ``workdir``: ``config.json`` (at start), ``metrics.jsonl`` (one JSON
-object per logged step, keys ``step``, ``train/*``, ``eval/*``), ``checkpoint.npz``,
-and at the end ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``.
+The run folder's files are `run_folder`'s (``config.json``, ``metrics.jsonl``, the
+exports); the checkpoint, its manifest and resuming are `resume`'s. Nothing is written
+before the config, the corpus, the evaluation files and (on resume) the checkpoint's
+manifest have been checked. A finished run rerun with the same settings changes nothing.
+Ctrl-C or SIGTERM finishes the current call, saves a checkpoint and raises
+`interrupt.Interrupted`.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 import time
 
@@ -19,63 +21,76 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import checkpoint, evaluator, host_memory, progress, settings
-from w2v_jax.data import input_pipeline, sources
-from w2v_jax.evaluation import keyed_vectors
+from w2v_jax import evaluator, host_memory, interrupt, progress, resume, run_folder, settings
+from w2v_jax.data import input_pipeline, on_device, sources
+from w2v_jax.model import output_layers
 from w2v_jax.step import runners, update
+
+# Thin names kept for notebooks and tests: the run folder owns these files.
+export = run_folder.export
+read_metrics = run_folder.read_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss, or one above ``config.max_loss``."""
+    """Training produced a NaN or infinite loss, or one ``config.max_loss`` above the start."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
-    settings.validate(config)  # one-line ValueError before any work
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-
-    if config.keep_freed_memory:
+    run = settings.resolve(config)  # one-line ValueError before any work
+    loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
+    workdir = run_folder.prepare(workdir)
+    if loop.keep_freed_memory:
         host_memory.keep_freed_memory()
-    dataset = sources.load(config)
+    dataset = sources.load(run.corpus)
     corpus = dataset.train
     vocab = corpus.vocab
-    settings.validate_against_corpus(config, corpus)
-    cfg = settings.step_config(config)
-    aux = sources.make_aux(config, vocab.counts)
+    settings.check_against_corpus(run, corpus)
+    aux = output_layers.constants_for(step_cfg.loss, vocab.counts, loop.ns_exponent)
     state = update.init_state(
-        jax.random.PRNGKey(config.seed), len(vocab), config.dim, cfg, config.loss.use_bias
+        jax.random.PRNGKey(loop.seed), len(vocab), loop.dim, step_cfg, loop.use_bias
+    )
+    device_spec = _device_spec(run, corpus, state) if loop.input_mode == "device" else None
+    planned = loop.epochs * input_pipeline.tokens_per_epoch(
+        corpus.offsets,
+        process_index=pipeline.process_index,
+        process_count=pipeline.process_count,
+        max_sentence_length=pipeline.max_sentence_length,
+    )
+    manifest = resume.manifest(config.to_dict(), vocab, len(corpus.ids))
+    checkpoints = resume.Checkpoints(
+        workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs
     )
     position, tokens_done = input_pipeline.Position(0, 0), 0
-    ckpt_path = checkpoint.path_in(workdir)
-    if ckpt_path.exists():
-        state, meta = checkpoint.load(ckpt_path, state)
-        position = input_pipeline.Position(*meta["position"])
-        tokens_done = meta["tokens"]
-        logging.info("resumed from %s at step %d", ckpt_path, int(state.step))
+    guard = progress.LossGuard(loop.max_loss)
+    resumed = checkpoints.resume(state, loop.resume_override)
+    if resumed is not None:
+        state, tokens_done = resumed.state, resumed.tokens
+        position = input_pipeline.Position(*resumed.position)
+        guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
     step = int(state.step)  # host copy; the runner may replicate the state
-    last_good = step if ckpt_path.exists() else None
-    log = progress.MetricsLog(workdir / "metrics.jsonl", resume_step=step)
-    evaluate_params = evaluator.Evaluator(dataset, config, cfg, aux)
-    runner = runners.make_runner(config, cfg, state)
+    evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
+    if resumed is not None and _finished(loop, position, step):
+        return _finished_before(workdir, loop, vocab, state, step, evaluate_params)
+    run_folder.write_config(workdir, config)  # only now: the checks above passed
+    log = run_folder.MetricsLog(workdir, resume_step=step)
+    runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)
     state = runner.put_state(state)
     aux = runner.put_aux(aux)
 
-    opts = sources.batch_options(config)
-    planned = config.epochs * input_pipeline.tokens_per_epoch(
-        corpus.offsets,
-        process_index=opts["process_index"],
-        process_count=opts["process_count"],
-        max_sentence_length=opts["max_sentence_length"],
-    )
-    batches = sources.batches(config, corpus, position)
-    meter = progress.Meter(planned, tokens_done, total_epochs=config.epochs)
+    per_call = runner.steps_per_call
+    if device_spec is None:
+        batches = input_pipeline.batches(
+            pipeline, corpus.ids, corpus.offsets, vocab.counts, position
+        )
+        calls = ((item, per_call) for item in batches)
+    else:
+        calls = _device_calls(run, corpus, device_spec, step, per_call)
+    meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
     pending: list = []  # (device metrics [S, ...], real steps) not yet fetched
 
     def flush(step_now: int) -> dict:
-        """Fetches pending metrics; raises if any step's loss was not finite."""
-        nonlocal last_good
+        """Fetches pending metrics; raises if any step's loss was not finite or diverged."""
         rows = [
             {k: v[i] for k, v in metrics.items()}
             for metrics, n in jax.device_get(pending)
@@ -84,71 +99,70 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         pending.clear()
         first = step_now - len(rows)
         for i, m in enumerate(rows):
-            finite, loss = bool(np.all(m["finite"])), float(np.max(m["loss"]))
-            if finite and not (config.max_loss and loss > config.max_loss):
-                continue
-            what = "non-finite"
-            if finite:
-                what = f"{loss:.3g}, above config.max_loss={config.max_loss:g} (diverged)"
-            where = "none yet"
-            if last_good is not None:
-                where = f"{ckpt_path} (step {last_good}), left intact"
-            raise NonFiniteLossError(
-                f"loss became {what} at step {first + i + 1}; last good checkpoint: {where}. "
-                "Lower optimizer.alpha or check the data"
-            )
+            problem = guard.problem(bool(np.all(m["finite"])), float(np.max(m["loss"])))
+            if problem:
+                raise NonFiniteLossError(
+                    f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
+                    f"{checkpoints.where()}. Lower optimizer.alpha or check the data"
+                )
         return _mean_metrics(rows)
+
+    def save() -> None:
+        flush(step)  # a diverged state is never saved
+        save_start = time.perf_counter()
+        checkpoints.save(runner.host_state(state), position, tokens_done, guard.initial)
+        meter.exclude(time.perf_counter() - save_start)
 
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
-    items = iter(batches)
-    per_call = runner.steps_per_call
-    while True:
-        wait_start = time.perf_counter()
-        item = next(items, None)
-        input_wait += time.perf_counter() - wait_start
-        if item is None:
-            break
-        # word2vec's decay by words processed, interpolated across the call's sub-steps.
-        fractions = (np.arange(per_call) / per_call) * (item.tokens - tokens_done)
-        lrs = [
-            update.learning_rate(
-                config.optimizer.alpha, config.optimizer.min_alpha, (tokens_done + f) / planned
-            )
-            for f in fractions
-        ]
-        tokens_done = item.tokens
-        state, metrics = runner.step_call(state, item.batch, aux, lrs)
-        pending.append((metrics, per_call))
-        before, step = step, step + per_call
-        position = item.position
-        meter.update(tokens_done, position.epoch)
-        at_end = bool(config.max_steps) and step >= config.max_steps
+    items = iter(calls)  # (item, steps of the call)
+    with interrupt.Catcher() as stop:  # Ctrl-C, SIGTERM: finish the call, save, stop
+        while True:
+            wait_start = time.perf_counter()
+            item, n = next(items, (None, 0))
+            input_wait += time.perf_counter() - wait_start
+            if item is None:
+                break
+            # word2vec's decay by words processed, interpolated across the call's sub-steps.
+            fractions = (np.arange(n) / n) * (item.tokens - tokens_done)
+            lrs = [
+                update.learning_rate(loop.alpha, loop.min_alpha, (tokens_done + f) / planned)
+                for f in fractions
+            ]
+            tokens_done = item.tokens
+            state, metrics = runner.step_call(state, item.batch, aux, lrs)
+            pending.append((metrics, n))
+            before, step = step, step + n
+            position = item.position
+            meter.update(tokens_done, position.epoch)
+            at_end = bool(loop.max_steps) and step >= loop.max_steps
 
-        row = {}
-        if _crossed(before, step, config.log_every) or at_end:
-            row.update({f"train/{k}": v for k, v in flush(step).items()})
-            row.update(meter.rates())
-        if _crossed(before, step, config.eval_every):
-            eval_start = time.perf_counter()
-            row.update(evaluate_params(runner.host_params(state)))
-            meter.exclude(time.perf_counter() - eval_start)
-        if row:
-            log.write(step, row)
-            meter.report(step, row)
-        if _crossed(before, step, config.checkpoint_every) and not at_end:
-            flush(step)
-            save_start = time.perf_counter()
-            _save(ckpt_path, runner.host_state(state), position, tokens_done)
-            meter.exclude(time.perf_counter() - save_start)
-            last_good = step
-        if at_end:
-            break
+            row = {}
+            if _crossed(before, step, loop.log_every) or at_end:
+                row.update({f"train/{k}": v for k, v in flush(step).items()})
+                row.update(meter.rates())
+            if _crossed(before, step, loop.eval_every):
+                eval_start = time.perf_counter()
+                row.update(evaluate_params(runner.host_params(state)))
+                meter.exclude(time.perf_counter() - eval_start)
+            if row:
+                log.write(step, row)
+                meter.report(step, row)
+            if at_end:
+                break
+            if stop.requested or checkpoints.due(before, step):
+                save()
+            if stop.requested:
+                raise interrupt.Interrupted(
+                    stop.signum,
+                    f"stopped at step {step}: checkpoint saved to {checkpoints.path}; rerun "
+                    "the same command to resume",
+                )
 
     last_window = flush(step)  # waits for the last step
     loop_wall = time.perf_counter() - loop_start
     rates = meter.rates()  # before evaluation, which is not training time
-    _save(ckpt_path, runner.host_state(state), position, tokens_done)
+    save()
     params = runner.host_params(state)
     final_eval = evaluate_params(params)
     final = {
@@ -163,19 +177,60 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     log.write(step, final)
     meter.report(step, final, final=True)
-    if config.export:
-        export(workdir, vocab, params["in_embed"])
+    if loop.export:
+        run_folder.export(workdir, vocab, params["in_embed"])
     return {"step": step, **final}
+
+
+def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:
+    """input.mode='device': the batches' shape, once the corpus is known to fit beside the
+    state (one-line ValueError naming input.mode='host' otherwise)."""
+    state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+    gib = run.loop.device_memory_gib
+    on_device.check_fits(
+        len(corpus.ids), len(corpus.vocab), reserved_bytes=state_bytes, cap_bytes=int(gib * 2**30)
+    )
+    p = run.pipeline
+    return on_device.make_spec(
+        corpus.ids,
+        corpus.vocab.counts,
+        sample=p.sample,
+        batch_size=p.rows_per_call // run.parallel.steps_per_call,
+        window=p.window,
+        dynamic_window=p.dynamic_window,
+        left_only=p.left_only,
+    )
+
+
+def _device_calls(run: settings.Settings, corpus, spec: on_device.Spec, start: int, per_call):
+    """input.mode='device': (`input_pipeline.Item` whose batch is the call's
+    `on_device.Feed`, steps of the call) from step ``start`` to the end of the last epoch.
+
+    Tokens are `on_device.tokens_done` (step·N // T) and the position is (epoch, step within
+    the epoch), both functions of the step, so a resumed run continues exactly.
+    """
+    device_corpus = on_device.make_corpus(
+        corpus.ids,
+        corpus.offsets,
+        corpus.vocab.counts,
+        sample=run.pipeline.sample,
+        max_sentence_length=run.pipeline.max_sentence_length,
+    )
+    key = on_device.data_key(run.loop.seed)
+    t_epoch, num_tokens = spec.steps_per_epoch, len(corpus.ids)
+    stop = run.loop.epochs * t_epoch
+    for call in on_device.calls(
+        device_corpus, key, spec, start=start, stop=stop, steps_per_call=per_call
+    ):
+        end = call.first_step + call.num_steps
+        tokens = on_device.tokens_done(end, num_tokens, spec)
+        position = input_pipeline.Position(*divmod(end, t_epoch))
+        yield input_pipeline.Item(call.feed, position, tokens), call.num_steps
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
     """Whether a multiple of ``every`` lies in (before, after]."""
     return bool(every) and after // every > before // every
-
-
-def _save(path, host_state, position, tokens) -> None:
-    meta = {"position": list(position), "tokens": int(tokens), "step": int(host_state.step)}
-    checkpoint.save(path, host_state, meta)
 
 
 def _mean_metrics(rows: list[dict]) -> dict:
@@ -185,17 +240,27 @@ def _mean_metrics(rows: list[dict]) -> dict:
     return {k: float(np.mean([np.mean(r[k]) for r in rows])) for k in keys}
 
 
-def export(workdir, vocab, in_embed) -> None:
-    """Writes ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``."""
-    workdir = pathlib.Path(workdir)
-    vectors = np.asarray(in_embed, dtype=np.float32)
-    keyed_vectors.save_word2vec_text(workdir / "vectors.txt", vocab.words, vectors)
-    keyed_vectors.save_word2vec_binary(workdir / "vectors.bin", vocab.words, vectors)
-    vocab.save(workdir / "vocab.tsv")
-    logging.info("exported %d x %d vectors to %s", *vectors.shape, workdir)
+def _finished(loop: settings.LoopSettings, position, step: int) -> bool:
+    """Whether a run at ``position`` / ``step`` has nothing left to train."""
+    return position.epoch >= loop.epochs or (bool(loop.max_steps) and step >= loop.max_steps)
 
 
-def read_metrics(workdir) -> list[dict]:
-    """The rows of ``workdir/metrics.jsonl``."""
-    path = pathlib.Path(workdir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _finished_before(workdir, loop, vocab, state, step: int, evaluate_params) -> dict:
+    """A rerun of a finished run: completes a final row or export a crash left undone
+    (from the checkpoint), else changes nothing. Returns the final metrics."""
+    rows = run_folder.read_metrics(workdir)
+    final = rows[-1] if rows and rows[-1].get("step") == step else None
+    done = []
+    if final is None or "train/tokens" not in final:
+        final = {"step": step, **evaluate_params(state.params)}
+        run_folder.MetricsLog(workdir, resume_step=step).write(step, final)
+        done.append("its final evaluation")
+    exports = [pathlib.Path(workdir) / name for name in run_folder.EXPORTS]
+    if loop.export and not all(p.exists() for p in exports):
+        run_folder.export(workdir, vocab, state.params["in_embed"])
+        done.append("its export")
+    logging.info(
+        "%s was already finished at step %d: %s (a new --workdir trains again)",
+        workdir, step, "wrote " + " and ".join(done) if done else "nothing to do",
+    )  # fmt: skip
+    return {"step": step, **{k: v for k, v in final.items() if k != "step"}}

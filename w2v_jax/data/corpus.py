@@ -78,21 +78,28 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
     return pathlib.Path(value).expanduser() if value else user_cache_dir()
 
 
+class ReadOptions(NamedTuple):
+    """How a corpus file is found, read and cached (everything but the vocabulary)."""
+
+    data_dir: str | os.PathLike | None = None  # named corpora; $W2V_DATA_DIR, else the cache
+    max_sentence_length: int = 10_000  # longest sentence, in in-vocabulary tokens
+    cache_dir: str | os.PathLike | None = None  # default ~/.cache/w2v_jax/cache
+    use_cache: bool = True  # read and write the cache
+    eos: bool | None = None  # append "<eos>" to every line; default True for ptb only
+    lowercase: bool = False  # lowercase the text first
+    heldout_fraction: float = HELDOUT_FRACTION  # share of the tokens kept for "heldout"
+    download: bool = False  # fetch text8.zip into the data directory if it is missing
+    chunk_bytes: int = readers.CHUNK_BYTES  # read size; results do not depend on it
+
+
 def load_corpus(
     name_or_path: str | os.PathLike,
     *,
     split: str = "train",
-    data_dir: str | os.PathLike | None = None,
     min_count: int = 5,
     max_vocab_size: int | None = None,
-    max_sentence_length: int = 10_000,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    eos: bool | None = None,
-    lowercase: bool = False,
-    heldout_fraction: float = HELDOUT_FRACTION,
-    download: bool = False,
-    chunk_bytes: int = readers.CHUNK_BYTES,
+    options: ReadOptions | None = None,
+    **fields,
 ) -> Corpus:
     """Loads a corpus and builds its vocabulary from the train split (see the module doc).
 
@@ -100,38 +107,25 @@ def load_corpus(
       name_or_path: "text8", "text8-head", "wiki-60m", "ptb", or a file or directory.
       split: "train", "valid" or "test" for ptb; "train", "heldout" or "all" otherwise.
         "heldout" is encoded with the vocabulary of "train" (via `encode_corpus`).
-      data_dir: where named corpora are; default $W2V_DATA_DIR, else ~/.cache/w2v_jax.
       min_count, max_vocab_size: vocabulary settings, as in `vocab.Vocab.from_counts`.
-      max_sentence_length: longest sentence, in in-vocabulary tokens.
-      cache_dir: cache location; default ~/.cache/w2v_jax/cache (see the module doc).
-      use_cache: read and write the cache.
-      eos: append "<eos>" to every line; default True for ptb, False otherwise.
-      lowercase: lowercase the text first.
-      heldout_fraction: share of the tokens kept for "heldout" (0 <= f < 1).
-      download: fetch text8.zip into the data directory if it is missing.
-      chunk_bytes: read size; results do not depend on it.
+      options: how the text is read (`ReadOptions`; None = its defaults). ``**fields``
+        overrides any of its fields by name:
+        ``load_corpus("ptb", data_dir=d, use_cache=False)``.
 
     Raises:
       FileNotFoundError: the corpus is missing (the message says where to put it).
       ValueError: an empty, binary or non-UTF-8 input, or an empty vocabulary.
     """
-    options = dict(
-        data_dir=data_dir,
-        max_sentence_length=max_sentence_length,
-        cache_dir=cache_dir,
-        use_cache=use_cache,
-        eos=eos,
-        lowercase=lowercase,
-        heldout_fraction=heldout_fraction,
-        download=download,
-        chunk_bytes=chunk_bytes,
-    )
-    settings = dict(min_count=min_count, max_vocab_size=max_vocab_size)
+    options = (options or ReadOptions())._replace(**fields)
     _check_split(name_or_path, split)
     if split == "heldout":
-        train = load_corpus(name_or_path, split="train", **settings, **options)
-        return encode_corpus(name_or_path, train.vocab, split="heldout", **options)
-    return _load(name_or_path, split, None, settings, options)
+        train = load_corpus(
+            name_or_path, split="train", min_count=min_count, max_vocab_size=max_vocab_size,
+            options=options,
+        )  # fmt: skip
+        return encode_corpus(name_or_path, train.vocab, split="heldout", options=options)
+    settings = dict(min_count=min_count, max_vocab_size=max_vocab_size)
+    return _load(name_or_path, split, None, settings, options._asdict())
 
 
 def encode_corpus(
@@ -139,15 +133,8 @@ def encode_corpus(
     vocab: vocab.Vocab,
     *,
     split: str = "heldout",
-    data_dir: str | os.PathLike | None = None,
-    max_sentence_length: int = 10_000,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    eos: bool | None = None,
-    lowercase: bool = False,
-    heldout_fraction: float = HELDOUT_FRACTION,
-    download: bool = False,
-    chunk_bytes: int = readers.CHUNK_BYTES,
+    options: ReadOptions | None = None,
+    **fields,
 ) -> Corpus:
     """Encodes a split with a given (training) vocabulary; other words are removed.
 
@@ -155,23 +142,9 @@ def encode_corpus(
     is "heldout" (pass split="valid" or "test" for ptb, "all" for a whole file). The
     result's vocab is `vocab` itself, with its (training) counts.
     """
-    return _load(
-        name_or_path,
-        split,
-        vocab,
-        {"vocab": cache.vocab_digest(vocab)},
-        dict(
-            data_dir=data_dir,
-            max_sentence_length=max_sentence_length,
-            cache_dir=cache_dir,
-            use_cache=use_cache,
-            eos=eos,
-            lowercase=lowercase,
-            heldout_fraction=heldout_fraction,
-            download=download,
-            chunk_bytes=chunk_bytes,
-        ),
-    )
+    options = (options or ReadOptions())._replace(**fields)
+    settings = {"vocab": cache.vocab_digest(vocab)}
+    return _load(name_or_path, split, vocab, settings, options._asdict())
 
 
 def download_text8(dest_dir: str | os.PathLike) -> pathlib.Path:

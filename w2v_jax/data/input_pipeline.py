@@ -13,19 +13,33 @@ regenerates one chunk, not an epoch.
 Shape letters: B batch rows, C context slots, N tokens, S sentences, V vocabulary.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
-from w2v_jax.data import windows
+from w2v_jax.data import prefetch, windows
 
 LAYOUTS = ("grouped", "pairs")
 
-# Re-exported so that users of the pipeline need one module.
-keep_probabilities = windows.keep_probabilities
-process_sentences = windows.process_sentences
+
+class PipelineOptions(NamedTuple):
+    """How a run cuts its corpus into batches (`settings.resolve` builds it)."""
+
+    layout: str  # "grouped" (centre x context slots) or "pairs" (skip-gram)
+    rows_per_call: int  # batch rows the host sends per call (batch_size x steps_per_call)
+    window: int  # max distance between centre and context
+    sample: float  # subsampling threshold t (0 = off)
+    dynamic_window: bool  # word2vec's effective window ~ Uniform{1..window}
+    left_only: bool  # contexts are only the previous words
+    max_sentence_length: int  # longer sentences are split
+    shuffle_buffer: int  # rows shuffled within a bounded buffer; 0 = corpus order
+    prefetch: int  # host batches prepared ahead on a thread; 0 = none
+    seed: int  # subsampling, windows, shuffle
+    epochs: int  # passes over the corpus
+    process_index: int = 0  # this process's share of the corpus ...
+    process_count: int = 1  # ... out of this many
 
 
 class Batch(NamedTuple):
@@ -238,3 +252,72 @@ def shard_batch(batch: Batch, num_devices: int) -> Batch:
     if num_devices < 1 or rows % num_devices:
         raise ValueError(f"batch of {rows} rows does not split over {num_devices} devices")
     return Batch(*(a.reshape(num_devices, rows // num_devices, *a.shape[1:]) for a in batch))
+
+
+def expected_rows_per_epoch(options: PipelineOptions, counts: np.ndarray) -> float:
+    """Expected batch rows per epoch over the whole corpus: kept centre words (grouped)
+    or kept pairs (pairs)."""
+    kept = float(np.sum(counts * windows.keep_probabilities(counts, options.sample)))
+    if options.layout == "grouped":
+        return kept
+    mean_window = (options.window + 1) / 2 if options.dynamic_window else options.window
+    return kept * (mean_window if options.left_only else 2 * mean_window)
+
+
+def _iterate(options: PipelineOptions, ids, offsets, counts, **overrides) -> Iterator[Item]:
+    kwargs = dict(
+        layout=options.layout,
+        batch_size=options.rows_per_call,
+        window=options.window,
+        sample=options.sample,
+        seed=options.seed,
+        epochs=options.epochs,
+        dynamic_window=options.dynamic_window,
+        left_only=options.left_only,
+        shuffle_buffer=options.shuffle_buffer,
+        process_index=options.process_index,
+        process_count=options.process_count,
+        max_sentence_length=options.max_sentence_length,
+    )
+    kwargs.update(overrides)
+    return iterate_batches(ids, offsets, counts, **kwargs)
+
+
+def batches(
+    options: PipelineOptions,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    start: Position,
+) -> Iterator[Item]:
+    """Training batches of ``rows_per_call`` rows from ``start`` to the end of the last
+    epoch, prefetched on a thread when ``options.prefetch``."""
+    overrides = {"start": start}
+    if options.process_count > 1:  # every process must take the same number of steps
+        rows = expected_rows_per_epoch(options, counts) / options.process_count
+        overrides["batches_per_epoch"] = max(int(0.98 * rows / options.rows_per_call), 1)
+    items = _iterate(options, ids, offsets, counts, **overrides)
+    if options.prefetch:
+        return prefetch.prefetch(items, size=options.prefetch)
+    return items
+
+
+def heldout_batches(
+    options: PipelineOptions,
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    max_batches: int,
+) -> Sequence[Batch]:
+    """A fixed list of held-out batches: epoch 0 of the text as it is (no subsampling),
+    seed 0, the whole text on every process."""
+    items = _iterate(
+        options, ids, offsets, counts, sample=0.0, seed=0, epochs=1, process_index=0,
+        process_count=1,
+    )  # fmt: skip
+    out = []
+    for item in items:
+        out.append(item.batch)
+        if len(out) >= max_batches:
+            break
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,20 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from w2v_jax.data import input_pipeline
+from w2v_jax.data import input_pipeline, on_device
 from w2v_jax.step import update
+
+PARALLEL = ("single", "pmap", "mesh")
+
+
+class ParallelOptions(NamedTuple):
+    """How steps run on devices (`settings.resolve` builds it)."""
+
+    mode: str  # "single" (jit), "pmap", "mesh" (jit + NamedSharding)
+    num_devices: int  # 0 = all local devices
+    model_axis: int  # mesh: devices along the vocabulary axis
+    shard_vocab: bool  # mesh: shard the tables along V over "model"
+    steps_per_call: int  # sequential steps per jitted call (lax.scan)
 
 
 def jit_step(cfg: update.StepConfig):
@@ -137,6 +149,25 @@ def mesh_scan_steps(
     return _mesh_jit(_scan_call(cfg), mesh, state, shard_vocab, P(None, "data"))
 
 
+def device_scan_steps(cfg: update.StepConfig, spec: on_device.Spec):
+    """Single device, batches drawn on the device: ``(state, feed, aux, lrs [S]) ->
+    (state, metrics [S])``.
+
+    Sub-step i trains on `on_device.batch_at` of its own step (``state.step``), drawn inside
+    the ``lax.scan`` body from the call's `on_device.Feed`; the host sends only the learning
+    rates. A call of fewer steps (a run's last) compiles once more.
+    """
+
+    def call(state, feed, aux, lrs):
+        def body(s, lr):
+            batch = on_device.batch_at(feed, s.step, spec)
+            return update.train_step(s, batch, aux, lr, cfg=cfg)
+
+        return jax.lax.scan(body, state, lrs)
+
+    return jax.jit(call, donate_argnums=0)
+
+
 @dataclasses.dataclass
 class Runner:
     step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
@@ -146,6 +177,7 @@ class Runner:
     steps_per_call: int = 1
     scan: Callable[..., tuple[Any, dict]] | None = None  # scan_steps, when S > 1
     sync: bool = False  # block after every call (multi-device CPU, see the module doc)
+    on_device: bool = False  # step_call's batch is an `on_device.Feed` (device_scan_steps)
 
     def host_params(self, state) -> dict:
         return self.host_state(state).params
@@ -155,7 +187,10 @@ class Runner:
 
         ``batch`` holds ``steps_per_call × batch_size`` rows; step i takes rows
         [i·B, (i+1)·B). Returns the state and metrics with a leading step axis.
+        With ``on_device``, ``batch`` is the call's `on_device.Feed` and ``lrs`` may be shorter.
         """
+        if self.on_device:
+            return self.scan(state, batch, aux, np.asarray(lrs, np.float32))
         if self.scan is None:
             (lr,) = lrs
             state, metrics = self.step(state, batch, aux, lr)
@@ -166,9 +201,9 @@ class Runner:
         return jax.block_until_ready(out) if self.sync else out
 
 
-def _num_devices(config) -> list:
+def _num_devices(options: ParallelOptions) -> list:
     devices = jax.local_devices()
-    n = config.parallel.num_devices or len(devices)
+    n = options.num_devices or len(devices)
     if n > len(devices):
         raise ValueError(
             f"parallel.num_devices={n} but only {len(devices)} local devices exist; "
@@ -177,12 +212,30 @@ def _num_devices(config) -> list:
     return devices[:n]
 
 
-def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Runner:
-    mode = config.parallel.mode
+def make_runner(
+    options: ParallelOptions,
+    cfg: update.StepConfig,
+    state: update.TrainState,
+    device_spec: on_device.Spec | None = None,
+) -> Runner:
+    """The runner ``options.mode`` asks for, running ``cfg`` steps on states like ``state``;
+    with ``device_spec`` (single mode only) each call draws its batches on the device."""
+    mode = options.mode
     sync = jax.default_backend() == "cpu" and mode != "single"
+    if device_spec is not None:
+        if mode != "single":
+            raise ValueError(f"input.mode='device' needs parallel.mode='single', not {mode!r}")
+        return Runner(
+            step=None,
+            put_state=jax.device_put,
+            host_state=jax.device_get,
+            steps_per_call=options.steps_per_call,
+            scan=device_scan_steps(cfg, device_spec),
+            on_device=True,
+        )
     if mode == "single":
         fn = jit_step(cfg)
-        many = config.steps_per_call
+        many = options.steps_per_call
         return Runner(
             step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
             put_state=jax.device_put,
@@ -190,7 +243,7 @@ def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Run
             steps_per_call=many,
             scan=scan_steps(cfg) if many > 1 else None,
         )
-    devices = _num_devices(config)
+    devices = _num_devices(options)
     if mode == "pmap":
         fn = pmap_step(cfg, devices)
         n = len(devices)
@@ -206,12 +259,12 @@ def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Run
             put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
         )
     if mode == "mesh":
-        mesh = make_mesh(len(devices), config.parallel.model_axis)
-        fn, st_sh = mesh_step(cfg, mesh, state, config.parallel.shard_vocab)
+        mesh = make_mesh(len(devices), options.model_axis)
+        fn, st_sh = mesh_step(cfg, mesh, state, options.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
         scan = None
-        if config.steps_per_call > 1:
-            scan_fn, _ = mesh_scan_steps(cfg, mesh, state, config.parallel.shard_vocab)
+        if options.steps_per_call > 1:
+            scan_fn, _ = mesh_scan_steps(cfg, mesh, state, options.shard_vocab)
             scan_sh = NamedSharding(mesh, P(None, "data"))
 
             def scan(s, batches, a, lrs):
@@ -234,8 +287,8 @@ def make_runner(config, cfg: update.StepConfig, state: update.TrainState) -> Run
             put_state=lambda s: jax.device_put(s, st_sh),
             host_state=jax.device_get,
             put_aux=lambda a: jax.device_put(a, NamedSharding(mesh, P())),
-            steps_per_call=config.steps_per_call,
+            steps_per_call=options.steps_per_call,
             scan=scan,
             sync=sync,
         )
-    raise ValueError(f"parallel.mode must be one of {update.PARALLEL}; got {mode!r}")
+    raise ValueError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")
