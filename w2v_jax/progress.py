@@ -1,35 +1,39 @@
-"""Progress for long runs: words/s, ETA, a log line (or a bar on a terminal), metrics.jsonl."""
+"""Watching a long run: words/s, ETA, a log line (or a bar on a terminal), the loss guard."""
 
 from __future__ import annotations
 
-import json
-import pathlib
+import math
 import sys
 import time
 
 from absl import logging
 
 
-class MetricsLog:
-    """Appends one JSON object per logged step to ``metrics.jsonl``.
+class LossGuard:
+    """Says when a run has diverged: a non-finite loss, or one ``max_loss`` above the start.
 
-    On resume, rows written after the checkpoint's step (by the run that was killed) are
-    dropped first, so the file reads as one uninterrupted run.
+    The threshold is relative to the first step's loss (``initial``), because where a
+    loss starts depends on the layer and k: negative sampling and NCE start near
+    (k + 1)·ln 2 per example (1,387 nats at k = 2,000), the softmax at ln V. A diverged
+    run can stay finite (an HS run reached 1e26), and must not pass as trained.
     """
 
-    def __init__(self, path: pathlib.Path, resume_step: int = 0):
-        self.path = pathlib.Path(path)
-        if self.path.exists():
-            keep = [
-                line
-                for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
-            self.path.write_text("".join(line + "\n" for line in keep))
+    def __init__(self, max_loss: float, initial: float | None = None):
+        self.max_loss = max_loss  # 0 = only non-finite losses stop the run
+        self.initial = initial  # the loss at step 1; set by the first `problem` call
 
-    def write(self, step: int, row: dict) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": int(step), **row}) + "\n")
+    def problem(self, finite: bool, loss: float) -> str | None:
+        """What is wrong with a step's ``loss`` (its worst example group), or None."""
+        if not finite or not math.isfinite(loss):
+            return "non-finite"
+        if self.initial is None:
+            self.initial = loss
+        if self.max_loss and loss > self.initial + self.max_loss:
+            return (
+                f"{loss:.3g}, more than config.max_loss={self.max_loss:g} above the first "
+                f"step's {self.initial:.3g} (diverged)"
+            )
+        return None
 
 
 class Meter:
@@ -70,7 +74,7 @@ class Meter:
         }
 
     def report(self, step: int, row: dict, final: bool = False) -> None:
-        rates = self.rates()
+        rates = {**self.rates(), **row}  # the row's own rate when it has one: one figure
         wps = rates["train/words_per_s"]
         left = max(self.planned - self.tokens, 0) / wps if wps > 0 else float("inf")
         eta = "?" if left == float("inf") else time.strftime("%H:%M:%S", time.gmtime(left))

@@ -99,14 +99,23 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every = 5_000  # steps between log lines / metrics.jsonl rows
     config.eval_every = 0  # steps between evaluations; 0 = only at the end
     config.checkpoint_every = 50_000  # steps between checkpoints (and one at the end)
+    # ... and at least every this many seconds (0 = by steps only): an interrupted or
+    # crashed run loses at most a few minutes, however long its steps.
+    config.checkpoint_every_secs = 300.0
+    # Resume a run folder although epochs, optimizer.alpha or optimizer.min_alpha changed
+    # (the decay is re-planned, so the rate jumps at the resume point). Other changes to
+    # what the checkpoint holds always need a new --workdir (see w2v_jax/resume.py).
+    config.resume_override = False
     config.prefetch = 2  # host batches prepared ahead on a background thread
     config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
     # glibc: keep memory XLA frees for reuse instead of unmapping it (host_memory.py):
     # faster steps when per-call temporaries are large (docs/performance.md); RSS stays at
     # its peak.
     config.keep_freed_memory = True
-    # Stop with an error when a step's mean loss per example exceeds this (0 = never): a
-    # diverged run can stay finite (an HS run reached 1e26) and must not pass as trained.
+    # Stop with an error when a step's mean loss per example rises this far (nats) above
+    # the first step's (0 = only NaN/inf stop): a diverged run can stay finite (an HS run
+    # reached 1e26) and must not pass as trained. Relative, because where the loss starts
+    # depends on the layer and k (negative sampling: (k + 1) ln 2, 1,387 at k = 2,000).
     config.max_loss = 1000.0
     config.max_steps = 0  # stop after the call that reaches this many steps (0 = all epochs)
 
