@@ -17,6 +17,7 @@ import pathlib
 
 from absl import app, flags, logging
 
+from w2v_jax import cli
 from w2v_jax.analysis import figures, plots
 
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", None, "A directory written by sweep_k.py.")
@@ -67,4 +68,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -21,6 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from w2v_jax import cli
 from w2v_jax.analysis import sweep
 
 EXIT_BAD_CONFIG = 125
@@ -88,19 +89,5 @@ def main(argv) -> None:
     sys.exit(min(result.failed, MAX_FAILED_STATUS))
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's flag parsing, exiting with EXIT_BAD_CONFIG (not 1, a failure count) on error.
-
-    ml_collections reports an unknown ``--config.field`` as AttributeError/KeyError and an
-    unloadable config file as OSError; absl its own errors as flags.Error.
-    """
-    try:
-        return flags.FLAGS(argv)
-    except (flags.Error, AttributeError, KeyError, OSError, ValueError) as e:
-        sys.stderr.write(f"FATAL Flags parsing error: {e}\n")
-        sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
-        sys.exit(EXIT_BAD_CONFIG)
-
-
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, error_code=EXIT_BAD_CONFIG)  # one-line errors; Ctrl-C saves, 130

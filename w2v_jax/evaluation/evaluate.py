@@ -87,6 +87,14 @@ def _read(read, path):
         raise ValueError(text if str(path) in text else f"{path}: {text}") from None
 
 
+def check_files(analogies_path=None, similarity_paths: Sequence = ()) -> None:
+    """Reads the evaluation files once; ValueError naming the first unreadable one."""
+    if analogies_path:
+        _read(analogy.read_analogies, analogies_path)
+    for path in similarity_paths:
+        _read(similarity.read_word_pairs, path)
+
+
 def _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neighbours) -> dict:
     metrics = {"vectors/vocab_size": kv.vocab_size, "vectors/dim": kv.dim}
     if analogies_path is not None:
