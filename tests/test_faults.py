@@ -1,0 +1,406 @@
+"""The catalogue of bad inputs and faults: each must end in one line naming the problem and
+the fix, and none may lose work already done.
+
+Add the next one found as one row of a table below:
+
+* `BAD_RUNS`: a config override or a damaged run folder that `train_and_evaluate` must
+  refuse before training (one-line error, nothing written or changed);
+* `RESUME_MISMATCHES`: a second run in the same workdir with other settings;
+* `CLI_ERRORS`: a command line that must print one line and exit 1.
+
+Bad config values (unknown loss, window 0, k < 1, ...) are in tests/test_trainer.py,
+corrupt corpora and vocabularies in tests/test_corpus.py and tests/test_vocab.py, bad
+vector and evaluation files in tests/test_keyed_vectors.py and tests/test_evaluate_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from absl import logging
+
+from w2v_jax import checkpoint, files, interrupt, progress, run_folder, trainer
+from w2v_jax.configs import tiny
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(**overrides):
+    config = tiny.get_config()
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    """Every file's bytes and mode, to check that nothing changed."""
+    return {
+        p.name: (p.read_bytes(), p.stat().st_mode) for p in sorted(folder.iterdir()) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> pathlib.Path:
+    """A finished tiny run (60 steps) that tests copy before damaging."""
+    workdir = tmp_path_factory.mktemp("finished") / "run"
+    trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    return workdir
+
+
+def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
+    dst.mkdir(parents=True)
+    for p in src.iterdir():
+        (dst / p.name).write_bytes(p.read_bytes())
+    return dst
+
+
+# ---- files and checkpoints -------------------------------------------------------------
+
+
+def test_partial_last_jsonl_line_is_dropped_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "train/lo')
+    with caplog.at_level(logging.WARNING):
+        assert files.read_jsonl(path) == [{"step": 1}, {"step": 2}]
+    assert "cut short by a crash" in caplog.text
+
+
+def test_damaged_middle_jsonl_line_names_file_and_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"m.jsonl:2 is not a JSON object .*delete that line"):
+        files.read_jsonl(path)
+
+
+def test_atomic_file_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), files.atomic_file(path) as f:
+        f.write(b"new, half written")
+        raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.bin"]
+
+
+def test_atomic_files_get_the_permissions_of_plain_files(tmp_path):
+    (tmp_path / "plain").write_bytes(b"")
+    files.write_atomic(tmp_path / "atomic", b"")
+    checkpoint.save(tmp_path / "c.npz", {"a": np.zeros(2)}, {})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes["c.npz"] == modes["atomic"] == modes["plain"]
+
+
+CORRUPT_CHECKPOINTS = {
+    "empty": lambda good: b"",
+    "truncated": lambda good: good[: len(good) // 2],
+    "garbage": lambda good: b"\x80\x04 not a zip file, maybe a pickle" * 10,
+    "not ours": lambda good: _npz_without_meta(),
+}
+
+
+def _npz_without_meta() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, leaf_00000=np.zeros(3))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage", sorted(CORRUPT_CHECKPOINTS))
+def test_corrupt_checkpoint_is_named_with_the_fix(tmp_path, damage):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, {"a": np.arange(1000.0)}, {"step": 1})
+    path.write_bytes(CORRUPT_CHECKPOINTS[damage](path.read_bytes()))
+    with pytest.raises(checkpoint.CorruptCheckpointError, match=rf"{path} is not a readable .*mv"):
+        checkpoint.load(path, {"a": np.zeros(1000)})
+
+
+def test_non_finite_parameters_never_replace_the_last_good_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, {"a": np.ones(3)}, {"step": 1})
+    good = path.read_bytes()
+    with pytest.raises(FloatingPointError, match="holds NaN or inf"):
+        checkpoint.save(path, {"a": np.array([1.0, np.nan, 0.0])}, {"step": 2})
+    assert path.read_bytes() == good
+
+
+def test_checkpoint_schedule_by_steps_and_by_wall_time():
+    now = [0.0]
+    schedule = checkpoint.Schedule(every_steps=100, every_secs=60.0, clock=lambda: now[0])
+    assert not schedule.due(0, 50) and schedule.due(90, 100)
+    now[0] = 59.0
+    assert not schedule.due(100, 150)
+    now[0] = 61.0
+    assert schedule.due(150, 151)  # a minute since the last save, whatever the steps
+    schedule.saved()
+    assert not schedule.due(151, 152)
+    assert not checkpoint.Schedule(0, 0.0).due(0, 10**9)
+
+
+def test_loss_guard_is_relative_to_the_first_step():
+    k = 2000  # negative sampling starts near (k + 1) ln 2 = 1387 nats per example
+    guard = progress.LossGuard(max_loss=1000.0)
+    assert guard.problem(True, (k + 1) * np.log(2)) is None
+    assert guard.problem(True, 2300.0) is None
+    assert "diverged" in guard.problem(True, 2400.0)
+    assert guard.problem(False, 1.0) == "non-finite"
+    assert progress.LossGuard(0.0).problem(True, 1e30) is None  # 0: only non-finite stops
+
+
+# ---- bad runs: refused before training, one line, nothing written ---------------------
+
+
+class BadRun(NamedTuple):
+    name: str
+    overrides: dict  # config overrides ({} = the tiny config); "{tmp}" is the tmp_path
+    match: str  # regex of the one-line error
+    setup: object = None  # f(tmp_path, workdir): makes the bad input
+    error: type = ValueError
+
+
+def _text(name: str, content: str):
+    return lambda tmp, workdir: (tmp / name).write_text(content)
+
+
+def _garbage_analogies(tmp, workdir):
+    (tmp / "q.txt").write_bytes(b"\xff\xfe\x00 not utf-8")
+
+
+def _read_only_folder(tmp, workdir):
+    if os.geteuid() != 0:
+        workdir.mkdir()
+        workdir.chmod(0o555)
+    elif not pathlib.Path("/sys/kernel").is_dir():
+        pytest.skip("root without a read-only folder to try")
+
+
+BAD_RUNS = [
+    BadRun("workdir is a file", {}, r"--workdir=.* is a file; pass a folder",
+           lambda tmp, w: w.write_text("x")),
+    BadRun("workdir under a file", {}, r"cannot be created: .*/f is a file, not a folder",
+           lambda tmp, w: (tmp / "f").write_text("x")),
+    BadRun("workdir read-only", {}, r"is not writable \(.*\); pass a folder you can write to",
+           _read_only_folder),
+    BadRun("corpus file missing", {"corpus.name": "{tmp}/nope.txt"}, r"nope.txt: no such file",
+           error=OSError),
+    BadRun("corpus file empty", {"corpus.name": "{tmp}/empty.txt"}, r"empty",
+           _text("empty.txt", "")),
+    BadRun("min_count empties the vocabulary",
+           {"corpus.name": "{tmp}/few.txt", "corpus.min_count": 50},
+           r"empty vocabulary: .*lower min_count", _text("few.txt", "a b c a b a\n" * 3)),
+    BadRun("k larger than the vocabulary", {"loss.k": 61},
+           r"config.loss.k=61 is larger than the vocabulary \(60 words\).*lower loss.k"),
+    BadRun("analogies file missing", {"eval.analogies": "{tmp}/q.txt"},
+           r"config.eval.analogies='.*q.txt': no such file"),
+    BadRun("analogies path is a folder", {"eval.analogies": "{tmp}"},
+           r"config.eval.analogies=.*a folder, not a file"),
+    BadRun("similarity file missing", {"eval.similarity": "{tmp}/ws.tsv"},
+           r"config.eval.similarity='.*ws.tsv': no such file"),
+    BadRun("analogies file not UTF-8", {"eval.analogies": "{tmp}/q.txt"},
+           r"q.txt: .*save it as UTF-8", _garbage_analogies),
+    BadRun("negative checkpoint_every_secs", {"checkpoint_every_secs": -1.0},
+           r"config.checkpoint_every_secs=-1.0 must be a number >= 0"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_RUNS, ids=lambda c: c.name)
+def test_bad_run_is_refused_in_one_line_before_training(tmp_path, case):
+    workdir = tmp_path / "run"
+    if case.name == "workdir under a file":
+        workdir = tmp_path / "f" / "run"
+    if case.name == "workdir read-only" and os.geteuid() == 0:
+        workdir = pathlib.Path("/sys/kernel")
+    if case.setup is not None:
+        case.setup(tmp_path, workdir)
+    overrides = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
+                 for k, v in case.overrides.items()}  # fmt: skip
+    before = _snapshot(tmp_path)
+    with pytest.raises(case.error, match=case.match) as info:
+        trainer.train_and_evaluate(_config(**overrides), str(workdir))
+    assert "\n" not in str(info.value)
+    assert _snapshot(tmp_path) == before  # nothing written beside the bad input
+    assert not (workdir / "config.json").exists()
+
+
+# ---- resume: the same run continues, another one is refused ---------------------------
+
+
+RESUME_MISMATCHES = [
+    ({"loss.name": "nce"}, r"other settings \(loss.name 'neg' -> 'nce'\).*new --workdir"),
+    ({"dim": 16}, r"other settings \(dim 8 -> 16\)"),
+    ({"loss.k": 7}, r"loss.k 5 -> 7"),
+    ({"synthetic.seed": 1}, r"synthetic.seed 0 -> 1; vocab.sha256 "),  # another corpus
+    ({"batch_size": 32}, r"batch_size 64 -> 32"),  # the saved position counts batches
+    ({"epochs": 5}, r"another learning-rate schedule \(epochs 2 -> 5\); pass "
+     r"--config.resume_override=True .*the learning rate goes from [\d.]+ to [\d.]+"),
+    ({"optimizer.alpha": 0.05}, r"optimizer.alpha 0.025 -> 0.05"),
+    ({"loss.name": "nce", "resume_override": True}, r"loss.name"),  # not overridable
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides,match", RESUME_MISMATCHES, ids=lambda x: str(x)[:40])
+def test_resume_with_other_settings_stops_before_writing(finished, tmp_path, overrides, match):
+    workdir = _copy(finished, tmp_path / "run")
+    before = _snapshot(workdir)
+    with pytest.raises(ValueError, match=match) as info:
+        trainer.train_and_evaluate(_config(max_steps=80, **overrides), str(workdir))
+    assert "\n" not in str(info.value)
+    assert _snapshot(workdir) == before  # config.json included: the record stays
+
+
+def test_finished_run_rerun_changes_nothing(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "run")
+    before = _snapshot(workdir)
+    result = trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    assert _snapshot(workdir) == before
+    assert result["step"] == 60 and "eval/heldout_loss" in result
+
+
+def test_finished_run_rerun_completes_a_lost_export(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "run")
+    (workdir / "vectors.bin").unlink()
+    rows = run_folder.read_metrics(workdir)
+    trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    assert (workdir / "vectors.bin").read_bytes() == (finished / "vectors.bin").read_bytes()
+    assert run_folder.read_metrics(workdir) == rows  # no duplicate final row
+
+
+def test_schedule_change_with_override_continues(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "run")
+    result = trainer.train_and_evaluate(
+        _config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
+    )
+    assert result["step"] == 70
+    assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
+
+
+def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "run")
+    with open(workdir / "metrics.jsonl", "a") as f:
+        f.write('{"step": 61, "train/lo')  # a crash in the middle of an append
+    result = trainer.train_and_evaluate(_config(max_steps=70), str(workdir))
+    steps = [r["step"] for r in run_folder.read_metrics(workdir)]
+    assert result["step"] == 70 and steps == sorted(steps) and 61 not in steps
+    (workdir / "checkpoint.npz").write_bytes((workdir / "checkpoint.npz").read_bytes()[:100])
+    with pytest.raises(checkpoint.CorruptCheckpointError, match=r"checkpoint.npz is not a"):
+        trainer.train_and_evaluate(_config(max_steps=80), str(workdir))
+
+
+def test_large_k_does_not_trip_the_divergence_guard(tmp_path):
+    """Negative sampling at k = 2,000 starts near 1,387 nats per example, above the
+    default max_loss of 1,000: the guard is relative to the first step, so it trains."""
+    config = _config(max_steps=3, log_every=1, **{"loss.k": 2000})
+    config.synthetic.vocab_size = 2500
+    config.synthetic.num_tokens = 60_000
+    result = trainer.train_and_evaluate(config, str(tmp_path))
+    first = run_folder.read_metrics(tmp_path)[0]
+    assert result["step"] == 3 and first["train/loss"] > 1000
+
+
+# ---- interrupts -------------------------------------------------------------------------
+
+
+def test_sigint_saves_a_checkpoint_and_resumes_bit_exactly(tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    trainer.train_and_evaluate(_config(), str(clean))
+    update = progress.Meter.update
+
+    def interrupted_at_step_30(self, tokens, epoch):
+        update(self, tokens, epoch)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 30:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(progress.Meter, "update", interrupted_at_step_30)
+    cut = tmp_path / "cut"
+    with pytest.raises(interrupt.Interrupted, match=r"stopped at step 30: checkpoint saved") as e:
+        trainer.train_and_evaluate(_config(), str(cut))
+    assert e.value.exit_code == 130
+    assert checkpoint.read_meta(cut / "checkpoint.npz")["step"] == 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    monkeypatch.setattr(progress.Meter, "update", update)
+    trainer.train_and_evaluate(_config(), str(cut))
+    assert (cut / "vectors.bin").read_bytes() == (clean / "vectors.bin").read_bytes()
+
+
+def _main(*flags, env=None):
+    return subprocess.Popen(
+        [sys.executable, "-m", "w2v_jax.main", *flags],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_sigterm_from_the_command_line_is_one_line_and_exit_143(tmp_path):
+    workdir = tmp_path / "run"
+    proc = _main(
+        "--config=w2v_jax/configs/tiny.py",
+        "--config.synthetic.num_tokens=600000",
+        "--config.log_every=1",
+        f"--workdir={workdir}",
+    )
+    while not run_folder.read_metrics(workdir) and proc.poll() is None:
+        pass  # wait until training has begun
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("stopped at step ")
+    assert "Traceback" not in err and "Unable to initialize backend" not in err
+    assert (workdir / "checkpoint.npz").exists()
+
+
+# ---- the command line: one line, exit 1, traceback only with --verbose -------------------
+
+
+CLI_ERRORS = [
+    (["--config.loss.nme=x"], r'^error: unknown config field --config.loss.nme \(did you mean "n'),
+    (["--config.bogus=1"], r"^error: unknown config field --config.bogus"),
+    (["--config=w2v_jax/configs/nope.py"], r"^error: --config=.*nope.py: no such file"),
+    (["--config.dim=abc"], r"^error: .*--config.dim=abc"),
+    (["--workdir=/dev/null/run"], r"^error: --workdir=/dev/null/run cannot be created"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("flags,match", CLI_ERRORS, ids=lambda x: str(x)[:30])
+def test_cli_mistakes_are_one_line(tmp_path, flags, match):
+    args = {"--config": "w2v_jax/configs/tiny.py", "--workdir": str(tmp_path / "run")}
+    extra = [f for f in flags if f.split("=")[0] not in args]
+    args.update(f.split("=", 1) for f in flags if f.split("=")[0] in args)
+    proc = _main(*[f"{k}={v}" for k, v in args.items()], *extra, "--config.max_steps=1")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and len(err.strip().splitlines()) == 1, err
+    assert __import__("re").search(match, err.strip()), err
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    proc = _main(
+        "--config=w2v_jax/configs/tiny.py",
+        f"--workdir={tmp_path}",
+        "--config.loss.k=500",
+        env={"W2V_VERBOSE": "1"},
+    )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" in err and "larger than the vocabulary" in err
+
+
+def test_text8_download_without_network_is_one_line(tmp_path, monkeypatch):
+    def offline(url, timeout):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    config = _config(**{"corpus.name": "text8", "corpus.download": True})
+    config.corpus.data_dir = str(tmp_path / "data")
+    with pytest.raises(OSError, match=r"could not download http.*text8.zip .*check the network"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.json").exists()
