@@ -35,14 +35,14 @@ Shape letters: V vocab, D dim, B batch rows, C context slots.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 
 from w2v_jax.data import synthetic
-from w2v_jax.evaluation import likelihood
+from w2v_jax.evaluation import likelihood, similarity
 
 
 class TrueConditional(NamedTuple):
@@ -101,10 +101,9 @@ def _weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> floa
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's rho; 0 when either side is constant."""
-    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return 0.0
-    return float(scipy.stats.spearmanr(x, y).statistic)
+    """Spearman's rho (`similarity.spearman`); 0 when either side is constant."""
+    rho = similarity.spearman(x, y)
+    return 0.0 if math.isnan(rho) else rho
 
 
 def fit_to_truth(params: dict, target: TrueConditional, *, loss_name: str, aux=None) -> TruthFit:
