@@ -88,6 +88,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
     config.seed = 0  # seed: initialisation, subsampling, windows, negatives
 
+    # ---- input -----------------------------------------------------------------------
+    config.input = ml_collections.ConfigDict()
+    # "host": NumPy batches made on a background thread (any corpus size; shuffle_buffer
+    # and prefetch apply). "device": the corpus lives on the device and each jitted call
+    # draws its own subsampling, windows and rows (data/on_device.py), so the host sends
+    # only learning rates; layout "grouped", parallel.mode "single".
+    config.input.mode = "host"
+    # Device mode: the device memory (GiB) to assume free; 0 = ask the device
+    # (memory_stats; on CPU, the host's available memory).
+    config.input.device_memory_gib = 0.0
+
     # ---- parallelism -----------------------------------------------------------------
     config.parallel = ml_collections.ConfigDict()
     config.parallel.mode = "single"  # "single" (jit), "pmap", "mesh" (jit + NamedSharding)

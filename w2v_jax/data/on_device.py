@@ -31,6 +31,18 @@ threads``. The random offset makes the coverage unbiased: for every (b, t) the p
 uniform over the M kept words, so each kept word is visited T·B/M times in expectation
 whatever the stream boundaries.
 
+Typical use (what `trainer` does in ``input.mode='device'``)::
+
+  corpus = on_device.make_corpus(ids, offsets, counts, sample=1e-3)  # device arrays
+  spec = on_device.make_spec(ids, counts, sample=1e-3, batch_size=B, window=5)
+  for call in on_device.calls(corpus, key, spec, start=step, stop=epochs * T, steps_per_call=S):
+      state, metrics = scan(state, call.feed, aux, lrs)  # `runners.device_scan_steps`
+
+The negatives come from the noise table of the step's ``aux`` (on the device already),
+drawn by `update.train_step` from ``fold_in(state.key, step)``. Device memory is about
+40·N bytes at its peak (`device_bytes`); `check_fits` refuses a corpus that would not fit
+with one line that names ``input.mode='host'``.
+
 Shape letters: N tokens, V vocabulary, M kept tokens of an epoch (dynamic, ≤ N), B rows per
 step, W window, C context slots (2W, or W when left-only), T steps per epoch.
 """
@@ -38,6 +50,7 @@ step, W window, C context slots (2W, or W when left-only), T steps per epoch.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -272,6 +285,32 @@ def feed_for_call(
     first, last = step // t_epoch, (step + num_steps - 1) // t_epoch
     epochs = {e: cache[e] if e in cache else _subsample(corpus, key, e) for e in (first, last)}
     return Feed(key, epochs[first], epochs[last]), epochs
+
+
+class Call(NamedTuple):
+    """One jitted call of a run: its feed and the steps it runs."""
+
+    feed: Feed
+    first_step: int  # the global step of its first sub-step
+    num_steps: int  # S sub-steps; fewer in a run's last call
+
+
+def calls(
+    corpus: DeviceCorpus,
+    key: jax.Array,
+    spec: Spec,
+    *,
+    start: int,
+    stop: int,
+    steps_per_call: int,
+) -> Iterator[Call]:
+    """The calls of steps [start, stop), ``steps_per_call`` steps each (the last may be
+    shorter), with their feeds; resuming at ``start`` reproduces a run's later batches."""
+    cache = None
+    for first in range(start, stop, steps_per_call):
+        num = min(steps_per_call, stop - first)
+        feed, cache = feed_for_call(corpus, key, first, num, spec, cache)
+        yield Call(feed, first, num)
 
 
 def tokens_done(step: int, num_tokens: int, spec: Spec) -> int:
