@@ -66,8 +66,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- optimisation ----------------------------------------------------------------
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"  # "sgd" (word2vec), "adagrad", "adam"
-    config.optimizer.sparse = True  # sgd: update only the rows a batch touches
+    # "sgd" (word2vec), "adagrad" (per element, optax's), "rowwise_adagrad" (one
+    # accumulator per row, as FBGEMM / PyTorch-BigGraph), "adam" (dense only)
+    config.optimizer.name = "sgd"
+    # Update only the rows a batch touches (sgd, both adagrads): each row's duplicate
+    # gradients are summed, then applied once (step/optimizers.py). False: optax on dense
+    # full-table gradients, one pass over every table per step.
+    config.optimizer.sparse = True
+    config.optimizer.initial_accumulator = 0.1  # adagrads: initial sum of squared gradients
+    config.optimizer.eps = 1e-7  # adagrads: eps under the root (per element) or added to it
     # sparse sgd: a word updated n times in one step gets its summed update times n^-power
     # (0: the exact sum, as dense SGD; 1: the mean; see docs/training.md, "duplicate_power")
     config.optimizer.duplicate_power = 0.0

@@ -80,6 +80,31 @@ def gather(
     return rows
 
 
+def row_grads(
+    batch,
+    samples,
+    constants: output_layers.Constants,
+    layer: output_layers.OutputLayer,
+    grads: dict,
+    centre_input=False,
+) -> rows_lib.RowGrads:
+    """`gather`'s row gradients ``grads`` with the table rows they belong to."""
+    d = grads["in"].shape[-1]
+    in_ids, pos_ids = batch.contexts, batch.centers
+    if centre_input:
+        in_ids, pos_ids = batch.centers, batch.contexts
+    in_ids, in_grads = in_ids.reshape(-1), grads["in"].reshape(-1, d)
+    if layer.tree:
+        points = constants.points[batch.centers].reshape(-1)
+        return rows_lib.RowGrads(in_ids, in_grads, points, grads["path"].reshape(-1, d), None)
+    ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
+    out_grads = jnp.concatenate([grads["pos"].reshape(-1, d), grads["neg"].reshape(-1, d)])
+    bias_grads = None
+    if "pos_bias" in grads:
+        bias_grads = jnp.concatenate([grads["pos_bias"].reshape(-1), grads["neg_bias"].reshape(-1)])
+    return rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads)
+
+
 def scatter_add(
     params: dict,
     batch,
@@ -91,27 +116,10 @@ def scatter_add(
     centre_input=False,
     power=0.0,
 ):
-    """params + scale · grads of `gather`'s rows, through `rows.add_rows`
-    (``power`` > 0: duplicate rows scaled by `rows.duplicate_factor`)."""
-    d = params["in_embed"].shape[1]
-    in_ids, pos_ids = batch.contexts, batch.centers
-    if centre_input:
-        in_ids, pos_ids = batch.centers, batch.contexts
-    in_ids, in_grads = in_ids.reshape(-1), grads["in"].reshape(-1, d)
-    if layer.tree:
-        points = constants.points[batch.centers].reshape(-1)
-        return rows_lib.add_rows(
-            params, layer.table, in_ids, in_grads, points, grads["path"].reshape(-1, d), scale,
-            power,
-        )  # fmt: skip
-    ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
-    out_grads = jnp.concatenate([grads["pos"].reshape(-1, d), grads["neg"].reshape(-1, d)])
-    bias_grads = None
-    if "out_bias" in params:
-        bias_grads = jnp.concatenate([grads["pos_bias"].reshape(-1), grads["neg_bias"].reshape(-1)])
-    return rows_lib.add_rows(
-        params, layer.table, in_ids, in_grads, ids, out_grads, scale, power, bias_grads
-    )
+    """params + scale · grads of `gather`'s rows: word2vec's sparse SGD, through
+    `rows.add_rows` (``power`` > 0: duplicate rows scaled by `optimizers.duplicate_factor`)."""
+    row_grads_ = row_grads(batch, samples, constants, layer, grads, centre_input)
+    return rows_lib.add_rows(params, layer.table, row_grads_, scale, power)
 
 
 def _inputs(rows_in, mask, cfg):

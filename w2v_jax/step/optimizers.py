@@ -81,6 +81,13 @@ def sum_duplicates(unique: UniqueRows, grads: jax.Array) -> jax.Array:
     return jax.ops.segment_sum(grads, unique.inverse, num_segments=unique.ids.shape[0])
 
 
+def _no_sparse_form(name: str) -> ValueError:
+    return ValueError(
+        f"optimizer.name={name!r} has no sparse form; use one of {list(SPARSE)} "
+        "or optimizer.sparse=False"
+    )
+
+
 def _gather(table: jax.Array, unique: UniqueRows) -> jax.Array:
     return table.at[unique.ids].get(
         mode="fill", fill_value=0, indices_are_sorted=True, unique_indices=True
@@ -180,7 +187,7 @@ def sparse_update(name: str, table, state, ids, grads, lr, *, eps=1e-7, power=0.
         return sgd(table, state, ids, grads, lr, duplicate_power=power)
     if name in _DIRECTIONS:
         return _sparse_adaptive(name, table, state, ids, grads, lr, eps, unique)
-    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+    raise _no_sparse_form(name)
 
 
 def dense_update(name: str, table, state, grads, lr, *, eps=1e-7):
@@ -191,7 +198,53 @@ def dense_update(name: str, table, state, grads, lr, *, eps=1e-7):
     if name in _DIRECTIONS:
         update, state = _DIRECTIONS[name](state, grads, eps)
         return table - lr * update, state
-    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+    raise _no_sparse_form(name)
+
+
+def apply_rows(
+    name: str,
+    params: dict,
+    state,
+    table: str,
+    ids,
+    grads,
+    lr,
+    *,
+    eps: float = 1e-7,
+    power: float = 0.0,
+    bias_grads=None,
+):
+    """(params, state) with ``grads`` [N, D] applied to ``params[table]`` at ``ids`` [N]
+    by the sparse form of ``name``, and ``bias_grads`` [N] to ``params["out_bias"]`` at
+    the same ids (one dedup; SGD's `duplicate_factor` from the table's rows, as word2vec
+    scatters it). ``ids`` None: ``grads`` is the whole table's dense gradient
+    (`dense_update`). ``state``: `init_sparse`'s (), or its dict of accumulators.
+    """
+    names = [table] if bias_grads is None else [table, "out_bias"]
+    all_grads = [grads] if bias_grads is None else [grads, bias_grads]
+    params = dict(params)
+    state = dict(state) if isinstance(state, dict) else state
+    if name == "sgd":
+        factor = None
+        if power and ids is not None:
+            factor = duplicate_factor(params[table].shape[0], ids, -lr * grads, power)
+        for key, g in zip(names, all_grads, strict=True):
+            if ids is None:
+                params[key], _ = dense_update(name, params[key], (), g, lr)
+            else:
+                params[key], _ = sgd(params[key], (), ids, g, lr, factor=factor)
+        return params, state
+    if name not in _DIRECTIONS:
+        raise _no_sparse_form(name)
+    unique = None if ids is None else unique_rows(ids, params[table].shape[0])
+    for key, g in zip(names, all_grads, strict=True):
+        if ids is None:
+            params[key], state[key] = dense_update(name, params[key], state[key], g, lr, eps=eps)
+        else:
+            params[key], state[key] = _sparse_adaptive(
+                name, params[key], state[key], ids, g, lr, eps, unique
+            )
+    return params, state
 
 
 def init_sparse(name: str, params: dict, initial_accumulator: float):
@@ -203,7 +256,7 @@ def init_sparse(name: str, params: dict, initial_accumulator: float):
         return {k: jnp.full_like(v, initial_accumulator) for k, v in params.items()}
     if name == "rowwise_adagrad":
         return {k: jnp.full(v.shape[:1], initial_accumulator, v.dtype) for k, v in params.items()}
-    raise ValueError(f"optimizer.name={name!r} has no sparse form; use one of {SPARSE}")
+    raise _no_sparse_form(name)
 
 
 # --- the dense path: optax transforms without their learning rate ---------------------

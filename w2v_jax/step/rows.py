@@ -1,5 +1,5 @@
 """The generic row path: gather the rows a batch touches, score them with the loss
-library per example, scatter-add the row gradients back.
+library per example, apply the row gradients back (`update_rows`).
 
 Shape letters: B batch rows, C context slots per row, D dim, V vocab, K samples,
 G sample groups, L Huffman path length, E examples (B*C for skip-gram, B for CBOW),
@@ -8,7 +8,8 @@ M gathered output rows, N scattered rows.
 Everything works on *gathered rows* (`gather`), so the same loss code serves the sparse
 update (gradient w.r.t. the rows, scatter-add into the tables) and the dense one (autodiff
 through the gather gives the full-table gradient). Its sibling `grouped` scores whole
-rows with batched matmuls where a grouping applies; both scatter through `add_rows`.
+rows with batched matmuls where a grouping applies; both hand their row gradients
+(`RowGrads`) to `update_rows`, which applies the optimiser (`step.optimizers`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from w2v_jax.model import output_layers, word2vec
+from w2v_jax.step import optimizers
 
 
 class Targets(NamedTuple):
@@ -115,74 +117,63 @@ def gather(params: dict, contexts: jax.Array, targets: Targets, table: str) -> d
     return rows
 
 
-def duplicate_factor(vocab_size: int, ids: jax.Array, rows: jax.Array, power: float):
-    """[N] factor n_r^-power of each row update: n_r = the non-zero updates to its row.
+class RowGrads(NamedTuple):
+    """One step's row gradients and where they go (`update_rows`)."""
 
-    A sparse step sums the updates of a word that occurs n times in the batch (exact SGD
-    on the summed loss; word2vec applies them one after another instead). ``power`` 1
-    averages them, 0.5 divides by √n; rows whose update is exactly zero (padding) do not
-    count. ids [N], rows [N, D].
-    """
-    touched = jnp.any(rows != 0, axis=-1).astype(rows.dtype)
-    counts = jnp.zeros((vocab_size,), rows.dtype).at[ids].add(touched)
-    return jnp.maximum(counts[ids], 1.0) ** -power
+    in_ids: jax.Array  # [N] rows of ``in_embed``
+    in_grads: jax.Array  # [N, D]
+    out_ids: jax.Array | None  # [M] rows of the output table; None: a dense gradient
+    out_grads: jax.Array  # [M, D], or the whole table's [V, D] gradient
+    bias_grads: jax.Array | None  # [M] (or [V]) when the model has ``out_bias``
+
+
+def update_rows(
+    params: dict, opt_state, table: str, grads: RowGrads, lr, optimizer: str, eps, power
+):
+    """(params, opt_state) after the sparse form of ``optimizer`` (`optimizers.apply_rows`)
+    applies ``grads``: ``in_embed`` by rows, ``table`` and ``out_bias`` by rows or, with
+    ``out_ids`` None (softmax), densely. ``power``: sparse SGD's `duplicate_power`."""
+    params, opt_state = optimizers.apply_rows(
+        optimizer, params, opt_state, "in_embed", grads.in_ids, grads.in_grads, lr,
+        eps=eps, power=power,
+    )  # fmt: skip
+    return optimizers.apply_rows(
+        optimizer, params, opt_state, table, grads.out_ids, grads.out_grads, lr,
+        eps=eps, power=power, bias_grads=grads.bias_grads,
+    )  # fmt: skip
 
 
 def scatter_rows(table, ids, rows, power: float = 0.0, bias=None, bias_rows=None):
     """(table, bias) with rows [N, D] (and bias_rows [N]) scatter-added at ids [N];
-    with ``power`` > 0 each update is scaled by `duplicate_factor` first."""
+    with ``power`` > 0 each update is scaled by `optimizers.duplicate_factor` first."""
+    factor = None
     if power:
-        factor = duplicate_factor(table.shape[0], ids, rows, power)
-        rows = rows * factor[:, None]
-        bias_rows = None if bias_rows is None else bias_rows * factor
-    table = table.at[ids].add(rows)
-    return table, (None if bias is None else bias.at[ids].add(bias_rows))
-
-
-def add_rows(
-    params: dict,
-    table: str,
-    in_ids,
-    in_grads,
-    out_ids,
-    out_grads,
-    scale,
-    power: float = 0.0,
-    bias_grads=None,
-) -> dict:
-    """params + scale · grads, every row gradient scatter-added into its table.
-
-    ``in_grads`` [N, D] go to ``in_embed`` at ``in_ids`` [N]; ``out_grads`` [M, D] (and
-    ``bias_grads`` [M] when the model has ``out_bias``) to ``table`` at ``out_ids`` [M], or,
-    with ``out_ids`` None, are the whole table's dense gradient. ``power``:
-    `duplicate_factor` of the scattered rows.
-    """
-    new = dict(params)
-    new["in_embed"], _ = scatter_rows(params["in_embed"], in_ids, scale * in_grads, power)
-    bias = params.get("out_bias")
-    if out_ids is None:
-        new[table] = params[table] + scale * out_grads
-        if bias is not None:
-            new["out_bias"] = bias + scale * bias_grads
-        return new
-    bias_rows = None if bias is None else scale * bias_grads
-    new[table], new_bias = scatter_rows(
-        params[table], out_ids, scale * out_grads, power, bias, bias_rows
-    )
+        factor = optimizers.duplicate_factor(table.shape[0], ids, rows, power)
+    table, _ = optimizers.sgd(table, (), ids, rows, -1.0, factor=factor)
     if bias is not None:
-        new["out_bias"] = new_bias
-    return new
+        bias, _ = optimizers.sgd(bias, (), ids, bias_rows, -1.0, factor=factor)
+    return table, bias
+
+
+def add_rows(params: dict, table: str, grads: RowGrads, scale, power: float = 0.0) -> dict:
+    """params + scale · grads: word2vec's sparse SGD (`update_rows` with lr = -scale)."""
+    return update_rows(params, (), table, grads, -scale, "sgd", 0.0, power)[0]
+
+
+def row_grads(contexts, targets: Targets, grads: dict) -> RowGrads:
+    """`gather`'s row gradients ``grads`` as a `RowGrads`."""
+    d = grads["in"].shape[-1]
+    return RowGrads(
+        contexts.reshape(-1), grads["in"].reshape(-1, d), targets.out_ids, grads["out"],
+        grads.get("bias"),
+    )  # fmt: skip
 
 
 def scatter_add(
     params: dict, contexts, targets: Targets, table: str, grads: dict, scale, power=0.0
 ):
-    """params + scale * grads of `gather`'s rows (``power``: `duplicate_factor`)."""
-    d = params["in_embed"].shape[1]
-    return add_rows(
-        params, table, contexts.reshape(-1), grads["in"].reshape(-1, d),
-        targets.out_ids, grads["out"], scale, power, grads.get("bias"),
-    )  # fmt: skip
+    """params + scale * grads of `gather`'s rows (``power``: sparse SGD's duplicate_power)."""
+    return add_rows(params, table, row_grads(contexts, targets, grads), scale, power)
 
 
 def summed_loss(rows: dict, mask: jax.Array, targets: Targets, cfg) -> tuple[jax.Array, jax.Array]:

@@ -10,10 +10,14 @@ argument; ``lr`` is the learning rate for this step, computed on the host from t
 processed (word2vec's linear decay).
 
 Two update rules:
-  * ``optimizer="sgd"`` with ``sparse=True`` — word2vec's own: plain SGD on the summed
-    loss, applied to the gathered rows only and scatter-added into the (donated) tables,
-    so a step costs O(B·C·(K+2)·D), not O(V·D). Exactly equal to dense SGD.
-  * any of ``sgd``, ``adagrad``, ``adam`` through optax on dense full-table gradients.
+  * ``sparse=True`` (``sgd``, ``adagrad``, ``rowwise_adagrad``): the gradient w.r.t. the
+    gathered rows only, applied to those rows of the (donated) tables by
+    `optimizers.apply_rows`, so a step costs O(B·C·(K+2)·D), not O(V·D). ``sgd`` is
+    word2vec's own (plain SGD on the summed loss, scatter-added); the AdaGrads sum each
+    row's duplicates and update every unique row once. Each equals its dense form.
+    Softmax's output table gets a dense gradient and the dense form of the same rule.
+  * ``sparse=False``: any of ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam`` through
+    optax on dense full-table gradients.
 
 A batch's rows are gathered, scored and scattered by `grouped` where a grouping applies
 and by the generic per-example path `rows` otherwise (`row_functions`).
@@ -31,10 +35,9 @@ import numpy as np
 import optax
 
 from w2v_jax.model import output_layers, sampling, word2vec
-from w2v_jax.step import grouped, rows
+from w2v_jax.step import grouped, optimizers, rows
 
-OPTIMIZERS = ("sgd", "adagrad", "adam")
-PARALLEL = ("single", "pmap", "mesh")
+OPTIMIZERS = optimizers.OPTIMIZERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,38 +55,39 @@ class StepConfig:
     cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's
     left_only: bool = False  # contexts are only previous words (asymmetric pairs)
     skipgram_input: str = "centre"  # sampled skip-gram: "centre" or "context" (word2vec C)
-    optimizer: str = "sgd"  # sgd | adagrad | adam
-    sparse: bool = True  # sgd only: row-sparse scatter-add update
+    optimizer: str = "sgd"  # sgd | adagrad | rowwise_adagrad | adam
+    sparse: bool = True  # update only the rows a batch touches (not adam)
     duplicate_power: float = 0.0  # sparse sgd: a row's n summed updates scaled by n^-power
+    initial_accumulator: float = 0.1  # adagrads: initial sum of squared gradients
+    eps: float = 1e-7  # adagrads: added under the root (per element) or to it (row-wise)
 
 
 class TrainState(NamedTuple):
     step: jax.Array  # [] int32, number of updates applied
     params: dict  # see word2vec.init_params
-    opt_state: Any  # optax state of the dense path; () for sparse SGD
+    opt_state: Any  # dense: optax state; sparse: () for SGD, else a dict of accumulators
     key: jax.Array  # [2] uint32 base RNG key; step keys are fold_in(key, step)
 
 
 def make_transform(cfg: StepConfig) -> optax.GradientTransformation:
-    """The optimiser without its learning rate (the step scales by -lr itself)."""
-    if cfg.optimizer == "sgd":
-        return optax.identity()
-    if cfg.optimizer == "adagrad":
-        return optax.scale_by_rss(initial_accumulator_value=0.1, eps=1e-7)
-    if cfg.optimizer == "adam":
-        return optax.scale_by_adam()
-    raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}; got {cfg.optimizer!r}")
+    """The dense optimiser without its learning rate (the step scales by -lr itself)."""
+    return optimizers.make_transform(
+        cfg.optimizer, initial_accumulator=cfg.initial_accumulator, eps=cfg.eps
+    )
 
 
 def init_state(key: jax.Array, vocab_size: int, dim: int, cfg: StepConfig, use_bias=False):
     init_key, step_key = jax.random.split(key)
     params = word2vec.init_params(init_key, vocab_size, dim, cfg.loss, use_bias)
-    opt_state = () if _is_sparse(cfg) else make_transform(cfg).init(params)
+    if _is_sparse(cfg):
+        opt_state = optimizers.init_sparse(cfg.optimizer, params, cfg.initial_accumulator)
+    else:
+        opt_state = make_transform(cfg).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, step_key)
 
 
 def _is_sparse(cfg: StepConfig) -> bool:
-    return cfg.optimizer == "sgd" and cfg.sparse
+    return cfg.sparse
 
 
 def _draw_samples(key, constants: output_layers.Constants, shape, axis_name):
@@ -124,7 +128,8 @@ class RowFunctions(NamedTuple):
 
     gather: Any  # params -> rows
     loss: Any  # rows -> (Σ weight · loss, Σ weight)
-    scatter: Any  # (params, row grads, scale) -> params; all-gathers under pmap
+    scatter: Any  # (params, opt_state, row grads, lr) -> (params, opt_state); all-gathers
+    # under pmap
 
 
 def row_functions(
@@ -136,15 +141,13 @@ def row_functions(
     if grouped.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
 
-        def scatter(params, grads, scale):
+        def scatter(params, opt_state, grads, lr):
             rows_batch, rows_samples = batch, samples
             if axis_name is not None:  # every replica applies every device's rows, in order
                 gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
                 rows_batch, rows_samples, grads = gather((batch, samples, grads))
-            return grouped.scatter_add(
-                params, rows_batch, rows_samples, aux, layer, grads, scale, centre_input,
-                cfg.duplicate_power,
-            )  # fmt: skip
+            row_grads = grouped.row_grads(rows_batch, rows_samples, aux, layer, grads, centre_input)
+            return _update_rows(cfg, params, opt_state, layer.table, row_grads, lr)
 
         centre_input = grouped.centre_predicts(cfg)
         return RowFunctions(
@@ -154,18 +157,23 @@ def row_functions(
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
 
-    def scatter(params, grads, scale):
+    def scatter(params, opt_state, grads, lr):
         contexts, rows_targets = batch.contexts, targets
         if axis_name is not None:
             contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        return rows.scatter_add(
-            params, contexts, rows_targets, layer.table, grads, scale, cfg.duplicate_power
-        )
+        row_grads = rows.row_grads(contexts, rows_targets, grads)
+        return _update_rows(cfg, params, opt_state, layer.table, row_grads, lr)
 
     return RowFunctions(
         lambda p: rows.gather(p, batch.contexts, targets, layer.table),
         lambda gathered: rows.summed_loss(gathered, batch.mask, targets, cfg),
         scatter,
+    )
+
+
+def _update_rows(cfg: StepConfig, params, opt_state, table, row_grads, lr):
+    return rows.update_rows(
+        params, opt_state, table, row_grads, lr, cfg.optimizer, cfg.eps, cfg.duplicate_power
     )
 
 
@@ -196,8 +204,7 @@ def train_step(
         (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(gathered)
         grad_norm_in = _norm(grads["in"])
         grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in"})
-        params = fns.scatter(params, grads, -lr)
-        opt_state = state.opt_state
+        params, opt_state = fns.scatter(params, state.opt_state, grads, lr)
     else:
         loss_of_params = lambda p: fns.loss(fns.gather(p))  # noqa: E731
         (total, count), grads = jax.value_and_grad(loss_of_params, has_aux=True)(params)
