@@ -62,7 +62,7 @@ def main():
     for model_name in MODELS:
         for loss in LOSSES:
             for optimizer in OPTIMIZERS:
-                sparse = optimizer == "sgd"
+                sparse = optimizer != "adam"  # adam has no sparse form
                 cfg = update.StepConfig(
                     model=model_name, loss=loss, k=3, optimizer=optimizer, sparse=sparse
                 )

@@ -18,6 +18,7 @@ CASES = [
     (2, "neg,hs,softmax", "sgd", "skipgram,cbow"),
     (2, "sampled_softmax", "adam", "skipgram"),
     (4, "nce", "sgd,adam", "skipgram"),
+    (2, "neg,softmax", "adagrad,rowwise_adagrad", "skipgram"),
 ]
 
 

@@ -1,5 +1,8 @@
 """Sparse optimisers for embedding tables: exact dedup, AdaGrad equal to optax and to a
-NumPy reference, untouched rows untouched, word2vec's SGD unchanged, cost O(rows · D)."""
+NumPy reference, untouched rows untouched, word2vec's SGD unchanged, cost O(rows · D),
+the same through train_step for every model and output layer, and bit-exact resume."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from w2v_jax.step import optimizers
+from w2v_jax import checkpoint, settings, trainer
+from w2v_jax.configs import tiny
+from w2v_jax.data import input_pipeline
+from w2v_jax.model import output_layers
+from w2v_jax.step import optimizers, update
 
 V, D, N = 30, 4, 64
 INIT, EPS = 0.1, 1e-7
@@ -198,3 +205,183 @@ def test_init_sparse_shapes_and_unknown_names():
         optimizers.init_sparse("adam", params, INIT)
     with pytest.raises(ValueError, match="optimizer.name must be one of"):
         optimizers.make_transform("lbfgs")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "rowwise_adagrad"])
+def test_apply_rows_updates_a_table_and_its_bias_with_shared_ids(name):
+    """A table and its bias share their ids: each is updated as if alone, except that
+    SGD's duplicate factor comes from the table's rows (as word2vec scatters them)."""
+    params = {"in_embed": _table(), "out_embed": _table(2), "out_bias": _table(3, None)}
+    state = optimizers.init_sparse(name, params, INIT)
+    ids, g = next(_batches())
+    _, gb = next(_batches(seed=5, width=None))
+    g[::5] = 0.0  # rows whose table gradient is zero do not count as duplicates
+    new, new_state = optimizers.apply_rows(
+        name, params, state, "out_embed", ids, g, 0.1, eps=EPS, power=0.5, bias_grads=gb
+    )
+    np.testing.assert_array_equal(new["in_embed"], params["in_embed"])
+    for key, grads in (("out_embed", g), ("out_bias", gb)):
+        if name == "sgd":
+            factor = optimizers.duplicate_factor(V, ids, -0.1 * g, 0.5)
+            want, _ = optimizers.sgd(params[key], (), ids, grads, 0.1, factor=factor)
+        else:
+            want, want_state = optimizers.sparse_update(
+                name, params[key], state[key], ids, grads, 0.1, eps=EPS
+            )
+            np.testing.assert_array_equal(new_state[key], want_state)
+        np.testing.assert_array_equal(new[key], want)
+
+
+# --- through train_step -------------------------------------------------------------
+
+SB, SC = 24, 4  # batch rows and context slots of the train_step checks
+
+
+def _step_batches(steps, seed=0):
+    """Batches over a vocabulary of V words with a Zipf-like skew: many duplicates."""
+    rng = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, V + 1)
+    p /= p.sum()
+    for _ in range(steps):
+        mask = (rng.random((SB, SC)) < 0.8).astype(np.float32)
+        mask[0] = 0.0  # a padding row
+        centers = rng.choice(V, SB, p=p).astype(np.int32)
+        yield input_pipeline.Batch(centers, rng.choice(V, (SB, SC), p=p).astype(np.int32), mask)
+
+
+def _constants(loss):
+    counts = np.sort(np.random.default_rng(3).integers(1, 500, V))[::-1].astype(np.int64)
+    return output_layers.constants_for(loss, counts)
+
+
+def _run_steps(cfg, steps=3, use_bias=False):
+    state = update.init_state(jax.random.PRNGKey(0), V, D, cfg, use_bias)
+    key = jax.random.PRNGKey(1)  # non-zero output tables, so every gradient is non-zero
+    params = {k: v + 0.1 * jax.random.normal(key, v.shape) for k, v in state.params.items()}
+    state = state._replace(params=params)
+    step = jax.jit(functools.partial(update.train_step, cfg=cfg))
+    constants = _constants(cfg.loss)
+    for i, batch in enumerate(_step_batches(steps)):
+        state, metrics = step(state, batch, constants, np.float32(0.5 / (i + 1)))
+        assert bool(metrics["finite"])
+    return jax.device_get(state)
+
+
+STEP_CASES = [
+    (model, loss, share)
+    for model in ("skipgram", "cbow")
+    for loss in output_layers.NAMES
+    for share in (("pair", "row") if loss in output_layers.SAMPLED else ("pair",))
+]
+
+
+@pytest.mark.parametrize("model,loss,share", STEP_CASES)
+def test_sparse_adagrad_step_equals_dense_optax_adagrad(model, loss, share):
+    """The sparse path (rows, dedup, once per unique row; softmax's output table dense)
+    equals optax's scale_by_rss on the dense gradients, over several steps."""
+    use_bias = loss in ("softmax", "nce")
+    kw = dict(model=model, loss=loss, k=4, share=share, optimizer="adagrad")
+    kw.update(initial_accumulator=0.5, eps=1e-6, skipgram_input="context")
+    sparse = _run_steps(update.StepConfig(sparse=True, **kw), use_bias=use_bias)
+    dense = _run_steps(update.StepConfig(sparse=False, **kw), use_bias=use_bias)
+    assert set(sparse.opt_state) == set(sparse.params)
+    for name in sparse.params:
+        np.testing.assert_allclose(sparse.params[name], dense.params[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            sparse.opt_state[name], dense.opt_state.sum_of_squares[name], rtol=1e-5, atol=1e-6
+        )
+    start = _run_steps(update.StepConfig(sparse=True, **kw), steps=0, use_bias=use_bias)
+    assert not np.array_equal(sparse.params["in_embed"], start.params["in_embed"])
+
+
+@pytest.mark.parametrize(
+    "model,loss", [("skipgram", "neg"), ("cbow", "hs"), ("skipgram", "softmax")]
+)
+def test_sparse_rowwise_adagrad_step_equals_its_dense_form(model, loss):
+    """Row-wise AdaGrad: the sparse step equals the dense transform (each equals the NumPy
+    reference above); softmax: dense output with sparse input."""
+    kw = dict(model=model, loss=loss, k=4, share="row", optimizer="rowwise_adagrad")
+    sparse = _run_steps(update.StepConfig(sparse=True, **kw), use_bias=loss == "softmax")
+    dense = _run_steps(update.StepConfig(sparse=False, **kw), use_bias=loss == "softmax")
+    for name in sparse.params:
+        assert sparse.opt_state[name].shape == sparse.params[name].shape[:1]
+        np.testing.assert_allclose(sparse.params[name], dense.params[name], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            sparse.opt_state[name], dense.opt_state.sum_of_squares[name], rtol=1e-5, atol=1e-6
+        )
+
+
+def test_untouched_rows_keep_weights_and_accumulators_through_train_step():
+    cfg = update.StepConfig(loss="neg", k=2, share="row", optimizer="rowwise_adagrad")
+    state = update.init_state(jax.random.PRNGKey(0), V, D, cfg)
+    out = 0.1 * jax.random.normal(jax.random.PRNGKey(1), (V, D))  # non-zero input gradients
+    state = state._replace(params={**state.params, "out_embed": out})
+    constants = _constants("neg")
+    batch = next(_step_batches(1))
+    new, _ = jax.jit(functools.partial(update.train_step, cfg=cfg))(
+        state, batch, constants, np.float32(0.3)
+    )
+    samples = update.batch_samples(cfg, batch, constants, jax.random.fold_in(state.key, 0))
+    touched_in = np.union1d(batch.centers, batch.contexts)  # skip-gram centre input
+    touched = np.union1d(touched_in, np.asarray(samples))
+    free = np.setdiff1d(np.arange(V), touched)
+    assert free.size
+    for name in ("in_embed", "out_embed"):
+        np.testing.assert_array_equal(new.opt_state[name][free], state.opt_state[name][free])
+        np.testing.assert_array_equal(new.params[name][free], state.params[name][free])
+    used = batch.centers[batch.mask.sum(axis=1) > 0]  # centres of rows with a context
+    assert np.all(new.opt_state["in_embed"][used] > state.opt_state["in_embed"][used])
+
+
+def test_train_state_with_accumulators_round_trips_through_a_checkpoint(tmp_path):
+    cfg = update.StepConfig(loss="nce", k=3, optimizer="adagrad")
+    state = _run_steps(cfg, steps=2, use_bias=True)
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, state, {"step": 2})
+    template = jax.device_get(update.init_state(jax.random.PRNGKey(5), V, D, cfg, True))
+    loaded, meta = checkpoint.load(path, template)
+    assert meta == {"step": 2}
+    for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert jax.tree.structure(loaded) == jax.tree.structure(state)
+
+
+def _config(**overrides):
+    config = tiny.get_config()
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
+@pytest.mark.parametrize("name", ["adagrad", "rowwise_adagrad"])
+def test_a_stopped_sparse_adagrad_run_resumes_bit_exactly(tmp_path, name):
+    """The accumulators travel in the checkpoint: stop, resume, same vectors as one run."""
+    opt = {"optimizer.name": name, "optimizer.alpha": 0.2}
+    trainer.train_and_evaluate(_config(**opt), str(tmp_path / "full"))
+    trainer.train_and_evaluate(_config(max_steps=37, **opt), str(tmp_path / "part"))
+    trainer.train_and_evaluate(_config(**opt), str(tmp_path / "part"))
+    full = (tmp_path / "full/vectors.bin").read_bytes()
+    assert full == (tmp_path / "part/vectors.bin").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"optimizer.initial_accumulator": 0.0}, r"config.optimizer.initial_accumulator=0.0 must"),
+        ({"optimizer.eps": -1e-7}, r"config.optimizer.eps=-1e-07 must be > 0"),
+        ({"optimizer.name": "adam"}, r"'adam' has no sparse form; set optimizer.sparse=False"),
+        ({"optimizer.name": "adamw"}, r"config.optimizer.name='adamw' is not allowed"),
+    ],
+)
+def test_bad_optimizer_settings_fail_in_one_line(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        settings.validate(_config(**overrides))
+
+
+def test_the_new_optimizer_fields_reach_the_step_config():
+    config = _config(**{"optimizer.name": "rowwise_adagrad", "optimizer.eps": 1e-8})
+    settings.validate(config)
+    cfg = settings.step_config(config)
+    assert (cfg.optimizer, cfg.sparse, cfg.eps, cfg.initial_accumulator) == (
+        "rowwise_adagrad", True, 1e-8, 0.1,
+    )  # fmt: skip
+    settings.validate(_config(**{"optimizer.name": "adam", "optimizer.sparse": False}))
