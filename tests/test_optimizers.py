@@ -38,9 +38,11 @@ def test_unique_rows_sums_duplicates_and_pads_out_of_range():
     ids = jnp.array([3, 1, 3, 3, 0], jnp.int32)
     g = jnp.array([[1.0], [2.0], [3.0], [4.0], [5.0]])
     u = optimizers.unique_rows(ids, num_rows=5)
-    np.testing.assert_array_equal(u.ids, [0, 1, 3, 5 + 3, 5 + 4])  # sorted, distinct padding
+    # first occurrences keep their row; repeats get distinct out-of-range ids V + slot
+    np.testing.assert_array_equal(u.ids, [3, 1, 5 + 2, 5 + 3, 0])
+    assert len(set(np.asarray(u.ids).tolist())) == len(ids)  # no index repeats
     np.testing.assert_array_equal(u.ids[u.inverse], ids)
-    np.testing.assert_array_equal(optimizers.sum_duplicates(u, g)[:, 0], [5, 2, 8, 0, 0])
+    np.testing.assert_array_equal(optimizers.sum_duplicates(u, g)[:, 0], [8, 2, 0, 0, 5])
 
 
 @pytest.mark.parametrize("width", [D, None], ids=["table", "bias"])
@@ -175,8 +177,9 @@ def test_duplicate_factor_counts_non_zero_updates():
 
 @pytest.mark.parametrize("name", ["adagrad", "rowwise_adagrad"])
 def test_sparse_update_never_builds_a_table_sized_temporary(name):
-    """Cost O(N · D): in the traced update, only the two write-backs produce [V, ...]
-    arrays; everything else is sized by the step's rows."""
+    """Cost O(N · D): in the traced update, only the two write-backs produce float [V, ...]
+    arrays; the one other V-sized array is the [V] int32 first-slot buffer of the dedup
+    (`unique_rows`); everything else is sized by the step's rows."""
     big_v = 100_003
     table = jax.ShapeDtypeStruct((big_v, D), jnp.float32)
     acc_shape = (big_v, D) if name == "adagrad" else (big_v,)
@@ -186,12 +189,17 @@ def test_sparse_update_never_builds_a_table_sized_temporary(name):
     jaxpr = jax.make_jaxpr(
         lambda t, a, i, x: optimizers.sparse_update(name, t, a, i, x, 0.1, eps=EPS)
     )(table, acc, ids, g)
-    big = []
+    big, index_buffers = [], []
     for eqn in jaxpr.jaxpr.eqns:
         for var in eqn.outvars:
             if any(s >= big_v for s in getattr(var.aval, "shape", ())):
-                big.append(eqn.primitive.name)
+                if var.aval.dtype == jnp.int32:
+                    index_buffers.append((eqn.primitive.name, var.aval.shape))
+                else:
+                    big.append(eqn.primitive.name)
     assert big == ["scatter", "scatter"], big
+    assert [shape for _, shape in index_buffers] == [(big_v,)] * len(index_buffers)
+    assert len(index_buffers) <= 2, index_buffers  # the buffer and its scatter-min
 
 
 def test_init_sparse_shapes_and_unknown_names():
