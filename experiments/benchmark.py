@@ -33,10 +33,12 @@ keeps exactly our vocabulary; the sizes are printed and checked.
 
 Settings on both sides: skip-gram (``sg=1``) or CBOW (``sg=0, cbow_mean=1``), negative
 sampling (``--negative``, ``ns_exponent`` 0.75, ``hs=0``), ``--window`` (word2vec's random
-effective window), ``--dim``, ``--sample``, ``--min_count``, ``--epochs``, alpha 0.025
-(CBOW 0.05) decayed linearly to 1e-4, ``--seed``; gensim uses ``--gensim_workers``
-threads, ours all of JAX's. ``--ours_overrides`` changes our config only (e.g. the
-negative-sharing estimator ``loss.share``, which gensim does not have).
+effective window), ``--dim``, ``--sample``, ``--min_count``, ``--epochs``, ``--seed``.
+Ours trains with the project's default config otherwise (its optimiser, learning rate,
+batch size, negative sharing and input mode: configs/default.py); gensim with its own
+alpha 0.025 (CBOW 0.05) decayed linearly to 1e-4 and ``--gensim_workers`` threads, ours
+with all of JAX's. ``--ours_overrides`` changes our config only (e.g.
+``--ours_overrides=optimizer.name=sgd,...``; configs/word2vec.py lists word2vec's own).
 
 Ours-only measurements: the device-idle upper bound ``train/input_wait_s`` /
 ``train/loop_wall_s`` (target < 10%) and peak RSS against the bytes of the parameter
@@ -180,8 +182,6 @@ def run_ours(run_dir: pathlib.Path) -> dict:
     config.sample = _SAMPLE.value
     config.loss.name = "neg"
     config.loss.k = _NEGATIVE.value
-    config.optimizer.alpha = alpha()
-    config.optimizer.min_alpha = 1e-4
     config.epochs = _EPOCHS.value
     config.seed = _SEED.value
     config.eval_every = 0

@@ -386,10 +386,13 @@ def test_bad_optimizer_settings_fail_in_one_line(overrides, message):
 
 
 def test_the_new_optimizer_fields_reach_the_step_config():
-    config = _config(**{"optimizer.name": "rowwise_adagrad", "optimizer.eps": 1e-8})
+    config = _config(
+        **{"optimizer.name": "rowwise_adagrad", "optimizer.eps": 1e-8,
+           "optimizer.initial_accumulator": 0.5}
+    )  # fmt: skip
     settings.validate(config)
     cfg = settings.step_config(config)
     assert (cfg.optimizer, cfg.sparse, cfg.eps, cfg.initial_accumulator) == (
-        "rowwise_adagrad", True, 1e-8, 0.1,
+        "rowwise_adagrad", True, 1e-8, 0.5,
     )  # fmt: skip
     settings.validate(_config(**{"optimizer.name": "adam", "optimizer.sparse": False}))

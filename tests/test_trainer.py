@@ -207,3 +207,21 @@ def test_steps_per_call_needs_a_single_device(tmp_path):
         trainer.train_and_evaluate(
             _config(steps_per_call=4, **{"parallel.mode": "pmap"}), str(tmp_path)
         )
+
+
+@pytest.mark.parametrize("loss", ["softmax", "sampled_softmax", "nce", "neg", "hs"])
+def test_every_output_layer_trains_under_the_default_optimiser(tmp_path, loss):
+    """The default's recipe (sparse AdaGrad, row-shared negatives, on-device input) trains
+    all five layers on the tiny corpus: a k-sweep compares losses, not optimisers."""
+    from w2v_jax.configs import default
+
+    base = default.get_config()
+    config = _config(**{"loss.name": loss, "batch_size": 32, "epochs": 3})
+    config.optimizer = base.optimizer
+    config.loss.share, config.loss.skipgram_input = base.loss.share, base.loss.skipgram_input
+    config.input.mode = base.input.mode
+    assert config.optimizer.name == "adagrad" and config.input.mode == "device"
+    final = trainer.train_and_evaluate(config, str(tmp_path))
+    vocab_size = len((tmp_path / "vocab.tsv").read_text().splitlines())
+    # Held-out NLL under the full softmax (hs: its tree) well below the uniform log V.
+    assert final["eval/heldout_nll"] < np.log(vocab_size) - 0.5, final["eval/heldout_nll"]

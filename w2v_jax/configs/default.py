@@ -53,13 +53,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.ns_exponent = 0.75  # ns_exponent: noise q ∝ count^0.75
     # Who shares one set of k samples: "pair" (word2vec's estimator, independent per
     # example), "row" (one set per centre word), "block" (one per block_size rows:
-    # a different, faster estimator whose negative logits become a matmul).
-    config.loss.share = "pair"
+    # a different, faster estimator whose negative logits become a matmul). Default
+    # "row" with skipgram_input "context" (Ji et al. 2016's sharing); word2vec's own is
+    # "pair" with "centre" (configs/word2vec.py).
+    config.loss.share = "row"
     config.loss.block_size = 64
     # Skip-gram, sampled losses: whose vector is the input of a pair's example. "centre"
     # (the paper; one input per row: cheapest) or "context" (word2vec C's loop: each
     # context's vector predicts the centre, so a row's shared negatives meet C inputs).
-    config.loss.skipgram_input = "centre"
+    config.loss.skipgram_input = "context"
     config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
     config.loss.use_bias = False  # output biases (word2vec has none)
     config.loss.remove_accidental_hits = True  # sampled softmax only
@@ -67,30 +69,37 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- optimisation ----------------------------------------------------------------
     config.optimizer = ml_collections.ConfigDict()
     # "sgd" (word2vec), "adagrad" (per element, optax's), "rowwise_adagrad" (one
-    # accumulator per row, as FBGEMM / PyTorch-BigGraph), "adam" (dense only)
-    config.optimizer.name = "sgd"
+    # accumulator per row, as FBGEMM / PyTorch-BigGraph), "adam" (dense only). The default
+    # is the batch study's winner (experiments/batch_study.py, docs/performance.md "Large-
+    # batch training"): sparse per-element AdaGrad, accumulators starting at 1.0, α 0.3,
+    # 1,024-row steps. word2vec's 32-row SGD: configs/word2vec.py.
+    config.optimizer.name = "adagrad"
     # Update only the rows a batch touches (sgd, both adagrads): each row's duplicate
     # gradients are summed, then applied once (step/optimizers.py). False: optax on dense
     # full-table gradients, one pass over every table per step.
     config.optimizer.sparse = True
-    config.optimizer.initial_accumulator = 0.1  # adagrads: initial sum of squared gradients
+    # adagrads: initial sum of squared gradients (1.0, GloVe's: a rarely seen row first
+    # moves like SGD at alpha; optax's default is 0.1)
+    config.optimizer.initial_accumulator = 1.0
     config.optimizer.eps = 1e-7  # adagrads: eps under the root (per element) or added to it
     # sparse sgd: a word updated n times in one step gets its summed update times n^-power
     # (0: the exact sum, as dense SGD; 1: the mean; see docs/training.md, "duplicate_power")
     config.optimizer.duplicate_power = 0.0
-    config.optimizer.alpha = 0.025  # alpha: initial learning rate (word2vec: 0.05 CBOW)
+    config.optimizer.alpha = 0.3  # alpha: initial learning rate (word2vec SGD: 0.025)
     config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
     config.epochs = 5  # epochs / -iter
-    # Rows (centre words, or pairs with layout "pairs") per SGD step. Every row of a step
-    # is computed from the same parameters, so a frequent word drawn many times in one
-    # step gets many stale updates at once: 128-row steps diverged during epoch 2 on
-    # text8-head at alpha 0.025, 32-row steps trained stably (docs/training.md, "Batching").
-    config.batch_size = 32
+    # Rows (centre words, or pairs with layout "pairs") per step. Every row of a step is
+    # computed from the same parameters, so a frequent word drawn many times in one step
+    # gets many stale updates at once: summed SGD diverges past ~128 rows at α 0.025
+    # (docs/training.md, "Batching"); AdaGrad sums a row's duplicates and normalises them,
+    # and kept word2vec's quality from 1,024 to 16,384 rows. 1,024 is the fastest on a CPU
+    # (smaller temporaries); accelerators want more (experiments/bench_accelerator.py).
+    config.batch_size = 1024
     # Sequential SGD steps per jitted call (lax.scan): the host sends one batch of
     # steps_per_call x batch_size rows and step i trains on its i-th slice, seeing the
     # parameters step i-1 wrote; small steps keep word2vec's quality without a Python
-    # dispatch or a host batch per step.
-    config.steps_per_call = 32
+    # dispatch or a host batch per step (word2vec.py: 32 steps of 32 rows).
+    config.steps_per_call = 1
     config.layout = "grouped"  # "grouped" (centre × context slots) or "pairs" (skip-gram)
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
     config.seed = 0  # seed: initialisation, subsampling, windows, negatives
@@ -101,7 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
     # and prefetch apply). "device": the corpus lives on the device and each jitted call
     # draws its own subsampling, windows and rows (data/on_device.py), so the host sends
     # only learning rates; layout "grouped", parallel.mode "single".
-    config.input.mode = "host"
+    config.input.mode = "device"
     # Device mode: the device memory (GiB) to assume free; 0 = ask the device
     # (memory_stats; on CPU, the host's available memory).
     config.input.device_memory_gib = 0.0

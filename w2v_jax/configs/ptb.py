@@ -9,11 +9,11 @@ What to expect (wall time, held-out NLL and log Z, analogy, WordSim-353):
 docs/performance.md, "The configs".
 """
 
-from w2v_jax.configs import default
+from w2v_jax.configs import word2vec
 
 
 def get_config():
-    config = default.get_config()
+    config = word2vec.get_config()  # word2vec's estimator
     config.corpus.name = "ptb"
     config.corpus.min_count = 1
     config.epochs = 5

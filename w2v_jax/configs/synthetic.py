@@ -8,11 +8,11 @@ What to expect (wall time, held-out NLL against the entropy floor, KL to the tru
 conditional, log Z): docs/performance.md, "The configs".
 """
 
-from w2v_jax.configs import default
+from w2v_jax.configs import word2vec
 
 
 def get_config():
-    config = default.get_config()
+    config = word2vec.get_config()  # word2vec's estimator
     config.corpus.name = "synthetic"
     config.corpus.min_count = 1
     config.sample = 0.0  # subsampling off: the truth is exact only without it

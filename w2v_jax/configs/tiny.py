@@ -1,10 +1,10 @@
 """A shrunken synthetic run for tests: a few hundred steps at most, seconds on a CPU."""
 
-from w2v_jax.configs import default
+from w2v_jax.configs import word2vec
 
 
 def get_config():
-    config = default.get_config()
+    config = word2vec.get_config()  # word2vec's estimator
     config.corpus.name = "synthetic"
     config.corpus.min_count = 1
     config.synthetic.vocab_size = 60
