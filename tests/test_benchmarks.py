@@ -129,3 +129,55 @@ def test_bench_losses_ends_with_json(tmp_path):
     assert {"nce-5@300", "nce-5@500"} <= set(found["softmax_per_pair_vs_nce"])
     assert {"neg-5", "nce-5", "sampled_softmax-5", "hs"} <= set(found["time_ratio_vmax_vmin"])
     assert found["softmax_time_ratio_vmax_vmin"] > 0 and found["hs_depth_ratio_vmax_vmin"] > 0
+
+
+def _study_run(path: pathlib.Path, **values) -> None:
+    path.write_text(json.dumps(values) + "\n")
+
+
+def test_batch_study_summarises_the_runs_it_finds(tmp_path):
+    """--collect_only runs nothing: the table keeps the best α per (recipe, rows), counts
+    failed runs, lists every run, and the plot is written."""
+    runs = tmp_path / "study" / "runs"
+    runs.mkdir(parents=True)
+    _study_run(
+        runs / "word2vec_s0.json", words_per_s=80e3, analogy=0.076, ws353=0.48,
+        gensim_words_per_s=600e3, gensim_analogy=0.08, gensim_ws353=0.47,
+    )  # fmt: skip
+    for alpha, analogy in (("0.3", 0.11), ("1", 0.09)):
+        _study_run(
+            runs / f"adagrad_init1_b1024_a{alpha}_s0.json",
+            words_per_s=160e3, analogy=analogy, ws353=0.6,
+        )  # fmt: skip
+    _study_run(runs / "sgd_dup_b16384_a0.1_s0.json", failed=True, returncode=1)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "batch_study.py"), "--collect_only",
+         f"--out_dir={tmp_path / 'study'}", "--seeds=0", "--batch_sizes=1024,16384"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "study" / "summary.json").read_text())
+    best = {(b["recipe"], b["rows"]): b for b in summary["best"]}
+    assert best["adagrad_init1", 1024]["alpha"] == 0.3
+    assert best["adagrad_init1", 1024]["analogy"] == pytest.approx(0.11)
+    assert best["gensim", None]["words_per_s"] == pytest.approx(600e3)
+    assert best["sgd_dup", 16384]["failed"] == 1 and best["sgd_dup", 16384]["analogy"] is None
+    table = (tmp_path / "study" / "table.md").read_text()
+    assert "| adagrad_init1 | 1,024 | 0.3 | 11.0% | 0.600 | 160,000 | 1 |" in table
+    assert "failed (diverged or error)" in table and table.count("adagrad_init1 | 1,024") == 3
+    assert (tmp_path / "study" / "batch_study.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_bench_accelerator_ends_with_json(data_dir, tmp_path):
+    args = [
+        f"--corpus={data_dir / 'tiny.txt'}",
+        "--batch_sizes=256,1024",
+        "--steps_per_call=2",
+        "--calls=1",
+        "--config.dim=16",
+    ]
+    result = _run("bench_accelerator.py", args, tmp_path)
+    assert result["backend"] == "cpu" and result["config"]["optimizer"]["name"] == "adagrad"
+    assert [r["batch_size"] for r in result["rows"]] == [256, 1024]
+    assert all(r["steps"] == 4 and r["words_per_s"] > 0 for r in result["rows"])
