@@ -12,7 +12,7 @@ import pytest
 from matplotlib import colors as mcolors
 from matplotlib import layout_engine
 
-from w2v_jax.analysis import figures, plots
+from w2v_jax.analysis import figures, plots, style
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KS = (1, 5, 25, 100)
@@ -77,8 +77,8 @@ def test_band_is_mentioned_and_drawn_only_with_two_seeds_or_more():
     assert "band" not in _all_text(fig) and not _has_band(fig)
     fig = plots.convergence(two, _curves(two), "train/loss")
     assert "mean over 2 seeds, min–max band" in fig.get_suptitle()
-    assert plots.band_note([[1.0], [2.0]]) == ""
-    assert plots.band_note([[1.0], [2.0, 3.0, 4.0]], "batches") == (
+    assert style.band_note([[1.0], [2.0]]) == ""
+    assert style.band_note([[1.0], [2.0, 3.0, 4.0]], "batches") == (
         "mean over 3 batches, min–max band"
     )
 
@@ -122,7 +122,7 @@ def test_no_reference_beside_a_training_loss():
     ],
 )
 def test_labels_name_the_quantity_and_its_unit(key, unit):
-    label = plots.metric(key).label
+    label = style.metric(key).label
     assert unit in label and key not in label
 
 
@@ -130,7 +130,7 @@ def test_axes_show_labels_with_units_and_percentages():
     rows = _rows()
     for name in ("train_loss", "heldout_nll", "analogy_total", "words_per_s"):
         ax = plots.metric_vs_k(rows, name).axes[0]
-        assert ax.get_ylabel() == plots.metric(name).label
+        assert ax.get_ylabel() == style.metric(name).label
         assert "(" in ax.get_ylabel() and name not in ax.get_ylabel()
     ax = plots.metric_vs_k(rows, "analogy_total").axes[0]
     neg = next(line for line in ax.get_lines() if line.get_label() == "neg")
@@ -145,12 +145,12 @@ def test_log_axis_only_over_a_wide_range():
     assert plots.metric_vs_k(rows, "words_per_s").axes[0].get_yscale() == "linear"
     assert plots.metric_vs_k(rows, "heldout_ppl").axes[0].get_yscale() == "log"
     assert plots.metric_vs_k(rows, "train_loss").axes[0].get_yscale() == "linear"
-    fig, axes = plots.new_figure(3, 3)
-    plots.set_y_scale(axes[0, 0], [100.0, 103.0])
+    fig, axes = style.new_figure(3, 3)
+    style.set_y_scale(axes[0, 0], [100.0, 103.0])
     assert axes[0, 0].get_yscale() == "linear"
-    plots.set_y_scale(axes[0, 0], [1.0, 10.0])
+    style.set_y_scale(axes[0, 0], [1.0, 10.0])
     assert axes[0, 0].get_yscale() == "log"
-    plots.set_y_scale(axes[0, 0], [-1.0, 10.0])  # not all positive
+    style.set_y_scale(axes[0, 0], [-1.0, 10.0])  # not all positive
     assert axes[0, 0].get_yscale() == "linear"
 
 
@@ -216,10 +216,10 @@ def _is_yellowish(rgba) -> bool:
 
 
 def test_palette_is_readable_on_white_and_has_no_yellow():
-    for color in plots.PALETTE:
+    for color in style.PALETTE:
         rgba = mcolors.to_rgba(color)
         assert not _is_yellowish(rgba) and _contrast_on_white(rgba) >= 2.0, color
-    assert len(set(plots.LOSS_COLORS.values())) == len(plots.LOSS_COLORS)
+    assert len(set(style.LOSS_COLORS.values())) == len(style.LOSS_COLORS)
 
 
 @pytest.mark.parametrize("name, fig", list(_every_figure()), ids=lambda x: str(x)[:20])
@@ -243,7 +243,7 @@ def test_every_figure_is_readable(name, fig):
 
 
 def test_the_fit_check_catches_a_clipped_title():
-    fig, axes = plots.new_figure(6.4, 4.2)
+    fig, axes = style.new_figure(6.4, 4.2)
     axes[0, 0].set_title("a title far too long for its figure " * 3)
     fig.canvas.draw()
     assert fig.get_tightbbox(fig.canvas.get_renderer()).x1 > 6.4

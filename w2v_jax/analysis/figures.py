@@ -1,10 +1,10 @@
 """Figures of the measurements that are not sweeps: PMI shift (claim 3), gradient bias
 (claim 4), cost (claim 6).
 
-Built like `plots` (a `matplotlib.figure.Figure` on the Agg canvas, never pyplot), with its
-colours (`plots.LOSS_COLORS`), its log-only-when-wide y axes (`plots.set_y_scale`) and its
-band note (only with two values or more per point). All take plain rows (dicts), as the
-scripts' JSON files hold them; no JAX here.
+Built like `plots`, from `style`: a `matplotlib.figure.Figure` on the Agg canvas, never
+pyplot, with one colour per loss (`style.LOSS_COLORS`), log-only-when-wide y axes
+(`style.set_y_scale`) and a band note only with two values or more per point. All take
+plain rows (dicts), as the scripts' JSON files hold them; no JAX here.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Sequence
 import numpy as np
 from matplotlib import figure
 
-from w2v_jax.analysis import plots
+from w2v_jax.analysis import style
 
 BIAS_METRICS = (
     ("cosine", "cos(mean gradient, softmax gradient)", "linear"),
     ("rel_bias", "‖E g − g*‖ / ‖g*‖ (bias)", "log"),
     ("rel_variance", "E‖g − E g‖² / ‖g*‖² (one draw)", "log"),
-)  # (field, y label, scale: "log" where the values span plots.LOG_RATIO or more)
+)  # (field, y label, scale: "log" where the values span style.LOG_RATIO or more)
 
 
 def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
@@ -30,8 +30,8 @@ def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
     each line is a loss (mean over held-out batches, min-max band across them).
     """
     states = list(dict.fromkeys(r["state"] for r in rows))
-    fig, axes = plots.new_figure(4.6 * len(states), 9.4, len(BIAS_METRICS), len(states))
-    colors = plots.colors(r["loss"] for r in rows)
+    fig, axes = style.new_figure(4.6 * len(states), 9.4, len(BIAS_METRICS), len(states))
+    colors = style.colors(r["loss"] for r in rows)
     sizes = []  # batches per (state, loss, k): the band note
     for col, state in enumerate(states):
         mine = [r for r in rows if r["state"] == state]
@@ -47,16 +47,16 @@ def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
                 groups = [g for g in groups if g]
                 if not xs:
                     continue
-                plots.band(ax, xs, groups, colors[loss], loss)
+                style.band(ax, xs, groups, colors[loss], loss)
                 drawn.extend(v for g in groups for v in g)
                 sizes.extend(groups)
-            plots.set_y_scale(ax, drawn, log=scale == "log")
+            style.set_y_scale(ax, drawn, log=scale == "log")
             ax.set_ylabel(label, fontsize="small")
-            plots.log_k_axis(ax, ks)
-        plots.set_title(axes[0, col], state, width=40, fontsize="small")
+            style.log_k_axis(ax, ks)
+        style.set_title(axes[0, col], state, width=40, fontsize="small")
         axes[-1, col].set_xlabel("k (noise samples per example)")
         axes[0, col].legend(fontsize="small")
-    note = plots.band_note(sizes, "held-out batches")
+    note = style.band_note(sizes, "held-out batches")
     if note:
         fig.suptitle(note[0].upper() + note[1:], fontsize="small")
     return fig
@@ -71,9 +71,9 @@ def cost_figure(rows: Sequence[dict], k_for_v: int = 5) -> figure.Figure:
     the loss ran.
     """
     rows = [{**r, "ns_per_pair": 1e9 / r["pairs_per_s"]} for r in rows if r.get("pairs_per_s")]
-    fig, axes = plots.new_figure(11.0, 4.2, 1, 2)
+    fig, axes = style.new_figure(11.0, 4.2, 1, 2)
     left, right = axes[0, 0], axes[0, 1]
-    colors = plots.colors(r["loss"] for r in rows)
+    colors = style.colors(r["loss"] for r in rows)
     ks: set[int] = set()
     for loss, color in colors.items():
         mine = [r for r in rows if r["loss"] == loss]
@@ -92,17 +92,17 @@ def cost_figure(rows: Sequence[dict], k_for_v: int = 5) -> figure.Figure:
             right.plot(*zip(*at_v, strict=True), "o-", color=color, label=f"{loss}, V={v_max:,}")
             ks.update(k for k, _ in at_v)
     left.set_xscale("log")
-    plots.set_y_scale(left, [r["ns_per_pair"] for r in rows])
+    style.set_y_scale(left, [r["ns_per_pair"] for r in rows])
     left.set_xlabel("vocabulary size V")
     left.set_ylabel("ns per (centre, context) pair")
-    plots.set_title(left, "step time per pair against V")
+    style.set_title(left, "step time per pair against V")
     left.grid(True, alpha=0.3)
     left.legend(fontsize="small")
-    plots.set_y_scale(right, [r["ns_per_pair"] for r in rows])
-    plots.log_k_axis(right, sorted(ks))
+    style.set_y_scale(right, [r["ns_per_pair"] for r in rows])
+    style.log_k_axis(right, sorted(ks))
     right.set_ylabel("ns per (centre, context) pair")
     right.set_xlabel("k (noise samples per example)")
-    plots.set_title(right, "step time per pair against k (each loss's largest V)")
+    style.set_title(right, "step time per pair against k (each loss's largest V)")
     right.legend(fontsize="small")
     return fig
 
@@ -114,9 +114,9 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
     ``log_cond.offset``). Negative sampling against PMI (prediction −log k); NCE against
     log p̂(w|c) (prediction 0). Mean over seeds with a min-max band.
     """
-    fig, axes = plots.new_figure(6.4, 4.2)
+    fig, axes = style.new_figure(6.4, 4.2)
     ax = axes[0, 0]
-    neg, nce = plots.LOSS_COLORS["neg"], plots.LOSS_COLORS["nce"]
+    neg, nce = style.LOSS_COLORS["neg"], style.LOSS_COLORS["nce"]
     series = (("neg", "pmi", "negative sampling: s − PMI", neg),
               ("nce", "log_cond", "NCE: s − log p̂(w|c)", nce))  # fmt: skip
     sizes = []
@@ -126,15 +126,15 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
         if mine:
             groups = [[r[fit]["offset"] for r in rows if r["loss"] == loss and r["k"] == k]
                       for k in mine]  # fmt: skip
-            plots.band(ax, mine, groups, color, label)
+            style.band(ax, mine, groups, color, label)
             sizes.extend(groups)
     grid = np.geomspace(min(ks), max(ks), 50)
     ax.plot(grid, -np.log(grid), "--", color=neg, alpha=0.6, label="prediction: −log k")
     ax.axhline(0.0, linestyle="--", color=nce, alpha=0.6, label="prediction: 0")
-    plots.log_k_axis(ax, ks)
+    style.log_k_axis(ax, ks)
     ax.set_xlabel("k (noise samples per example)")
     ax.set_ylabel("offset of learned scores (nats, slope fixed at 1)")
     title = "What the scores learn: PMI − log k (neg), log p(w|c) (NCE)"
-    plots.set_title(ax, title, plots.band_note(sizes))
+    style.set_title(ax, title, style.band_note(sizes))
     ax.legend(fontsize="small")
     return fig
