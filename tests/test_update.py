@@ -9,7 +9,7 @@ import pytest
 
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers, sampling, word2vec
-from w2v_jax.step import grouped, rows, runners, update
+from w2v_jax.step import grouped, optimizers, rows, runners, update
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = list(output_layers.NAMES)
@@ -185,7 +185,8 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
             lambda r: grouped.summed_loss(r, batch, samples, aux, cfg), has_aux=True
         )(gathered)
         layer = output_layers.get(loss)
-        return total, n, grouped.scatter_add(p, batch, samples, aux, layer, g, -0.1, centre)
+        row_grads = grouped.row_grads(batch, samples, aux, layer, g, centre)
+        return total, n, rows.update_rows(p, (), layer.table, row_grads, 0.1, "sgd", 0.0, 0.0)[0]
 
     def centre_reference(p):
         """The loss library on (centre -> context) pairs, dense gradients, plain SGD."""
@@ -225,7 +226,8 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         (total, n), g = jax.value_and_grad(
             lambda r: rows.summed_loss(r, batch.mask, targets, cfg), has_aux=True
         )(gathered)
-        return total, n, rows.scatter_add(p, batch.contexts, targets, layer.table, g, -0.1)
+        row_grads = rows.row_grads(batch.contexts, targets, g)
+        return total, n, rows.update_rows(p, (), layer.table, row_grads, 0.1, "sgd", 0.0, 0.0)[0]
 
     t1, n1, p1 = jax.jit(fused_update)(params)
     t2, n2, p2 = jax.jit(generic_update)(params)
@@ -310,9 +312,9 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
 def test_duplicate_factor_counts_non_zero_updates():
     ids = jnp.array([1, 1, 1, 2])
     updates = jnp.array([[1.0, 0.0], [3.0, 1.0], [0.0, 0.0], [5.0, 5.0]])  # the third: padding
-    table, _ = rows.scatter_rows(jnp.zeros((4, 2)), ids, updates, power=1.0)
+    table, _ = optimizers.sgd(jnp.zeros((4, 2)), (), ids, updates, -1.0, duplicate_power=1.0)
     np.testing.assert_allclose(table, [[0, 0], [2.0, 0.5], [5, 5], [0, 0]])
-    table, _ = rows.scatter_rows(jnp.zeros((4, 2)), ids, updates, power=0.0)
+    table, _ = optimizers.sgd(jnp.zeros((4, 2)), (), ids, updates, -1.0, duplicate_power=0.0)
     np.testing.assert_allclose(table, [[0, 0], [4, 1], [5, 5], [0, 0]])
 
 

@@ -105,23 +105,6 @@ def row_grads(
     return rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads)
 
 
-def scatter_add(
-    params: dict,
-    batch,
-    samples,
-    constants: output_layers.Constants,
-    layer: output_layers.OutputLayer,
-    grads: dict,
-    scale,
-    centre_input=False,
-    power=0.0,
-):
-    """params + scale · grads of `gather`'s rows: word2vec's sparse SGD, through
-    `rows.add_rows` (``power`` > 0: duplicate rows scaled by `optimizers.duplicate_factor`)."""
-    row_grads_ = row_grads(batch, samples, constants, layer, grads, centre_input)
-    return rows_lib.add_rows(params, layer.table, row_grads_, scale, power)
-
-
 def _inputs(rows_in, mask, cfg):
     """Per-row example inputs [B, C', D] and weights [B, C'] (CBOW: C' = 1)."""
     if cfg.model == "skipgram":

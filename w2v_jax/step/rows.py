@@ -143,23 +143,6 @@ def update_rows(
     )  # fmt: skip
 
 
-def scatter_rows(table, ids, rows, power: float = 0.0, bias=None, bias_rows=None):
-    """(table, bias) with rows [N, D] (and bias_rows [N]) scatter-added at ids [N];
-    with ``power`` > 0 each update is scaled by `optimizers.duplicate_factor` first."""
-    factor = None
-    if power:
-        factor = optimizers.duplicate_factor(table.shape[0], ids, rows, power)
-    table, _ = optimizers.sgd(table, (), ids, rows, -1.0, factor=factor)
-    if bias is not None:
-        bias, _ = optimizers.sgd(bias, (), ids, bias_rows, -1.0, factor=factor)
-    return table, bias
-
-
-def add_rows(params: dict, table: str, grads: RowGrads, scale, power: float = 0.0) -> dict:
-    """params + scale · grads: word2vec's sparse SGD (`update_rows` with lr = -scale)."""
-    return update_rows(params, (), table, grads, -scale, "sgd", 0.0, power)[0]
-
-
 def row_grads(contexts, targets: Targets, grads: dict) -> RowGrads:
     """`gather`'s row gradients ``grads`` as a `RowGrads`."""
     d = grads["in"].shape[-1]
@@ -167,13 +150,6 @@ def row_grads(contexts, targets: Targets, grads: dict) -> RowGrads:
         contexts.reshape(-1), grads["in"].reshape(-1, d), targets.out_ids, grads["out"],
         grads.get("bias"),
     )  # fmt: skip
-
-
-def scatter_add(
-    params: dict, contexts, targets: Targets, table: str, grads: dict, scale, power=0.0
-):
-    """params + scale * grads of `gather`'s rows (``power``: sparse SGD's duplicate_power)."""
-    return add_rows(params, table, row_grads(contexts, targets, grads), scale, power)
 
 
 def summed_loss(rows: dict, mask: jax.Array, targets: Targets, cfg) -> tuple[jax.Array, jax.Array]:
