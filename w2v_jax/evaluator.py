@@ -137,6 +137,7 @@ class Evaluator:
             cbow_mean=self.cfg.cbow_mean,
             left_only=self.cfg.left_only,
             aux=self.aux,
+            model=self.cfg.model,
         )
         return {"eval/kl_truth_heldout": kl}
 

@@ -102,6 +102,7 @@ def validate(config) -> None:
             f"config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
             f"optimizer.sparse=False or use one of {list(optimizers.SPARSE)}"
         )
+    _lbl(config)
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
     if config.corpus.name != "synthetic":
@@ -129,6 +130,29 @@ def validate(config) -> None:
             )
 
 
+def _lbl(config) -> None:
+    """The log-bilinear model's options, and what it runs with so far."""
+    _choice("lbl.context_matrices", config.lbl.context_matrices, word2vec.CONTEXT_MATRICES)
+    _choice("lbl.bias_init", config.lbl.bias_init, LBL_BIAS_INIT)
+    if config.model != "lbl":
+        for name, default in (("context_matrices", "full"), ("bias_init", "zeros")):
+            if config.lbl[name] != default:
+                raise ValueError(
+                    f"config.lbl.{name}={config.lbl[name]!r} applies to model='lbl' only, "
+                    f"not {config.model!r}; set model='lbl' or leave lbl.{name}={default!r}"
+                )
+        return
+    if config.parallel.mode == "pmap" or config.parallel.shard_vocab:
+        raise ValueError(
+            "config.model='lbl' runs with parallel.mode 'single' or 'mesh' (tables not "
+            "sharded); its dense context matrices have no pmap path yet"
+        )
+    if config.lbl.bias_init == "unigram" and output_layers.get(config.loss.name).tree:
+        raise ValueError(
+            "config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
+        )
+
+
 def _device_input(config) -> None:
     """What input.mode='device' (data/on_device.py) supports so far."""
     for name, value, need in (
@@ -153,6 +177,8 @@ class LoopSettings(NamedTuple):
     seed: int  # initialisation and the step's RNG
     dim: int  # embedding dimension D
     use_bias: bool  # output biases
+    context_matrices: str  # lbl: "full" or "diagonal" C_i; "" for the other models
+    bias_init: str  # "zeros" or "unigram" (log unigram probabilities; lbl)
     ns_exponent: float  # noise q ∝ count^ns_exponent
     epochs: int
     alpha: float  # initial learning rate
@@ -239,7 +265,9 @@ def resolve(config) -> Settings:
     loop = LoopSettings(
         seed=config.seed,
         dim=config.dim,
-        use_bias=config.loss.use_bias,
+        use_bias=uses_bias(config),
+        context_matrices=config.lbl.context_matrices if config.model == "lbl" else "",
+        bias_init=config.lbl.bias_init,
         ns_exponent=float(config.loss.ns_exponent),
         epochs=config.epochs,
         alpha=config.optimizer.alpha,
@@ -257,6 +285,16 @@ def resolve(config) -> Settings:
         device_memory_gib=float(config.input.device_memory_gib),
     )
     return Settings(step_config(config), pipeline, corpus_options, evaluation, parallel, loop)
+
+
+LBL_BIAS_INIT = ("zeros", "unigram")
+
+
+def uses_bias(config) -> bool:
+    """Output biases: ``loss.use_bias``, or always for the log-bilinear model (when its
+    layer has biases: not the tree's inner nodes)."""
+    implied = config.model == "lbl" and output_layers.get(config.loss.name).biases
+    return bool(config.loss.use_bias or implied)
 
 
 def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:

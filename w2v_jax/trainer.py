@@ -23,12 +23,25 @@ from absl import logging
 
 from w2v_jax import evaluator, host_memory, interrupt, progress, resume, run_folder, settings
 from w2v_jax.data import input_pipeline, on_device, sources
-from w2v_jax.model import output_layers
+from w2v_jax.model import output_layers, word2vec
 from w2v_jax.step import runners, update
 
 # Thin names kept for notebooks and tests: the run folder owns these files.
 export = run_folder.export
 read_metrics = run_folder.read_metrics
+
+
+def _lbl_init(loop, pipeline, counts) -> dict:
+    """`update.init_state`'s ``ctx_matrices`` and ``bias_init`` for the log-bilinear model
+    (one C_i per context slot, identity), nothing for the other models."""
+    if not loop.context_matrices:
+        return {}
+    slots = pipeline.window if pipeline.left_only else 2 * pipeline.window
+    out = {"ctx_matrices": word2vec.context_matrices(slots, loop.dim, loop.context_matrices)}
+    if loop.use_bias and loop.bias_init == "unigram":
+        counts = np.asarray(counts, np.float64)
+        out["bias_init"] = np.log(counts / counts.sum()).astype(np.float32)
+    return out
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,8 +61,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     settings.check_against_corpus(run, corpus)
     aux = output_layers.constants_for(step_cfg.loss, vocab.counts, loop.ns_exponent)
     state = update.init_state(
-        jax.random.PRNGKey(loop.seed), len(vocab), loop.dim, step_cfg, loop.use_bias
-    )
+        jax.random.PRNGKey(loop.seed), len(vocab), loop.dim, step_cfg, loop.use_bias,
+        **_lbl_init(loop, pipeline, vocab.counts),
+    )  # fmt: skip
     device_spec = _device_spec(run, corpus, state) if loop.input_mode == "device" else None
     planned = loop.epochs * input_pipeline.tokens_per_epoch(
         corpus.offsets,

@@ -36,7 +36,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.synthetic.seed = 0
 
     # ---- model -----------------------------------------------------------------------
-    config.model = "skipgram"  # sg=1: "skipgram"; sg=0: "cbow"
+    # sg=1: "skipgram"; sg=0: "cbow"; "lbl": Mnih & Teh's log-bilinear language model (CBOW
+    # with a matrix C_i per context position and per-word output biases, model/word2vec.py)
+    config.model = "skipgram"
+    config.lbl = ml_collections.ConfigDict()
+    config.lbl.context_matrices = "full"  # lbl: C_i [D, D] ("full") or diagonal ("diagonal")
+    # lbl: output biases start at "zeros" or at the log unigram probabilities ("unigram")
+    config.lbl.bias_init = "zeros"
     config.cbow_mean = True  # cbow_mean: mean (True) or sum of context vectors
     config.cbow_exact_grad = False  # True: true gradient of the mean (word2vec: not)
     config.dim = 100  # vector_size / -size

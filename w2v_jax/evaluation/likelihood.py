@@ -103,7 +103,7 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
     """The examples of a batch, as training makes them (`model.example_inputs`).
 
     Args:
-      params: needs ``in_embed`` [V, D].
+      params: needs ``in_embed`` [V, D] (and ``ctx_matrices`` for lbl).
       batch: an `input_pipeline.Batch` (centers [B], contexts [B, C], mask [B, C]).
 
     Returns:
@@ -111,7 +111,9 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
     """
     rows_in = jnp.asarray(params["in_embed"])[batch.contexts]  # [B, C, D]
     mask = jnp.asarray(batch.mask, rows_in.dtype)
-    inputs, weights, row = model_lib.example_inputs(rows_in, mask, model, cbow_mean, True)
+    inputs, weights, row = model_lib.example_inputs(
+        rows_in, mask, model, cbow_mean, True, params.get("ctx_matrices")
+    )
     return inputs, jnp.asarray(batch.centers)[row], weights
 
 
@@ -228,7 +230,7 @@ def heldout_nll(
     if not batches:
         raise ValueError("heldout_nll needs at least one batch")
     layer = output_layers.get(loss_name)
-    keys = ("in_embed", layer.table, "out_bias")
+    keys = ("in_embed", layer.table, "out_bias", "ctx_matrices")
     device_params = jax.device_put({k: params[k] for k in keys if k in params})
     tree = jax.device_put(_tree(aux)) if layer.tree else None
     if per_word is None:

@@ -80,8 +80,8 @@ def true_conditional(
     ``window=1`` (the context is the previous word; the truth is
     ``truth.next_word_conditional()``); None otherwise (see `cbow_kl_heldout`).
     """
-    if model == "cbow" and not (left_only and window == 1):
-        return None
+    if model == "lbl" or (model == "cbow" and not (left_only and window == 1)):
+        return None  # lbl: its input is not one word's vector
     joint = truth.pair_joint(window, dynamic=dynamic, left_only=left_only).T  # [c, w]
     context_probs = joint.sum(axis=1)
     with np.errstate(divide="ignore"):
@@ -162,8 +162,9 @@ def cbow_kl_heldout(
     cbow_mean: bool = True,
     left_only: bool = False,
     aux=None,
+    model: str = "cbow",
 ) -> float:
-    """Mean over held-out CBOW rows of KL(p(· | neighbours) ‖ p_θ(· | bag)), in nats.
+    """Mean over held-out CBOW (or lbl) rows of KL(p(· | neighbours) ‖ p_θ(· | h)), in nats.
 
     Slot 0 of a row is the left neighbour and, two-sided, slot C/2 the right one
     (`windows.make_rows`); a missing neighbour (sentence edge) drops its factor. Has a
@@ -174,7 +175,7 @@ def cbow_kl_heldout(
     total = count = 0.0
     for batch in batches:
         inputs, _, weights = likelihood.batch_examples(
-            params, batch, model="cbow", cbow_mean=cbow_mean
+            params, batch, model=model, cbow_mean=cbow_mean
         )
         keep = np.asarray(weights) > 0
         mask, contexts = np.asarray(batch.mask)[keep], np.asarray(batch.contexts)[keep]

@@ -41,7 +41,8 @@ def supports(cfg) -> bool:
         return True
     if not layer.sampled:
         return False
-    return cfg.share in ("row", "block") or cfg.model == "cbow" or centre_predicts(cfg)
+    one_example_per_row = cfg.model in ("cbow", "lbl")
+    return cfg.share in ("row", "block") or one_example_per_row or centre_predicts(cfg)
 
 
 def centre_predicts(cfg) -> bool:
@@ -66,9 +67,12 @@ def gather(
     """Rows of this batch. Contexts predict the centre: ``in`` [B, C, D], ``pos`` [B, D]
     or ``path`` [B, L, D], ``neg`` [G, K, D]. The centre predicts its contexts
     (``centre_input``): ``in`` [B, D], ``pos`` [B, C, D], ``neg`` [G, K, D].
-    Biases ``pos_bias`` / ``neg_bias`` come along when the model has them."""
+    Biases ``pos_bias`` / ``neg_bias`` come along when the model has them, and the
+    log-bilinear model's context matrices as ``ctx`` (whole: a dense parameter)."""
     in_ids, pos_ids = (batch.centers, batch.contexts) if centre_input else (batch.contexts, None)
     rows = {"in": params["in_embed"][in_ids]}
+    if "ctx_matrices" in params:
+        rows["ctx"] = params["ctx_matrices"]
     if layer.tree:
         rows["path"] = params[layer.table][constants.points[batch.centers]]
         return rows
@@ -94,23 +98,25 @@ def row_grads(
     if centre_input:
         in_ids, pos_ids = batch.centers, batch.contexts
     in_ids, in_grads = in_ids.reshape(-1), grads["in"].reshape(-1, d)
+    dense = rows_lib.dense_grads(grads)
     if layer.tree:
         points = constants.points[batch.centers].reshape(-1)
-        return rows_lib.RowGrads(in_ids, in_grads, points, grads["path"].reshape(-1, d), None)
+        path_grads = grads["path"].reshape(-1, d)
+        return rows_lib.RowGrads(in_ids, in_grads, points, path_grads, None, dense)
     ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
     out_grads = jnp.concatenate([grads["pos"].reshape(-1, d), grads["neg"].reshape(-1, d)])
     bias_grads = None
     if "pos_bias" in grads:
         bias_grads = jnp.concatenate([grads["pos_bias"].reshape(-1), grads["neg_bias"].reshape(-1)])
-    return rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads)
+    return rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads, dense)
 
 
-def _inputs(rows_in, mask, cfg):
-    """Per-row example inputs [B, C', D] and weights [B, C'] (CBOW: C' = 1)."""
+def _inputs(rows: dict, mask, cfg):
+    """Per-row example inputs [B, C', D] and weights [B, C'] (CBOW and lbl: C' = 1)."""
     if cfg.model == "skipgram":
-        return rows_in, mask
+        return rows["in"], mask
     h, weights, _ = word2vec.example_inputs(
-        rows_in, mask, "cbow", cfg.cbow_mean, cfg.cbow_exact_grad
+        rows["in"], mask, cfg.model, cfg.cbow_mean, cfg.cbow_exact_grad, rows.get("ctx")
     )
     return h[:, None, :], weights[:, None]
 
@@ -163,7 +169,7 @@ def summed_loss(
     if centre_predicts(cfg):
         return _centre_input_loss(rows, batch, samples, constants, cfg)
     layer = output_layers.get(cfg.loss)
-    x, weights = _inputs(rows["in"], batch.mask, cfg)  # [B, C, D], [B, C]
+    x, weights = _inputs(rows, batch.mask, cfg)  # [B, C, D], [B, C]
     b, c, d = x.shape
     if layer.tree:
         logits = jnp.einsum("bcd,bld->bcl", x, rows["path"])  # [B, C, L]

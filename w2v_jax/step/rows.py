@@ -111,6 +111,8 @@ def output_rows(params: dict, table: str, ids) -> tuple[jax.Array, jax.Array | N
 def gather(params: dict, contexts: jax.Array, targets: Targets, table: str) -> dict:
     """The rows a batch touches: ``in`` [B, C, D], ``out`` [M, D] (or the full table), ``bias``."""
     rows = {"in": params["in_embed"][contexts]}
+    if "ctx_matrices" in params:  # the log-bilinear model's C_i, whole (dense)
+        rows["ctx"] = params["ctx_matrices"]
     rows["out"], bias = output_rows(params, table, targets.out_ids)
     if bias is not None:
         rows["bias"] = bias
@@ -125,6 +127,17 @@ class RowGrads(NamedTuple):
     out_ids: jax.Array | None  # [M] rows of the output table; None: a dense gradient
     out_grads: jax.Array  # [M, D], or the whole table's [V, D] gradient
     bias_grads: jax.Array | None  # [M] (or [V]) when the model has ``out_bias``
+    dense: dict | None = None  # whole-parameter gradients by params key (lbl's C_i)
+
+
+# Gathered-row keys whose gradient is a whole parameter's, and that parameter's name.
+DENSE_ROWS = {"ctx": "ctx_matrices"}
+
+
+def dense_grads(grads: dict) -> dict | None:
+    """{params key: gradient} of the dense parameters among ``grads`` (None if none)."""
+    dense = {DENSE_ROWS[k]: g for k, g in grads.items() if k in DENSE_ROWS}
+    return dense or None
 
 
 def update_rows(
@@ -132,7 +145,12 @@ def update_rows(
 ):
     """(params, opt_state) after the sparse form of ``optimizer`` (`optimizers.apply_rows`)
     applies ``grads``: ``in_embed`` by rows, ``table`` and ``out_bias`` by rows or, with
-    ``out_ids`` None (softmax), densely. ``power``: sparse SGD's `duplicate_power`."""
+    ``out_ids`` None (softmax), densely; dense parameters (lbl's C_i) densely.
+    ``power``: sparse SGD's `duplicate_power`."""
+    for key, g in (grads.dense or {}).items():
+        params, opt_state = optimizers.apply_rows(
+            optimizer, params, opt_state, key, None, g, lr, eps=eps
+        )
     params, opt_state = optimizers.apply_rows(
         optimizer, params, opt_state, "in_embed", grads.in_ids, grads.in_grads, lr,
         eps=eps, power=power,
@@ -148,7 +166,7 @@ def row_grads(contexts, targets: Targets, grads: dict) -> RowGrads:
     d = grads["in"].shape[-1]
     return RowGrads(
         contexts.reshape(-1), grads["in"].reshape(-1, d), targets.out_ids, grads["out"],
-        grads.get("bias"),
+        grads.get("bias"), dense_grads(grads),
     )  # fmt: skip
 
 
@@ -156,7 +174,7 @@ def summed_loss(rows: dict, mask: jax.Array, targets: Targets, cfg) -> tuple[jax
     """Σ over examples of weight · loss, and Σ weights. ``cfg`` is an `update.StepConfig`."""
     layer = output_layers.get(cfg.loss)
     inputs, weights, row = word2vec.example_inputs(
-        rows["in"], mask, cfg.model, cfg.cbow_mean, cfg.cbow_exact_grad
+        rows["in"], mask, cfg.model, cfg.cbow_mean, cfg.cbow_exact_grad, rows.get("ctx")
     )
     samples = path = None
     if layer.sampled:

@@ -44,7 +44,7 @@ OPTIMIZERS = optimizers.OPTIMIZERS
 class StepConfig:
     """Static settings of the step (hashable; never a ConfigDict inside jit)."""
 
-    model: str = "skipgram"  # skipgram | cbow
+    model: str = "skipgram"  # skipgram | cbow | lbl
     loss: str = "neg"  # an `output_layers` name: softmax | sampled_softmax | nce | neg | hs
     k: int = 5  # negative / noise samples per example (per group, see share)
     share: str = "pair"  # pair | row | block: who shares one set of K samples
@@ -76,9 +76,22 @@ def make_transform(cfg: StepConfig) -> optax.GradientTransformation:
     )
 
 
-def init_state(key: jax.Array, vocab_size: int, dim: int, cfg: StepConfig, use_bias=False):
+def init_state(
+    key: jax.Array,
+    vocab_size: int,
+    dim: int,
+    cfg: StepConfig,
+    use_bias=False,
+    *,
+    ctx_matrices=None,
+    bias_init=None,
+):
+    """The state at step 0; ``ctx_matrices`` and ``bias_init`` as `word2vec.init_params`."""
     init_key, step_key = jax.random.split(key)
-    params = word2vec.init_params(init_key, vocab_size, dim, cfg.loss, use_bias)
+    params = word2vec.init_params(
+        init_key, vocab_size, dim, cfg.loss, use_bias,
+        ctx_matrices=ctx_matrices, bias_init=bias_init,
+    )  # fmt: skip
     if _is_sparse(cfg):
         opt_state = optimizers.init_sparse(cfg.optimizer, params, cfg.initial_accumulator)
     else:
