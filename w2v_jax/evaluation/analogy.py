@@ -193,7 +193,17 @@ def _score(mask: np.ndarray, correct: np.ndarray, answerable: np.ndarray) -> Sco
     return Score(int(np.sum(correct & mask)), int(np.sum(answerable & mask)), int(np.sum(mask)))
 
 
-def analogy_accuracy(
+class Outcomes(NamedTuple):
+    """Per-question results, for breakdowns the totals hide (`evaluation.by_frequency`)."""
+
+    questions: Analogies  # the questions, parsed
+    ranks: np.ndarray  # [Q, 4] int vocabulary row (frequency rank) of a, b, c, d; -1 if capped
+    answerable: np.ndarray  # [Q] bool: all 4 words within the cap
+    correct: np.ndarray  # [Q] bool
+    candidates: int  # words that took part (the cap after lowercasing and de-duplicating)
+
+
+def question_outcomes(
     words: Sequence[str],
     vectors: np.ndarray,
     questions: Analogies | Sequence[Sequence[str]],
@@ -201,22 +211,8 @@ def analogy_accuracy(
     restrict_vocab: int | None = 30000,
     method: str = "3cosadd",
     batch_size: int = 512,
-) -> AnalogyResult:
-    """Accuracy of `vectors` on analogy questions, in fixed-shape jitted chunks.
-
-    Args:
-      words: [V] vocabulary, most frequent first (word2vec file order).
-      vectors: [V, D] word vectors (normalised here).
-      questions: `read_analogies`'s result, or plain (a, b, c, d) tuples (one section "all").
-      restrict_vocab: use only the first this many words (None: all). 30,000 by default, as
-        compute-accuracy's "typical value"; gensim's default is 300,000.
-      method: "3cosadd" or "3cosmul".
-      batch_size: questions per chunk (Qb); every chunk has this shape, so it compiles once.
-
-    Returns:
-      AnalogyResult with correct/answerable/total for total, semantic, syntactic and each
-      section, and the cap and method used.
-    """
+) -> Outcomes:
+    """Which questions `vectors` answers correctly (arguments as `analogy_accuracy`)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if batch_size < 1:
@@ -246,6 +242,41 @@ def analogy_accuracy(
         predicted = _predict_all(unit_VxD, abcd_Qx4[todo, :3], method, batch_size)
         correct[todo] = predicted == abcd_Qx4[todo, 3]
 
+    ranks = np.where(abcd_Qx4 >= 0, rows[np.maximum(abcd_Qx4, 0)], -1)  # [Q, 4]
+    return Outcomes(questions, ranks, answerable, correct, len(rows))
+
+
+def analogy_accuracy(
+    words: Sequence[str],
+    vectors: np.ndarray,
+    questions: Analogies | Sequence[Sequence[str]],
+    *,
+    restrict_vocab: int | None = 30000,
+    method: str = "3cosadd",
+    batch_size: int = 512,
+) -> AnalogyResult:
+    """Accuracy of `vectors` on analogy questions, in fixed-shape jitted chunks.
+
+    Args:
+      words: [V] vocabulary, most frequent first (word2vec file order).
+      vectors: [V, D] word vectors (normalised here).
+      questions: `read_analogies`'s result, or plain (a, b, c, d) tuples (one section "all").
+      restrict_vocab: use only the first this many words (None: all). 30,000 by default, as
+        compute-accuracy's "typical value"; gensim's default is 300,000.
+      method: "3cosadd" or "3cosmul".
+      batch_size: questions per chunk (Qb); every chunk has this shape, so it compiles once.
+
+    Returns:
+      AnalogyResult with correct/answerable/total for total, semantic, syntactic and each
+      section, and the cap and method used.
+    """
+    outcomes = question_outcomes(
+        words, vectors, questions, restrict_vocab=restrict_vocab, method=method,
+        batch_size=batch_size,
+    )  # fmt: skip
+    questions, correct = outcomes.questions, outcomes.correct
+    answerable = outcomes.answerable
+    num_questions = len(questions.questions)
     section_ids = np.asarray(questions.section_ids, dtype=np.int64)  # [Q]
     syntactic = np.array([is_syntactic(name) for name in questions.sections], dtype=bool)
     syntactic_q = syntactic[section_ids] if num_questions else np.zeros(0, bool)  # [Q]
@@ -253,7 +284,7 @@ def analogy_accuracy(
     return AnalogyResult(
         method=method,
         restrict_vocab=restrict_vocab,
-        candidates=len(rows),
+        candidates=outcomes.candidates,
         total=_score(everything, correct, answerable),
         semantic=_score(~syntactic_q, correct, answerable),
         syntactic=_score(syntactic_q, correct, answerable),
