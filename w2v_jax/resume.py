@@ -8,6 +8,11 @@ its own before it writes anything (`Checkpoints.resume`): a difference stops the
 one line naming the fields. Only the learning-rate schedule (``epochs``, ``alpha``,
 ``min_alpha``) may change, and only with ``config.resume_override=True``; the message
 says how the rate jumps.
+
+A run of several processes saves sharded checkpoints (`checkpoint.save_shards`), which
+also record their layout (processes, mesh, each array's partition); they resume only
+onto the same layout, and a one-process checkpoint only in one process (and vice versa):
+anything else is one line naming both layouts.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import json
 import os
 from typing import NamedTuple
 
+import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from w2v_jax import checkpoint
 from w2v_jax.data import vocab
@@ -34,6 +41,8 @@ FREE_FIELDS = (
 )  # fmt: skip
 # The learning-rate schedule: changeable on resume only with config.resume_override=True.
 SCHEDULE_FIELDS = ("epochs", "optimizer.alpha", "optimizer.min_alpha")
+# Several processes: steps between checks of the wall-clock checkpoint schedule.
+AGREE_EVERY = 100
 # Every other field (and the vocabulary and corpus size) defines the run.
 
 
@@ -139,8 +148,14 @@ class Checkpoints:
         planned: int,
         every_steps: int,
         every_secs: float,
+        shardings=None,
     ):
-        self.path = checkpoint.path_in(workdir)
+        """``shardings``: the state's NamedShardings when several processes hold it (sharded
+        checkpoints under ``checkpoint/``); None: one process, ``checkpoint.npz``."""
+        self.shardings = shardings
+        self.layout = None if shardings is None else layout(shardings)
+        one, many = checkpoint.path_in(workdir), checkpoint.folder_in(workdir)
+        self.path, self.other = (one, many) if shardings is None else (many, one)
         self.manifest, self.planned = manifest, int(planned)
         self.schedule = checkpoint.Schedule(every_steps, every_secs)
         self.last_good: int | None = None  # the step of the checkpoint on disk
@@ -148,23 +163,55 @@ class Checkpoints:
     def resume(self, template, override: bool) -> Resumed | None:
         """The state saved in the checkpoint (None if there is none); raises
         ResumeMismatch or checkpoint.CorruptCheckpointError before anything is written."""
-        if not self.path.exists():
+        if self.other.exists():
+            this = "one process" if self.layout is None else describe(self.layout)
+            other = "one process" if self.layout is not None else "several processes"
+            raise ResumeMismatch(
+                f"{self.other} was written by {other}; this run is {this}: run it the way "
+                "it was started (parallel.*), or use a new --workdir"
+            )
+        found = self.path if self.layout is None else checkpoint.latest_committed(self.path)
+        if found is None or not found.exists():
             return None
-        meta = checkpoint.read_meta(self.path)
+        if self.layout is None:
+            meta = checkpoint.read_meta(found)
+        else:
+            meta = checkpoint.read_shards_meta(found)
         stored = meta.get("manifest")
         note = _lr_note(
             stored or {}, self.manifest, meta["tokens"], meta.get("planned"), self.planned
         )
         check(self.path.parent, stored, self.manifest, override, note)
-        state, meta = checkpoint.load(self.path, template)
+        if self.layout is None:
+            state, meta = checkpoint.load(found, template)
+        else:
+            if meta.get("layout") != self.layout:
+                raise ResumeMismatch(
+                    f"{found} was saved by {describe(meta.get('layout'))}; this run is "
+                    f"{describe(self.layout)}: resume with the parallel.* settings it was "
+                    "started with, or use a new --workdir"
+                )
+            state, _ = checkpoint.load_shards(found, template, self.shardings)
         self.last_good = int(meta["step"])
-        logging.info("resumed from %s at step %d", self.path, self.last_good)
+        logging.info("resumed from %s at step %d", found, self.last_good)
         return Resumed(
             state, tuple(meta["position"]), int(meta["tokens"]), meta.get("initial_loss")
         )
 
     def due(self, before: int, step: int) -> bool:
-        return self.schedule.due(before, step)
+        """Whether to save after the call that took the run from ``before`` to ``step``.
+
+        Several processes must all save or none: there the clock of process 0 decides,
+        asked (one small broadcast) only when the step crosses a multiple of `AGREE_EVERY`.
+        """
+        if self.layout is None:
+            return self.schedule.due(before, step)
+        if self.schedule.due_by_steps(before, step):
+            return True
+        if step // AGREE_EVERY == before // AGREE_EVERY:
+            return False
+        mine = np.asarray(self.schedule.due_by_time())
+        return bool(multihost_utils.broadcast_one_to_all(mine))
 
     def save(self, host_state, position, tokens: int, initial_loss: float | None) -> None:
         meta = {
@@ -175,7 +222,10 @@ class Checkpoints:
             "initial_loss": initial_loss,
             "manifest": self.manifest,
         }
-        checkpoint.save(self.path, host_state, meta)
+        if self.layout is None:
+            checkpoint.save(self.path, host_state, meta)
+        else:
+            checkpoint.save_shards(self.path, host_state, {**meta, "layout": self.layout})
         self.schedule.saved()
         self.last_good = int(host_state.step)
 
@@ -184,3 +234,27 @@ class Checkpoints:
         if self.last_good is None:
             return "none yet"
         return f"{self.path} (step {self.last_good}), left intact"
+
+
+def layout(shardings) -> dict:
+    """What a sharded checkpoint's files depend on: the processes, the mesh and how each
+    array is partitioned (JSON-ready)."""
+    leaves = jax.tree_util.tree_leaves(shardings)
+    mesh = leaves[0].mesh
+    return {
+        "processes": jax.process_count(),
+        "mesh": {name: int(size) for name, size in mesh.shape.items()},
+        "specs": [str(s.spec) for s in leaves],
+    }
+
+
+def describe(layout: dict | None) -> str:
+    """``layout`` in words, for error messages."""
+    if not layout:
+        return "an unknown layout"
+    mesh = " x ".join(f"{k}={v}" for k, v in layout["mesh"].items())
+    sharded = any("model" in s for s in layout["specs"])
+    return (
+        f"{layout['processes']} processes on a {mesh} mesh with the tables "
+        f"{'sharded along V' if sharded else 'replicated'}"
+    )
