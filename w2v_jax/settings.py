@@ -122,6 +122,7 @@ def validate(config) -> None:
         )
     if config.input.mode == "device":
         _device_input(config)
+    _processes(config)
     if config.parallel.mode == "pmap" and config.parallel.num_devices:
         if config.batch_size % config.parallel.num_devices:
             raise ValueError(
@@ -150,6 +151,20 @@ def _lbl(config) -> None:
     if config.lbl.bias_init == "unigram" and output_layers.get(config.loss.name).tree:
         raise ValueError(
             "config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
+        )
+
+
+def _processes(config) -> None:
+    """What several processes (and sharded tables) need (w2v_jax/distributed.py)."""
+    p = config.parallel
+    if p.shard_vocab and p.mode != "mesh":
+        raise ValueError(
+            f"config.parallel.shard_vocab=True needs parallel.mode='mesh', not {p.mode!r}"
+        )
+    if jax.process_count() > 1 and p.mode != "mesh":  # distributed.options checks the rest
+        raise ValueError(
+            f"config.parallel.mode={p.mode!r}: {jax.process_count()} processes run "
+            "parallel.mode='mesh'; set it"
         )
 
 
@@ -245,8 +260,11 @@ def resolve(config) -> Settings:
         prefetch=config.prefetch,
         seed=config.seed,
         epochs=config.epochs,
-        process_index=jax.process_index(),  # this process reads its own share
-        process_count=jax.process_count(),
+        # Every process builds the same global batches (the whole corpus) and feeds its
+        # devices their rows (runners.global_rows): a run of any number of processes
+        # sees the one-process run's batches.
+        process_index=0,
+        process_count=1,
     )
     evaluation = evaluator.EvalOptions(
         analogies=config.eval.analogies,
@@ -262,6 +280,8 @@ def resolve(config) -> Settings:
         shard_vocab=p.shard_vocab,
         steps_per_call=config.steps_per_call,
     )
+    if p.mode == "mesh":
+        runners.mesh_shape(parallel, config.batch_size)  # one line if the mesh cannot be
     loop = LoopSettings(
         seed=config.seed,
         dim=config.dim,

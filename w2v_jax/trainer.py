@@ -9,10 +9,17 @@ before the config, the corpus, the evaluation files and (on resume) the checkpoi
 manifest have been checked. A finished run rerun with the same settings changes nothing.
 Ctrl-C or SIGTERM finishes the current call, saves a checkpoint and raises
 `interrupt.Interrupted`.
+
+Several processes (``config.parallel.coordinator``, `distributed`) run this same function:
+each builds the global batches and feeds its devices' rows, all save their checkpoint
+shards, and only process 0 writes the run folder's shared files (config, metrics,
+evaluation, exports). A signal there stops a process at once; the run resumes from its
+last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import time
 
@@ -21,7 +28,16 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import evaluator, host_memory, interrupt, progress, resume, run_folder, settings
+from w2v_jax import (
+    distributed,
+    evaluator,
+    host_memory,
+    interrupt,
+    progress,
+    resume,
+    run_folder,
+    settings,
+)
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.step import runners, update
@@ -50,7 +66,9 @@ class NonFiniteLossError(FloatingPointError):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
+    distributed.initialize(distributed.options(config))  # before JAX starts
     run = settings.resolve(config)  # one-line ValueError before any work
+    chief, many = distributed.is_chief(), jax.process_count() > 1
     loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
     workdir = run_folder.prepare(workdir)
     if loop.keep_freed_memory:
@@ -65,6 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         **_lbl_init(loop, pipeline, vocab.counts),
     )  # fmt: skip
     device_spec = _device_spec(run, corpus, state) if loop.input_mode == "device" else None
+    runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)  # checks the layout
     planned = loop.epochs * input_pipeline.tokens_per_epoch(
         corpus.offsets,
         process_index=pipeline.process_index,
@@ -73,8 +92,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     )
     manifest = resume.manifest(config.to_dict(), vocab, len(corpus.ids))
     checkpoints = resume.Checkpoints(
-        workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs
-    )
+        workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs,
+        shardings=runner.shardings if many else None,
+    )  # fmt: skip
     position, tokens_done = input_pipeline.Position(0, 0), 0
     guard = progress.LossGuard(loop.max_loss)
     resumed = checkpoints.resume(state, loop.resume_override)
@@ -84,11 +104,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
     step = int(state.step)  # host copy; the runner may replicate the state
     evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
+    if not chief:  # process 0 evaluates and writes the shared files
+        evaluate_params = lambda params: {}  # noqa: E731
     if resumed is not None and _finished(loop, position, step):
-        return _finished_before(workdir, loop, vocab, state, step, evaluate_params)
-    run_folder.write_config(workdir, config)  # only now: the checks above passed
-    log = run_folder.MetricsLog(workdir, resume_step=step)
-    runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)
+        host = runners.gather(state)  # every process: a collective when several
+        if not chief:
+            return {"step": step}
+        return _finished_before(workdir, loop, vocab, host, step, evaluate_params)
+    if chief:
+        run_folder.write_config(workdir, config)  # only now: the checks above passed
+    log = run_folder.MetricsLog(workdir, resume_step=step) if chief else _NoLog()
     state = runner.put_state(state)
     aux = runner.put_aux(aux)
 
@@ -124,13 +149,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def save() -> None:
         flush(step)  # a diverged state is never saved
         save_start = time.perf_counter()
-        checkpoints.save(runner.host_state(state), position, tokens_done, guard.initial)
+        checkpoints.save(runner.state_to_save(state), position, tokens_done, guard.initial)
         meter.exclude(time.perf_counter() - save_start)
 
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
     items = iter(calls)  # (item, steps of the call)
-    with interrupt.Catcher() as stop:  # Ctrl-C, SIGTERM: finish the call, save, stop
+    # Ctrl-C, SIGTERM: finish the call, save, stop (one process; several would have to
+    # agree on the step first, so there a signal stops the process as usual).
+    catcher = _NoCatcher() if many else interrupt.Catcher()
+    with catcher as stop:
         while True:
             wait_start = time.perf_counter()
             item, n = next(items, (None, 0))
@@ -191,9 +219,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     }
     log.write(step, final)
     meter.report(step, final, final=True)
-    if loop.export:
+    if loop.export and chief:
         run_folder.export(workdir, vocab, params["in_embed"])
     return {"step": step, **final}
+
+
+class _NoLog:
+    """The metrics log of a process other than 0: writes nothing."""
+
+    def write(self, step: int, row: dict) -> None:
+        pass
+
+
+class _NoCatcher(contextlib.nullcontext):
+    """Several processes: signals are not caught (see the module doc)."""
+
+    requested = False
+
+    def __init__(self):
+        super().__init__(self)
 
 
 def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:

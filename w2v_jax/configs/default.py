@@ -127,6 +127,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel.num_devices = 0  # 0 = all local devices
     config.parallel.model_axis = 1  # mesh: devices along the vocabulary axis
     config.parallel.shard_vocab = False  # mesh: shard the tables along V over "model"
+    # Several processes (hosts, or one per GPU): mode "mesh", input.mode "host"; every
+    # process runs the same command with its own process_id (w2v_jax/distributed.py,
+    # experiments/launch_local.py, README "Multi-host").
+    config.parallel.coordinator = ""  # "" = one process; "host:port" of process 0; "auto"
+    config.parallel.num_processes = 1
+    config.parallel.process_id = 0  # this process, 0 .. num_processes - 1
+    config.parallel.local_devices = 0  # CPU only: devices each process simulates; 0 = one
+    config.parallel.init_timeout_secs = 120  # wait this long for every process to join
 
     # ---- bookkeeping -----------------------------------------------------------------
     config.log_every = 5_000  # steps between log lines / metrics.jsonl rows

@@ -4,7 +4,10 @@
 * ``pmap``   — one replica per local device, batch split along a leading device axis,
   sparse row updates all-gathered so replicas stay bit-identical.
 * ``mesh``   — ``jit`` over a ``(data, model)`` mesh with ``NamedSharding``: batch split
-  along ``data``, tables replicated or sharded along V over ``model``.
+  along ``data``, tables replicated or sharded along V over ``model``. With several
+  processes (`w2v_jax.distributed`) the mesh holds every process's devices; each process
+  builds the same global batch and hands its devices their rows, so the run sees the
+  single-process run's batches.
 
 On the CPU backend with several (simulated) devices every step is synchronised:
 asynchronously dispatched collectives can deadlock there (see shared/notes).
@@ -20,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -109,14 +114,35 @@ def make_mesh(num_devices: int | None = None, model_axis: int = 1):
 
 
 def state_sharding(state: update.TrainState, mesh, shard_vocab: bool):
-    """Tables sharded along V over ``model`` when ``shard_vocab``, else replicated."""
+    """Tables (every 2-D leaf: parameters and their optimiser state) sharded along V over
+    ``model`` when ``shard_vocab``, else replicated; vectors and scalars replicated.
 
-    def spec(x):
-        if shard_vocab and x.ndim == 2 and x.shape[0] % mesh.shape["model"] == 0:
+    Raises a one-line ValueError when the V rows of the tables do not split evenly over
+    ``model``. Hierarchical softmax's table of V - 1 inner nodes then cannot split either:
+    it stays replicated (logged).
+    """
+    model = mesh.shape["model"]
+    vocab_rows = np.shape(state.params["in_embed"])[0]
+
+    def spec(path, x):
+        if shard_vocab and np.ndim(x) == 2:
+            if x.shape[0] % model and x.shape[0] != vocab_rows:
+                logging.info(
+                    "%s (%d rows) stays replicated: parallel.model_axis=%d does not divide it",
+                    jax.tree_util.keystr(path), x.shape[0], model,
+                )  # fmt: skip
+                return NamedSharding(mesh, P())
+            if x.shape[0] % model:
+                raise ValueError(
+                    f"config.parallel.shard_vocab=True: {jax.tree_util.keystr(path)} has "
+                    f"{x.shape[0]} rows, which parallel.model_axis={model} does not divide; "
+                    "pick a model_axis (or corpus.max_vocab_size) that divides every table, "
+                    "or set shard_vocab=False"
+                )
             return NamedSharding(mesh, P("model", None))
         return NamedSharding(mesh, P())
 
-    return jax.tree_util.tree_map(spec, state)
+    return jax.tree_util.tree_map_with_path(spec, state)
 
 
 def _mesh_jit(fn, mesh, state: update.TrainState, shard_vocab: bool, batch_spec: P):
@@ -178,6 +204,13 @@ class Runner:
     scan: Callable[..., tuple[Any, dict]] | None = None  # scan_steps, when S > 1
     sync: bool = False  # block after every call (multi-device CPU, see the module doc)
     on_device: bool = False  # step_call's batch is an `on_device.Feed` (device_scan_steps)
+    # What a checkpoint saves: host arrays (one process), or the global arrays themselves
+    # when other processes hold part of them (`checkpoint.save_shards`).
+    saved_state: Callable[[Any], Any] | None = None
+    shardings: Any = None  # mesh: the state's NamedShardings (a sharded restore needs them)
+
+    def state_to_save(self, state):
+        return (self.saved_state or self.host_state)(state)
 
     def host_params(self, state) -> dict:
         return self.host_state(state).params
@@ -199,6 +232,49 @@ class Runner:
         split = jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
         out = self.scan(state, split, aux, np.asarray(lrs, np.float32))
         return jax.block_until_ready(out) if self.sync else out
+
+
+def global_rows(sharding, x):
+    """The global array ``x`` (the same host array in every process) laid out as
+    ``sharding``: each process transfers only the slices its own devices hold."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return jax.device_put(x, sharding)  # already global (a sharded restore)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def gather(tree):
+    """Host (NumPy) copies of ``tree``'s arrays, gathered from every process if need be.
+
+    With several processes this is a collective: every process must call it."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def mesh_shape(options: ParallelOptions, batch_size: int) -> tuple[int, int]:
+    """The ``(data, model)`` mesh ``options`` asks for over every process's devices; a
+    one-line ValueError when it does not divide the devices or the batch."""
+    local = jax.local_device_count()
+    n = options.num_devices or local
+    if jax.process_count() > 1 and n != local:
+        raise ValueError(
+            f"config.parallel.num_devices={n}: with {jax.process_count()} processes each "
+            f"uses all its {local} local devices; set it to 0"
+        )
+    total = n * jax.process_count()
+    if total % options.model_axis:
+        raise ValueError(
+            f"config.parallel.model_axis={options.model_axis} must divide the {total} devices "
+            f"({jax.process_count()} processes x {n}); choose a divisor of {total}"
+        )
+    data = total // options.model_axis
+    if batch_size % data:
+        raise ValueError(
+            f"config.batch_size={batch_size} must be a multiple of the mesh's data axis "
+            f"({data} = {total} devices / parallel.model_axis={options.model_axis})"
+        )
+    return data, options.model_axis
 
 
 def _num_devices(options: ParallelOptions) -> list:
@@ -259,7 +335,7 @@ def make_runner(
             put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
         )
     if mode == "mesh":
-        mesh = make_mesh(len(devices), options.model_axis)
+        mesh = make_mesh(len(devices) * jax.process_count(), options.model_axis)
         fn, st_sh = mesh_step(cfg, mesh, state, options.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
         scan = None
@@ -268,27 +344,33 @@ def make_runner(
             scan_sh = NamedSharding(mesh, P(None, "data"))
 
             def scan(s, batches, a, lrs):
-                # Each process holds its own rows of every sub-step.
-                batches = jax.tree_util.tree_map(
-                    lambda x: jax.make_array_from_process_local_data(scan_sh, x), batches
-                )
+                # Every process holds the global batches; its devices take their rows.
+                batches = jax.tree_util.tree_map(lambda x: global_rows(scan_sh, x), batches)
                 return scan_fn(s, batches, a, lrs)
 
         def step(s, b, a, lr):
-            # Each process holds its own rows; together they form the global batch.
-            b = jax.tree_util.tree_map(
-                lambda x: jax.make_array_from_process_local_data(data_sh, x), b
-            )
+            # Every process holds the global batch; its devices take their rows.
+            b = jax.tree_util.tree_map(lambda x: global_rows(data_sh, x), b)
             out = fn(s, b, a, np.float32(lr))
             return jax.block_until_ready(out) if sync else out
 
+        many = jax.process_count() > 1
+        rep = NamedSharding(mesh, P())
         return Runner(
             step=step,
-            put_state=lambda s: jax.device_put(s, st_sh),
-            host_state=jax.device_get,
-            put_aux=lambda a: jax.device_put(a, NamedSharding(mesh, P())),
+            put_state=lambda s: (
+                jax.tree_util.tree_map(global_rows, st_sh, s) if many else jax.device_put(s, st_sh)
+            ),  # fmt: skip
+            host_state=gather,
+            put_aux=lambda a: (
+                jax.tree_util.tree_map(lambda x: global_rows(rep, x), a)
+                if many
+                else jax.device_put(a, rep)
+            ),  # fmt: skip
             steps_per_call=options.steps_per_call,
             scan=scan,
             sync=sync,
+            saved_state=(lambda s: s) if many else None,
+            shardings=st_sh,
         )
     raise ValueError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")

@@ -1,0 +1,168 @@
+"""Joining a multi-process run: `jax.distributed.initialize` from ``config.parallel``.
+
+JAX's multi-controller runtime runs one Python process per host (or per GPU); every
+process runs the same program, and a ``jit`` over a mesh of all processes' devices is one
+SPMD computation whose collectives cross processes (NCCL on GPUs, ICI on TPUs, Gloo over
+TCP on CPUs). Process 0 hosts the coordinator, a small key-value service the others reach
+at ``parallel.coordinator`` (host:port) to exchange device topologies.
+
+Fields (``configs/default.py``, "parallelism"):
+
+* ``parallel.coordinator``: ``""`` = one process (nothing to join); ``"host:port"``: join
+  the run coordinated there (process 0 binds the port); ``"auto"``: let JAX detect the
+  cluster (a Cloud TPU pod slice, SLURM, Open MPI; `jax.distributed.initialize()`).
+* ``parallel.num_processes`` / ``parallel.process_id``: this process is ``process_id`` of
+  ``num_processes`` (ignored with ``"auto"``).
+* ``parallel.local_devices``: CPU only: devices this process simulates (0 = one).
+* ``parallel.init_timeout_secs``: how long a process waits for all the others to join
+  before it stops with one line.
+
+`initialize` must run before anything touches a JAX backend; `trainer.train_and_evaluate`
+calls it first. Calling it again with the same settings does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from typing import NamedTuple
+
+import jax
+from absl import logging
+
+
+class Options(NamedTuple):
+    """Which multi-process run this process joins (see the module doc)."""
+
+    coordinator: str  # "" (one process), "host:port" or "auto"
+    num_processes: int
+    process_id: int
+    local_devices: int  # CPU: simulated devices per process; 0 = JAX's default
+    init_timeout_secs: int
+
+
+def options(config) -> Options:
+    """Validated `Options` from ``config.parallel``; a one-line ValueError otherwise (before
+    any process tries to join, so a bad command never waits for the others)."""
+    p = config.parallel
+    for name in ("num_processes", "process_id", "local_devices", "init_timeout_secs"):
+        value = p[name]
+        low = 1 if name in ("num_processes", "init_timeout_secs") else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"config.parallel.{name}={value!r} must be an integer >= {low}")
+    coordinator = p.coordinator
+    if not isinstance(coordinator, str):
+        raise ValueError(f"config.parallel.coordinator={coordinator!r} must be a string")
+    if coordinator not in ("", "auto") and not re.fullmatch(r"[\w.\-\[\]:]+:\d+", coordinator):
+        raise ValueError(
+            f"config.parallel.coordinator={coordinator!r} is not host:port; use e.g. "
+            "'localhost:12355', 'auto' (TPU pod, SLURM) or '' for one process"
+        )
+    if coordinator == "" and p.num_processes > 1:
+        raise ValueError(
+            f"config.parallel.num_processes={p.num_processes} needs parallel.coordinator="
+            "'host:port' (process 0's address), or 'auto' on a TPU pod or SLURM"
+        )
+    if coordinator not in ("", "auto") and not p.process_id < p.num_processes:
+        raise ValueError(
+            f"config.parallel.process_id={p.process_id} must be below "
+            f"parallel.num_processes={p.num_processes} (processes are numbered from 0)"
+        )
+    if p.num_processes > 1:
+        for name, value, need in (
+            ("parallel.mode", p.mode, "mesh"),
+            ("input.mode", config.input.mode, "host"),
+        ):
+            if value != need:
+                raise ValueError(
+                    f"config.{name}={value!r}: {p.num_processes} processes run "
+                    f"parallel.mode='mesh' with input.mode='host'; set {name}={need!r}"
+                )
+    return Options(coordinator, p.num_processes, p.process_id, p.local_devices,
+                   p.init_timeout_secs)  # fmt: skip
+
+
+def initialize(opts: Options) -> None:
+    """Joins the run ``opts`` describes (nothing for one process); one line on failure.
+
+    Raises:
+      ValueError: a JAX backend already started in this process, or the coordinator or
+        some process did not answer within ``init_timeout_secs``.
+    """
+    if not opts.coordinator:
+        return
+    if jax.distributed.is_initialized():
+        if opts.coordinator != "auto" and jax.process_count() != opts.num_processes:
+            raise ValueError(
+                f"config.parallel.num_processes={opts.num_processes} but this process "
+                f"already joined a run of {jax.process_count()}; start a new process"
+            )
+        return
+    # Gloo is JAX's default cross-process collective on CPU; set it explicitly so a
+    # changed default cannot leave CPU runs without collectives. Ignored on GPU/TPU.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if opts.local_devices:
+        jax.config.update("jax_num_cpu_devices", opts.local_devices)
+    kwargs = dict(initialization_timeout=opts.init_timeout_secs)
+    if opts.coordinator != "auto":
+        kwargs.update(
+            coordinator_address=opts.coordinator,
+            num_processes=opts.num_processes,
+            process_id=opts.process_id,
+        )
+    if opts.coordinator != "auto" and opts.process_id:
+        # JAX aborts the process (a C++ fatal error, no exception) when the coordinator does
+        # not answer in time: wait for it here first, so that case is one line.
+        _wait_for_coordinator(opts)
+    else:
+        logging.info(
+            "waiting up to %ds for %d processes at %s (JAX aborts the process if they do "
+            "not all join in time)", opts.init_timeout_secs, opts.num_processes, opts.coordinator,
+        )  # fmt: skip
+    try:
+        jax.distributed.initialize(**kwargs)
+    except RuntimeError as e:
+        if "before any JAX" in str(e) or "already" in str(e):
+            raise ValueError(
+                "config.parallel.coordinator is set but JAX already started in this process; "
+                "run each process as its own program (experiments/launch_local.py)"
+            ) from None
+        raise _no_answer(opts, e) from None
+    except Exception as e:  # XlaRuntimeError (DEADLINE_EXCEEDED, UNAVAILABLE, ...)
+        raise _no_answer(opts, e) from None
+    logging.info(
+        "process %d of %d joined the run at %s: %d local of %d devices",
+        jax.process_index(), jax.process_count(), opts.coordinator,
+        jax.local_device_count(), jax.device_count(),
+    )  # fmt: skip
+
+
+def _wait_for_coordinator(opts: Options) -> None:
+    """Returns once something listens at ``opts.coordinator``; ValueError after the timeout."""
+    host, port = opts.coordinator.rsplit(":", 1)
+    host = host.strip("[]")
+    deadline = time.monotonic() + opts.init_timeout_secs
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise _no_answer(opts, e) from None
+            time.sleep(0.2)
+
+
+def _no_answer(opts: Options, error: BaseException) -> ValueError:
+    what = " ".join(str(error).split())[:160]
+    return ValueError(
+        f"config.parallel.coordinator={opts.coordinator!r}: process {opts.process_id} of "
+        f"{opts.num_processes} could not join within parallel.init_timeout_secs="
+        f"{opts.init_timeout_secs} ({what}); start all {opts.num_processes} processes with "
+        "the same coordinator (process 0 hosts it) or raise the timeout"
+    )
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run folder's shared files (process 0)."""
+    return jax.process_index() == 0
