@@ -1,0 +1,408 @@
+"""Several real JAX processes on localhost (experiments/launch_local.py): training equals
+the one-process run, a SIGKILLed run resumes bit-exactly, and bad input stops in one line.
+
+Every process runs under a hard time limit, in its own process group, and is killed with
+its group when a test fails (the launcher's job; `_Launch` kills the launcher's group as
+a last resort), so no process outlives a test.
+
+Sharded checkpoints themselves (commit marker, crash mid-write, another layout) are tested
+in one process at the end, on a one-device mesh.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from w2v_jax import checkpoint, resume, trainer
+from w2v_jax.configs import tiny
+from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.step import runners, update
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAUNCHER = ROOT / "experiments" / "launch_local.py"
+# 12,000 tokens: 376 steps of 64 rows in 2 epochs, a few seconds of training.
+TRAIN = [
+    sys.executable, "-m", "w2v_jax.main", "--config=w2v_jax/configs/tiny.py",
+    "--config.parallel.mode=mesh", "--config.synthetic.num_tokens=12000",
+    "--config.checkpoint_every=25", "--config.log_every=25",
+]  # fmt: skip
+LIMIT = 240  # seconds any one launch may take
+
+
+def _env(devices: int = 1) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if devices > 1:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+class _Launch:
+    """experiments/launch_local.py in the background; its output collected line by line."""
+
+    def __init__(self, processes: int, *flags: str, local_devices: int = 1):
+        self.lines: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), f"--num_processes={processes}",
+             f"--local_devices={local_devices}", f"--timeout_secs={LIMIT}", "--grace_secs=5",
+             "--", *TRAIN, *flags],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    def pids(self) -> dict[int, int]:
+        found = (re.match(r"launch_local: process (\d+) is pid (\d+)", x) for x in self.lines)
+        return {int(m.group(1)): int(m.group(2)) for m in found if m}
+
+    def wait(self, timeout: float = LIMIT + 30) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            self.kill()
+        self.reader.join(timeout=5)
+        return code
+
+    def kill(self) -> None:
+        """SIGTERM to the launcher (it stops its processes), then SIGKILL to its group."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, sig)
+                try:
+                    self.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def _launch(processes: int, workdir, *flags: str, local_devices: int = 1) -> str:
+    run = _Launch(processes, f"--workdir={workdir}", *flags, local_devices=local_devices)
+    code = run.wait()
+    assert code == 0, run.output()[-4000:]
+    return run.output()
+
+
+def _vectors(workdir) -> np.ndarray:
+    return keyed_vectors.load_word2vec(pathlib.Path(workdir) / "vectors.bin").vectors
+
+
+def _one_process(workdir, devices: int, *flags: str) -> None:
+    subprocess.run(
+        [*TRAIN, f"--workdir={workdir}", *flags],
+        cwd=ROOT, env=_env(devices), check=True, capture_output=True, timeout=LIMIT,
+    )  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> pathlib.Path:
+    """An uninterrupted 2-process run (1 CPU device each, data parallel)."""
+    workdir = tmp_path_factory.mktemp("mp") / "two"
+    _launch(2, workdir)
+    return workdir
+
+
+# ---- training equals the one-process run -----------------------------------------------
+
+
+def test_two_processes_equal_one_process_on_two_devices(two_processes, tmp_path):
+    """The same global batches, the same XLA program partitioned the same way: bit-identical
+    to one process simulating 2 devices; to one device, float32 rounding only (the data-
+    parallel step adds each device's scatter of duplicate rows in another order)."""
+    _one_process(tmp_path / "one", 2)
+    got = _vectors(two_processes)
+    assert np.array_equal(got, _vectors(tmp_path / "one"))
+    trainer.train_and_evaluate(_tiny_config(), str(tmp_path / "single"))
+    single = _vectors(tmp_path / "single")
+    np.testing.assert_allclose(got, single, rtol=0, atol=1e-4)
+    assert not np.array_equal(got, np.zeros_like(got))
+    # Only process 0 wrote the run folder's files; each process wrote its shards.
+    names = {p.name for p in two_processes.iterdir()}
+    assert names == {"checkpoint", "config.json", "metrics.jsonl", "vectors.bin", "vectors.txt",
+                     "vocab.tsv"}  # fmt: skip
+    (step,) = (two_processes / "checkpoint").iterdir()
+    assert sorted(p.name for p in step.iterdir()) == [
+        "COMMITTED", "process_00000.npz", "process_00001.npz"]  # fmt: skip
+
+
+def _tiny_config():
+    config = tiny.get_config()
+    config.synthetic.num_tokens = 12000
+    config.checkpoint_every = 25
+    config.log_every = 25
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_axis", [1, 2])
+def test_four_processes_equal_one_process_on_four_devices(tmp_path, model_axis):
+    """4 processes: data parallel (4 x 1), and the tables sharded along V over 2 of them
+    (data 2 x model 2), each against one process simulating the same mesh.
+
+    Data 2: bit-identical (a sum of two partial updates is the same in any order). Data 4:
+    float32 rounding only, because Gloo's all-reduce adds the four processes' partial
+    updates in another order than XLA's in-process all-reduce of four devices.
+    """
+    flags = [f"--config.parallel.model_axis={model_axis}"]
+    if model_axis > 1:
+        flags.append("--config.parallel.shard_vocab=True")
+    _launch(4, tmp_path / "four", *flags)
+    _one_process(tmp_path / "one", 4, *flags)
+    got, ref = _vectors(tmp_path / "four"), _vectors(tmp_path / "one")
+    if model_axis == 2:
+        assert np.array_equal(got, ref)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_two_processes_shard_the_vocabulary(tmp_path):
+    """model_axis 2 over 2 processes: each process holds (and saves) half of each table,
+    and the run equals one device exactly (the data axis is 1: no reordered sums)."""
+    flags = ["--config.parallel.model_axis=2", "--config.parallel.shard_vocab=True"]
+    _launch(2, tmp_path / "two", *flags)
+    trainer.train_and_evaluate(_tiny_config(), str(tmp_path / "single"))
+    assert np.array_equal(_vectors(tmp_path / "two"), _vectors(tmp_path / "single"))
+    (step,) = (tmp_path / "two" / "checkpoint").iterdir()
+    with np.load(step / "process_00001.npz") as f:
+        shapes = sorted(f[k].shape for k in f.files if k != "__meta__")
+    assert shapes == [(), (2,), (30, 8), (30, 8)]  # step, key, half of in and out tables
+
+
+# ---- faults ------------------------------------------------------------------------------
+
+
+def test_sigkilled_process_resumes_bit_exactly(two_processes, tmp_path):
+    """SIGKILL one process after a checkpoint: the launcher stops the other, and the same
+    command on the same folder resumes and ends with the uninterrupted run's vectors."""
+    workdir = tmp_path / "run"
+    run = _Launch(2, f"--workdir={workdir}")
+    try:
+        deadline = time.monotonic() + LIMIT
+        while checkpoint.latest_committed(workdir / "checkpoint") is None:
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.output()
+            time.sleep(0.05)
+        pids = run.pids()
+        os.kill(pids[1], signal.SIGKILL)
+        code = run.wait(timeout=60)
+    finally:
+        run.kill()
+    assert code == 128 + signal.SIGKILL, run.output()[-3000:]
+    assert not any(_alive(pid) for pid in pids.values())  # no orphan
+    assert not (workdir / "vectors.bin").exists()  # it did not finish
+    out = _launch(2, workdir)
+    assert re.search(r"resumed from .*step_0000000\d\d at step \d+", out), out[-3000:]
+    got = (workdir / "vectors.bin").read_bytes()
+    assert got == (two_processes / "vectors.bin").read_bytes()
+
+
+def test_launcher_stops_every_process_when_one_fails(tmp_path):
+    """Process 1 exits with 3 while process 0 would sleep for minutes: the launcher returns
+    3 at once and process 0 is gone."""
+    script = (
+        "import sys, time; me = int(sys.argv[-1].split('=')[1]); "
+        "time.sleep(0.5); sys.exit(3) if me == 1 else time.sleep(300)"
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, str(LAUNCHER), "--num_processes=2", "--grace_secs=2", "--",
+         sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert time.monotonic() - start < 30
+    pids = [int(p) for p in re.findall(r"is pid (\d+)", proc.stderr)]
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)
+
+
+# ---- bad input: one line, nothing left running -----------------------------------------
+
+
+def test_coordinator_that_never_answers_is_one_line(tmp_path):
+    """Process 1 of 2 with no process 0: it gives up after init_timeout_secs, one line."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*TRAIN, f"--workdir={tmp_path}", f"--config.parallel.coordinator=localhost:{port}",
+         "--config.parallel.num_processes=2", "--config.parallel.process_id=1",
+         "--config.parallel.init_timeout_secs=3"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    expected = (
+        r"error: config.parallel.coordinator='localhost:\d+': process 1 of 2 could not join "
+        r"within parallel.init_timeout_secs=3"
+    )
+    assert re.match(expected, err[-1]), err[-1]
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "config.json").exists()
+
+
+BAD_PARALLEL = [
+    ({"parallel.num_processes": 2}, r"num_processes=2 needs parallel.coordinator='host:port'"),
+    ({"parallel.coordinator": "localhost", "parallel.num_processes": 2},
+     r"coordinator='localhost' is not host:port"),
+    ({"parallel.coordinator": "localhost:1", "parallel.num_processes": 2,
+      "parallel.process_id": 2}, r"process_id=2 must be below parallel.num_processes=2"),
+    ({"parallel.coordinator": "localhost:1", "parallel.num_processes": 2},
+     r"parallel.mode='single': 2 processes run parallel.mode='mesh'"),
+    ({"parallel.coordinator": "localhost:1", "parallel.num_processes": 2,
+      "parallel.mode": "mesh", "input.mode": "device"}, r"config.input.mode='device'"),
+    ({"parallel.shard_vocab": True}, r"shard_vocab=True needs parallel.mode='mesh'"),
+    ({"parallel.mode": "mesh", "parallel.model_axis": 2},
+     r"model_axis=2 must divide the 1 devices \(1 processes x 1\)"),
+    ({"parallel.init_timeout_secs": 0}, r"init_timeout_secs=0 must be an integer >= 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides,match", BAD_PARALLEL, ids=lambda x: str(x)[:50])
+def test_bad_parallel_settings_are_one_line_before_joining(tmp_path, overrides, match):
+    config = tiny.get_config()
+    config.update_from_flattened_dict(overrides)
+    with pytest.raises(ValueError, match=match) as info:
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_mesh_that_does_not_divide_the_batch_or_vocabulary_is_one_line(tmp_path):
+    """With 2 simulated devices: a batch the data axis does not divide, and a vocabulary of
+    59 words that 2 model shards cannot split."""
+    code = (
+        "import sys\nfrom w2v_jax import trainer\nfrom w2v_jax.configs import tiny\n"
+        "for o in ({'batch_size': 63}, {'parallel.model_axis': 2, 'parallel.shard_vocab':"
+        " True, 'synthetic.vocab_size': 59}):\n"
+        "    c = tiny.get_config(); c.parallel.mode = 'mesh'; c.update_from_flattened_dict(o)\n"
+        "    try:\n        trainer.train_and_evaluate(c, sys.argv[1])\n"
+        "    except ValueError as e:\n        print('ERR', e)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "run")],
+        cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=LIMIT,
+    )  # fmt: skip
+    errors = [x for x in proc.stdout.splitlines() if x.startswith("ERR")]
+    assert len(errors) == 2, proc.stdout + proc.stderr[-3000:]
+    assert re.search(r"batch_size=63 must be a multiple of the mesh's data axis \(2", errors[0])
+    assert re.search(r"shard_vocab=True: .*in_embed.* has 59 rows, which "
+                     r"parallel.model_axis=2 does not divide", errors[1])  # fmt: skip
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+# ---- sharded checkpoints, in one process ---------------------------------------------------
+
+
+def _sharded_state(shard_vocab: bool = False):
+    cfg = update.StepConfig(model="skipgram", loss="neg", k=2, optimizer="adagrad", sparse=True)
+    state = update.init_state(jax.random.PRNGKey(0), 6, 4, cfg)
+    mesh = runners.make_mesh(1, 1)
+    shardings = runners.state_sharding(state, mesh, shard_vocab)
+    return jax.device_put(state, shardings), shardings
+
+
+def _checkpoints(workdir, shardings, manifest=None):
+    return resume.Checkpoints(workdir, manifest or {"a": 1}, 100, 10, 0.0, shardings=shardings)
+
+
+def test_sharded_checkpoint_round_trip_keeps_only_the_newest(tmp_path):
+    state, shardings = _sharded_state()
+    ckpt = _checkpoints(tmp_path, shardings)
+    ckpt.save(state, (0, 3), 30, 1.5)
+    later = state._replace(step=state.step + 7)
+    ckpt.save(later, (0, 10), 100, 1.5)
+    assert [p.name for p in (tmp_path / "checkpoint").iterdir()] == ["step_000000007"]
+    resumed = _checkpoints(tmp_path, shardings).resume(state, override=False)
+    assert resumed.position == (0, 10) and resumed.tokens == 100 and resumed.initial_loss == 1.5
+    for a, b in zip(jax.tree_util.tree_leaves(resumed.state), jax.tree_util.tree_leaves(later),
+                    strict=True):  # fmt: skip
+        assert a.sharding == b.sharding and np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_crash_during_a_sharded_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    """A writer that dies mid-file (here: raises after half the bytes), and the folder a
+    killed process leaves (no marker, a truncated file): the previous step loads."""
+    state, shardings = _sharded_state()
+    ckpt = _checkpoints(tmp_path, shardings)
+    ckpt.save(state, (0, 3), 30, None)
+
+    def dies_half_way(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError("killed")
+
+    monkeypatch.setattr(checkpoint.np, "savez", dies_half_way)
+    with pytest.raises(OSError, match="killed"):
+        ckpt.save(state._replace(step=state.step + 5), (0, 8), 80, None)
+    monkeypatch.undo()
+    partial = tmp_path / "checkpoint" / "step_000000009"  # another process's leftovers
+    partial.mkdir()
+    (partial / "process_00000.npz").write_bytes(b"PK\x03\x04 truncated")
+    resumed = _checkpoints(tmp_path, shardings).resume(state, override=False)
+    assert resumed.position == (0, 3) and int(resumed.state.step) == 0
+
+
+def test_sharded_checkpoint_from_another_layout_or_config_is_one_line(tmp_path):
+    state, shardings = _sharded_state(shard_vocab=False)
+    _checkpoints(tmp_path, shardings).save(state, (0, 3), 30, None)
+    _, by_vocab = _sharded_state(shard_vocab=True)
+    with pytest.raises(
+        resume.ResumeMismatch,
+        match=r"saved by 1 processes on a data=1 x "
+        r"model=1 mesh with the tables replicated; this run is .*sharded along V",
+    ):
+        _checkpoints(tmp_path, by_vocab).resume(state, override=False)  # fmt: skip
+    with pytest.raises(resume.ResumeMismatch, match=r"other settings \(a 1 -> 2\)"):
+        _checkpoints(tmp_path, shardings, {"a": 2}).resume(state, override=False)
+    with pytest.raises(
+        resume.ResumeMismatch,
+        match=r"checkpoint was written by several "
+        r"processes; this run is one process",
+    ):
+        _checkpoints(tmp_path, None).resume(state, override=False)  # fmt: skip
+    shutil.rmtree(tmp_path / "checkpoint")
+    _checkpoints(tmp_path, None).save(jax.device_get(state), (0, 3), 30, None)
+    with pytest.raises(resume.ResumeMismatch, match=r"checkpoint.npz was written by one process"):
+        _checkpoints(tmp_path, shardings).resume(state, override=False)
+
+
+def test_non_finite_shards_never_replace_the_last_good_checkpoint(tmp_path):
+    state, shardings = _sharded_state()
+    ckpt = _checkpoints(tmp_path, shardings)
+    ckpt.save(state, (0, 3), 30, None)
+    table = state.params["in_embed"]
+    bad = state._replace(
+        step=state.step + 1,
+        params={**state.params, "in_embed": jax.device_put(table.at[0, 0].set(np.nan),
+                                                           table.sharding)},
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match="hold NaN or inf"):
+        ckpt.save(bad, (0, 4), 40, None)
+    assert checkpoint.latest_committed(tmp_path / "checkpoint").name == "step_000000000"
