@@ -179,6 +179,25 @@ def test_self_normalised_model_has_log_z_zero():
     )
 
 
+@pytest.mark.parametrize("model_name", ["skipgram", "cbow"])
+def test_penalised_softmax_is_scored_as_the_plain_softmax(model_name):
+    """softmax_penalty's held-out NLL is -log p(w | h) under the softmax (the float64
+    loops), not its training objective, which adds the penalty on Z."""
+    params, batches = _params(), _batches()
+    got = likelihood.heldout_nll(
+        params, batches, model=model_name, loss_name="softmax_penalty", chunk_size=7
+    )
+    want = likelihood.heldout_nll(params, batches, model=model_name, loss_name="softmax")
+    nll, log_z = _brute_force(params, batches, model_name)
+    assert got.nll == pytest.approx(want.nll, rel=1e-6) == pytest.approx(nll.mean(), rel=1e-5)
+    assert got.log_z_std == pytest.approx(log_z.std(), rel=1e-4)
+    inputs = params["in_embed"][:3]
+    np.testing.assert_array_equal(
+        likelihood.log_probs(params, inputs, loss_name="softmax_penalty"),
+        likelihood.log_probs(params, inputs, loss_name="softmax"),
+    )
+
+
 def test_zero_output_vectors_give_log_v():
     params = _params(7, bias=False)
     params["out_embed"] = np.zeros_like(params["out_embed"])

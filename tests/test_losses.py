@@ -605,12 +605,15 @@ def test_ids_under_jit_are_not_checked():
 def test_registry():
     assert {name: layer.loss for name, layer in output_layers.BY_NAME.items()} == {
         "softmax": losses.softmax_loss,
+        "softmax_penalty": losses.softmax_penalty_loss,
         "sampled_softmax": losses.sampled_softmax_loss,
         "nce": losses.nce_loss,
         "neg": losses.negative_sampling_loss,
         "hs": losses.hierarchical_softmax_loss,
     }
-    assert output_layers.NAMES == ("softmax", "sampled_softmax", "nce", "neg", "hs")
+    assert output_layers.NAMES == (
+        "softmax", "softmax_penalty", "sampled_softmax", "nce", "neg", "hs"
+    )  # fmt: skip
     assert output_layers.SAMPLED == ("sampled_softmax", "nce", "neg")
     hs = output_layers.get("hs")
     assert (hs.table, hs.tree, hs.sampled, hs.biases) == ("node_embed", True, False, False)

@@ -103,6 +103,7 @@ def validate(config) -> None:
             f"optimizer.sparse=False or use one of {list(optimizers.SPARSE)}"
         )
     _lbl(config)
+    _penalty(config.loss)
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
     if config.corpus.name != "synthetic":
@@ -151,6 +152,21 @@ def _lbl(config) -> None:
     if config.lbl.bias_init == "unigram" and output_layers.get(config.loss.name).tree:
         raise ValueError(
             "config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
+        )
+
+
+def _penalty(loss) -> None:
+    """loss.penalty: a number >= 0; the step takes only 1.0 until StepConfig carries it."""
+    value = loss.penalty
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"config.loss.penalty={value!r} must be a finite number >= 0 (the weight of "
+            "Z - 1 - log Z; 0 is the plain softmax); e.g. --config.loss.penalty=1.0"
+        )
+    if loss.name == "softmax_penalty" and value != 1.0:
+        raise ValueError(
+            f"config.loss.penalty={value!r}: the training step applies only 1.0 so far "
+            "(update.StepConfig has no penalty field yet); set loss.penalty=1.0"
         )
 
 

@@ -53,7 +53,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- output layer ----------------------------------------------------------------
     config.loss = ml_collections.ConfigDict()
-    # "softmax", "sampled_softmax", "nce", "neg" (negative sampling), "hs" (hs=1).
+    # "softmax", "sampled_softmax", "nce", "neg" (negative sampling), "hs" (hs=1), or
+    # "softmax_penalty": the softmax plus penalty · (Z − 1 − log Z), Z exact.
     config.loss.name = "neg"
     config.loss.k = 5  # negative: noise samples per example
     config.loss.ns_exponent = 0.75  # ns_exponent: noise q ∝ count^0.75
@@ -71,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
     config.loss.use_bias = False  # output biases (word2vec has none)
     config.loss.remove_accidental_hits = True  # sampled softmax only
+    # softmax_penalty only: the weight α >= 0 of the penalty Z − 1 − log Z. 1.0 is what
+    # binary NCE (Z fixed at 1) optimises as k grows; 0 is the plain softmax.
+    config.loss.penalty = 1.0
 
     # ---- optimisation ----------------------------------------------------------------
     config.optimizer = ml_collections.ConfigDict()

@@ -12,7 +12,9 @@ and measures held-out text under it: the negative log-likelihood of the centre w
 its context, per example, exactly as the model was trained (skip-gram: one example per
 valid context slot, input the context word's vector; CBOW: one example per row, input the
 mean or sum of the context vectors). Softmax, sampled softmax, NCE and negative sampling
-thus become directly comparable, in nats and in perplexity.
+thus become directly comparable, in nats and in perplexity. The penalised softmax
+(``softmax_penalty``) is scored the same way: its NLL is the plain softmax NLL, not the
+objective it trained (which adds the penalty on Z).
 
 Self-normalisation is measured alongside: the distribution of :math:`\log Z(h)` over the
 held-out examples and the NLL the raw scores would give if :math:`Z` were 1,

@@ -1,20 +1,25 @@
-r"""The five output layers, each declared once: the registry every other module reads.
+r"""The six output layers, each declared once: the registry every other module reads.
 
 A layer is what turns an input vector into a loss on the centre word: its output table,
 whether it draws noise samples or walks the Huffman tree, its per-example library loss
 (`losses`), and its logits-level core and correction (`losses.terms`). The step, the
 grouped kernels, the likelihood and the analyses look these attributes up instead of
-comparing loss names, so a sixth layer is one entry here plus its loss.
+comparing loss names, so a new layer is one entry here plus its loss.
 
 ========================  ==============  =======  ====  ======================  =========
 name                      table           sampled  tree  core                    correction
 ========================  ==============  =======  ====  ======================  =========
 ``softmax``               ``out_embed``   no       no    logsumexp over V        none
+``softmax_penalty``       ``out_embed``   no       no    penalised_nll           none
 ``sampled_softmax``       ``out_embed``   yes      no    sampled_softmax_terms   − log q
 ``nce``                   ``out_embed``   yes      no    sigmoid_terms           − log(K q)
 ``neg``                   ``out_embed``   yes      no    sigmoid_terms           none
 ``hs``                    ``node_embed``  no       yes   tree_terms              none
 ========================  ==============  =======  ====  ======================  =========
+
+``softmax_penalty`` is the softmax plus ``penalty`` · (Z − 1 − log Z), Z exact: what binary
+NCE optimises as K grows (Ma & Collins, 2018). It trains like the softmax (a dense output
+gradient) and is scored like it (the exact held-out likelihood ignores the penalty).
 
 `Constants` (the per-run arrays a layer needs: the noise table and log q, or the Huffman
 arrays) are built on the host by `constants_for`.
@@ -58,6 +63,7 @@ class OutputLayer:
     binary: bool = False  # sampled core: sigmoid_terms (True) or sampled_softmax_terms
     correction: Callable | None = None  # (logits, log_q, K) -> logits, from `losses.terms`
     biases: bool = True  # output biases are defined (not for the tree's inner nodes)
+    penalised: bool = False  # full softmax plus penalty · (Z − 1 − log Z) (takes ``penalty``)
 
     def correct(self, logits: jax.Array, log_q: jax.Array, k: int) -> jax.Array:
         """The layer's correction of sampled logits (unchanged when it has none)."""
@@ -79,15 +85,18 @@ class OutputLayer:
         path=None,
         chunk_size: int | None = None,
         remove_accidental_hits: bool = True,
+        penalty: float = 1.0,
     ) -> jax.Array:
         """The library loss [E] with the arguments this layer takes.
 
         inputs [E, D], out [V, D] (or the gathered rows), labels [E], bias [V] or None,
         samples [E, K] (sampled), log_q [V] (corrected layers), path (codes, points,
-        mask) each [E, L] (tree); the rest is ignored.
+        mask) each [E, L] (tree), penalty α >= 0 (penalised); the rest is ignored.
         """
         if self.tree:
             return self.loss(inputs, out, *path)
+        if self.penalised:
+            return self.loss(inputs, out, labels, bias, penalty=penalty, chunk_size=chunk_size)
         if not self.sampled:
             return self.loss(inputs, out, labels, bias, chunk_size=chunk_size)
         if self.correction is None:
@@ -101,6 +110,7 @@ class OutputLayer:
 
 LAYERS: tuple[OutputLayer, ...] = (
     OutputLayer("softmax", losses.softmax_loss),
+    OutputLayer("softmax_penalty", losses.softmax_penalty_loss, penalised=True),
     OutputLayer(
         "sampled_softmax",
         losses.sampled_softmax_loss,

@@ -1,4 +1,4 @@
-r"""The five word2vec output layers as pure per-example losses.
+r"""The six output layers as pure per-example losses: word2vec's five and a penalised softmax.
 
 Every loss is written for one example and batched with `jax.vmap`; it takes arrays and
 returns the per-example losses ``[B]`` (the caller reduces). Nothing here draws random
@@ -58,6 +58,30 @@ def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
 def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, valid_blocks):
     lse = _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks)
     return lse - _scores(h, weights, biases, label)
+
+
+def _softmax_penalty_one(h, label, weights, biases, penalty):
+    logits = weights @ h + biases  # [V]
+    return terms.penalised_nll(jax.nn.logsumexp(logits), logits[label], penalty)
+
+
+def _softmax_penalty_chunked_one(
+    h, label, weights, biases, weight_blocks, bias_blocks, valid_blocks, penalty
+):
+    log_z = _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks)
+    return terms.penalised_nll(log_z, _scores(h, weights, biases, label), penalty)
+
+
+def _vocab_blocks(weights, biases, chunk_size):
+    """``weights`` [V, D] and ``biases`` [V] as ``[N, c, D]`` and ``[N, c]`` blocks of
+    ``c = chunk_size`` rows (the last padded) and the ``[N, c]`` mask of real rows."""
+    num_rows = weights.shape[0]
+    num_blocks = -(-num_rows // chunk_size)
+    pad = num_blocks * chunk_size - num_rows
+    weight_blocks = jnp.pad(weights, ((0, pad), (0, 0))).reshape(num_blocks, chunk_size, -1)
+    bias_blocks = jnp.pad(biases, (0, pad)).reshape(num_blocks, chunk_size)
+    valid_blocks = (jnp.arange(num_blocks * chunk_size) < num_rows).reshape(num_blocks, -1)
+    return weight_blocks, bias_blocks, valid_blocks
 
 
 def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
@@ -137,16 +161,75 @@ def softmax_loss(
     fn = "softmax_loss"
     inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
     checks.check_chunk_size(fn, chunk_size)
-    num_rows = weights.shape[0]
-    if chunk_size is None or chunk_size >= num_rows:
+    if chunk_size is None or chunk_size >= weights.shape[0]:
         return jax.vmap(_softmax_one, in_axes=(0, 0, None, None))(inputs, labels, weights, biases)
-    num_blocks = -(-num_rows // chunk_size)
-    pad = num_blocks * chunk_size - num_rows
-    weight_blocks = jnp.pad(weights, ((0, pad), (0, 0))).reshape(num_blocks, chunk_size, -1)
-    bias_blocks = jnp.pad(biases, (0, pad)).reshape(num_blocks, chunk_size)
-    valid_blocks = (jnp.arange(num_blocks * chunk_size) < num_rows).reshape(num_blocks, -1)
+    blocks = _vocab_blocks(weights, biases, chunk_size)
     return jax.vmap(_softmax_chunked_one, in_axes=(0, 0) + (None,) * 5)(
-        inputs, labels, weights, biases, weight_blocks, bias_blocks, valid_blocks
+        inputs, labels, weights, biases, *blocks
+    )
+
+
+def softmax_penalty_loss(
+    inputs: jax.typing.ArrayLike,
+    weights: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    biases: jax.typing.ArrayLike | None = None,
+    *,
+    penalty: float = 1.0,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    r"""The exact softmax cross entropy plus a self-normalisation penalty on :math:`Z`.
+
+    With :math:`Z(h) = \sum_{v=1}^{V} \exp s(v)` computed exactly and :math:`\alpha` =
+    ``penalty``,
+
+    .. math::
+        \ell(h, w) = \log Z(h) - s(w) + \alpha\,\big(Z(h) - 1 - \log Z(h)\big)
+
+    The penalty is :math:`\ge 0` and zero only at :math:`Z = 1`, so it pulls every
+    context's scores towards summing to one. It is what binary NCE with :math:`Z` fixed at
+    1 optimises as ``K`` grows (:math:`\alpha = 1`): the log-likelihood minus
+    :math:`E[Z - 1 - \log Z]` (Ma & Collins, 2018). Where the model can make every
+    :math:`Z(h) = 1` without losing fit, its optimum is the softmax's; where it cannot, it
+    trades likelihood for normalisation, as NCE does. ``penalty=0`` is exactly
+    `softmax_loss`. ``chunk_size`` streams the logsumexp as in `softmax_loss`; the
+    gradient is dense over all ``V`` rows, like the softmax's.
+
+    Args:
+      inputs: ``[B, D]`` float input vectors :math:`h`.
+      weights: ``[V, D]`` float output vectors :math:`u`.
+      labels: ``[B]`` integer target rows in ``[0, V)``.
+      biases: optional ``[V]`` float output biases :math:`b`.
+      penalty: :math:`\alpha \ge 0`, a Python number (static under `jax.jit`).
+      chunk_size: optional number of rows per logsumexp block (a static Python int).
+
+    Returns:
+      ``[B]`` per-example losses.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from w2v_jax.model import losses
+      >>> inputs, weights = jnp.ones((2, 3)), jnp.zeros((8, 3))
+      >>> # Z = 8: log 8 + (8 - 1 - log 8)
+      >>> print(losses.softmax_penalty_loss(inputs, weights, jnp.array([0, 5])))
+      [7. 7.]
+
+    References:
+      Ma & Collins, `Noise Contrastive Estimation and Negative Sampling for Conditional
+      Models: Consistency and Statistical Efficiency <https://arxiv.org/abs/1809.01812>`_,
+      2018
+    """
+    fn = "softmax_penalty_loss"
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    checks.check_chunk_size(fn, chunk_size)
+    checks.check_penalty(fn, penalty)
+    if chunk_size is None or chunk_size >= weights.shape[0]:
+        return jax.vmap(_softmax_penalty_one, in_axes=(0, 0, None, None, None))(
+            inputs, labels, weights, biases, penalty
+        )
+    blocks = _vocab_blocks(weights, biases, chunk_size)
+    return jax.vmap(_softmax_penalty_chunked_one, in_axes=(0, 0) + (None,) * 6)(
+        inputs, labels, weights, biases, *blocks, penalty
     )
 
 

@@ -118,6 +118,16 @@ def check_chunk_size(fn, chunk_size) -> None:
         raise ValueError(f"{fn}: chunk_size must be None or a positive int, got {chunk_size!r}")
 
 
+def check_penalty(fn, penalty) -> None:
+    """Raises unless ``penalty`` is a finite Python number >= 0 (a static weight)."""
+    if (
+        not isinstance(penalty, (int, float))
+        or isinstance(penalty, bool)
+        or not 0 <= penalty < float("inf")
+    ):
+        raise ValueError(f"{fn}: penalty must be a finite Python number >= 0, got {penalty!r}")
+
+
 def check_tree(fn, inputs, node_weights, codes, points, mask):
     """Checks the hierarchical softmax's arguments; returns them as arrays.
 

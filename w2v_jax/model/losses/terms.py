@@ -10,7 +10,10 @@ The thesis in four lines: with logits :math:`s(v)`,
 * negative sampling is `sigmoid_terms` of :math:`s` itself;
 * NCE is `sigmoid_terms` of :math:`s - \log(K q)` (`log_kq_correction`);
 * sampled softmax is `sampled_softmax_terms` of :math:`s - \log q` (`log_q_correction`);
-* hierarchical softmax is `tree_terms` of the path's logits.
+* hierarchical softmax is `tree_terms` of the path's logits;
+
+and the penalised softmax adds `normaliser_penalty` of the exact :math:`\log Z` to the
+softmax's :math:`\log Z - s(w)` (`penalised_nll`).
 
 Shape letters: K noise samples, L Huffman path length; ``[...]`` any leading shape.
 """
@@ -98,3 +101,39 @@ def tree_terms(path_logits: jax.Array, codes: jax.Array, mask: jax.Array) -> jax
     """
     sign = 1 - 2 * codes  # +1 for code 0, -1 for code 1
     return -jnp.sum(mask * jax.nn.log_sigmoid(sign * path_logits), axis=-1)
+
+
+def normaliser_penalty(log_z: jax.Array) -> jax.Array:
+    r""":math:`Z - 1 - \log Z \ge 0` from :math:`\log Z`: zero exactly when :math:`Z = 1`.
+
+    Written :math:`\operatorname{expm1}(\log Z) - \log Z`, accurate near :math:`Z = 1`;
+    it overflows to ``inf`` past :math:`\log Z \approx 88` in float32. Binary NCE with
+    :math:`Z` fixed at 1 maximises, as ``K`` grows, the log-likelihood minus this penalty
+    in expectation (Ma & Collins, 2018).
+
+    Args:
+      log_z: ``[...]`` log partition function :math:`\log Z(h)`.
+
+    Returns:
+      ``[...]`` penalties.
+    """
+    return jnp.expm1(log_z) - log_z
+
+
+def penalised_nll(log_z: jax.Array, true_logits: jax.Array, penalty: float) -> jax.Array:
+    r"""The softmax NLL plus ``penalty`` times `normaliser_penalty`.
+
+    .. math::
+        \log Z - t + \alpha\,(Z - 1 - \log Z)
+
+    Args:
+      log_z: ``[...]`` exact log partition function (a logsumexp over every row).
+      true_logits: ``[...]`` logit :math:`t` of the label.
+      penalty: :math:`\alpha \ge 0`, a Python number; 0 is the softmax itself (the
+        penalty is then not computed, so a huge :math:`Z` cannot turn it into NaN).
+
+    Returns:
+      ``[...]`` per-example losses.
+    """
+    nll = log_z - true_logits
+    return nll + penalty * normaliser_penalty(log_z) if penalty else nll
