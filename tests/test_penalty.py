@@ -211,3 +211,21 @@ def test_trains_under_the_default_optimiser(tmp_path):
     final, vocab_size = _trained(tmp_path, "adagrad", config)
     assert final["eval/heldout_nll"] < math.log(vocab_size) - 0.5, final
     assert np.isfinite(final["eval/log_z_std"])
+
+
+def test_ranking_nce_figure_draws_a_column_per_setting():
+    from w2v_jax.analysis import figures
+
+    rows = [
+        {"setting": s, "loss": loss, "k": k, "kl_truth": 0.1 + i, "log_z_std": 0.2}
+        for s in ("a", "b")
+        for i, (loss, k) in enumerate(
+            [("softmax", None), ("softmax_penalty", None), ("nce", 1), ("nce", 5)]
+            + [("sampled_softmax", 1), ("sampled_softmax", 5)]
+        )
+    ]
+    fig = figures.ranking_nce_figure(rows, {"a": "setting a"})
+    axes = fig.axes
+    assert len(axes) == 4 and axes[0].get_title() == "setting a"
+    labels = axes[0].get_legend_handles_labels()[1]
+    assert labels == ["softmax", "softmax_penalty", "nce", "sampled_softmax"]

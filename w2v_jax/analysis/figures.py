@@ -1,5 +1,5 @@
-"""Figures of the measurements that are not sweeps: PMI shift (claim 3), gradient bias
-(claim 4), cost (claim 6).
+"""Figures of the measurements that are not single sweeps: PMI shift (claim 3), gradient
+bias (claim 4), cost (claim 6), ranking against binary NCE over several settings (claim 7).
 
 Built like `plots`, from `style`: a `matplotlib.figure.Figure` on the Agg canvas, never
 pyplot, with one colour per loss (`style.LOSS_COLORS`), log-only-when-wide y axes
@@ -15,6 +15,10 @@ import numpy as np
 from matplotlib import figure
 
 from w2v_jax.analysis import style
+
+# Layers without k (one value per V in the cost figure): sweep.REFERENCE_LOSSES, restated
+# here because this module does not import JAX.
+_NO_K = ("softmax", "softmax_penalty", "hs")
 
 BIAS_METRICS = (
     ("cosine", "cos(mean gradient, softmax gradient)", "linear"),
@@ -82,11 +86,11 @@ def cost_figure(rows: Sequence[dict], k_for_v: int = 5) -> figure.Figure:
         k0 = min(r["k"] or 0 for r in mine) or None
         k0 = k_for_v if any(r["k"] == k_for_v for r in mine) else k0
         at_k0 = sorted((r["vocab_size"], r["ns_per_pair"]) for r in mine if r["k"] == k0)
-        tag = "" if loss in ("softmax", "hs") else f" (k={k0})"
+        tag = "" if loss in _NO_K else f" (k={k0})"
         left.plot(*zip(*at_k0, strict=True), "o-", color=color, label=f"{loss}{tag}")
         v_max = max(r["vocab_size"] for r in mine)
         at_v = sorted((r["k"], r["ns_per_pair"]) for r in mine if r["vocab_size"] == v_max)
-        if loss in ("softmax", "hs"):
+        if loss in _NO_K:
             right.axhline(at_v[0][1], color=color, linestyle="--", label=f"{loss}, V={v_max:,}")
         else:
             right.plot(*zip(*at_v, strict=True), "o-", color=color, label=f"{loss}, V={v_max:,}")
@@ -137,4 +141,58 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
     title = "What the scores learn: PMI − log k (neg), log p(w|c) (NCE)"
     style.set_title(ax, title, style.band_note(sizes))
     ax.legend(fontsize="small")
+    return fig
+
+
+RANKING_METRICS = (
+    ("kl_truth", "KL(truth ‖ model) (nats/word)"),
+    ("log_z_std", "std of log Z(context) (nats)"),
+)  # (summary column, y label): the rows of `ranking_nce_figure`
+RANKING_REFERENCES = {"softmax": "--", "softmax_penalty": "-."}  # flat lines, by style
+
+
+def ranking_nce_figure(rows: Sequence[dict], titles: dict[str, str] | None = None):
+    """KL to the truth and the spread of log Z against k, one column per setting.
+
+    ``rows``: one per finished run with ``setting``, ``loss``, ``k`` (None for the
+    references), ``kl_truth`` and ``log_z_std``, as `experiments/claim7_ranking_nce.py`
+    writes them. Sampled losses are lines (mean over seeds, min-max band); the softmax and
+    the penalised softmax are horizontal lines. ``titles`` maps a setting to its title.
+    """
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    fig, axes = style.new_figure(4.3 * len(settings), 7.4, len(RANKING_METRICS), len(settings))
+    colors = style.colors(r["loss"] for r in rows)
+    sizes = []
+    for col, setting in enumerate(settings):
+        mine = [r for r in rows if r["setting"] == setting]
+        ks = sorted({r["k"] for r in mine if r["k"] is not None})
+        for row, (metric, label) in enumerate(RANKING_METRICS):
+            ax = axes[row, col]
+            drawn = []
+            for loss in dict.fromkeys(r["loss"] for r in mine):
+                values = [r[metric] for r in mine if r["loss"] == loss and r[metric] is not None]
+                if loss in RANKING_REFERENCES:
+                    if values:
+                        ax.axhline(np.mean(values), color=colors[loss],
+                                   linestyle=RANKING_REFERENCES[loss], label=loss)  # fmt: skip
+                        drawn.append(values)
+                    continue
+                groups = [[r[metric] for r in mine if r["loss"] == loss and r["k"] == k
+                           and r[metric] is not None] for k in ks]  # fmt: skip
+                xs = [k for k, g in zip(ks, groups, strict=True) if g]
+                groups = [g for g in groups if g]
+                if xs:
+                    style.band(ax, xs, groups, colors[loss], loss)
+                    drawn.extend(groups)
+                    sizes.extend(groups)
+            style.set_y_scale(ax, [v for g in drawn for v in g])
+            ax.set_ylabel(label, fontsize="small")
+            style.log_k_axis(ax, ks)
+        style.set_title(axes[0, col], (titles or {}).get(setting, setting), width=42,
+                        fontsize="small")  # fmt: skip
+        axes[-1, col].set_xlabel("k (noise samples per example)")
+    axes[0, 0].legend(fontsize="small")
+    note = style.band_note(sizes)
+    text = "Binary NCE (nce, Z = 1) against ranking NCE (sampled_softmax, hits kept)"
+    fig.suptitle(text + (f"\n({note})" if note else ""), fontsize="medium")
     return fig

@@ -34,8 +34,8 @@ from w2v_jax.analysis import style
 
 SUMMARY_JSON = "summary.json"
 PLOTS_DIR = "plots"
-REFERENCES = ("softmax", "hs")  # drawn as horizontal lines in metric-vs-k plots
-_REFERENCE_STYLE = {"softmax": "--", "hs": ":"}
+REFERENCES = ("softmax", "softmax_penalty", "hs")  # horizontal lines in metric-vs-k plots
+_REFERENCE_STYLE = {"softmax": "--", "softmax_penalty": "-.", "hs": ":"}
 # Summary columns that are not metrics, or not worth a plot against k.
 _NOT_METRICS = re.compile(r"^(point|loss|k|seed|status|steps|error|analogy_coverage|log_z_q\d+)$")
 _NOT_CURVES = re.compile(r"(/coverage|/log_z_q\d+|/progress|/lr|/examples|/grad_norm)")

@@ -27,6 +27,7 @@ LOSS_COLORS = {  # one colour per loss in every figure
     "neg": PALETTE[2],
     "hs": PALETTE[3],
     "softmax": PALETTE[6],
+    "softmax_penalty": PALETTE[4],
 }
 LOG_RATIO = 10.0  # a y axis is logarithmic only if max / min over its values reaches this
 
