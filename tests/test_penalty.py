@@ -162,7 +162,7 @@ def _config(**overrides):
     "value,message",
     [
         (-0.5, r"^config.loss.penalty=-0.5 must be a finite number >= 0 .*penalty=1.0$"),
-        (2.0, r"^config.loss.penalty=2.0: the training step applies only 1.0 so far"),
+        (float("inf"), r"^config.loss.penalty=inf must be a finite number >= 0"),
     ],
 )
 def test_bad_penalty_in_the_config_is_one_line(value, message):
@@ -229,3 +229,28 @@ def test_ranking_nce_figure_draws_a_column_per_setting():
     assert len(axes) == 4 and axes[0].get_title() == "setting a"
     labels = axes[0].get_legend_handles_labels()[1]
     assert labels == ["softmax", "softmax_penalty", "nce", "sampled_softmax"]
+
+
+def test_the_configured_weight_reaches_the_step():
+    """settings -> StepConfig.penalty -> the loss: weight 0 is the softmax's loss exactly,
+    and a larger weight adds the larger penalty on the same batch."""
+    from w2v_jax.data import input_pipeline
+    from w2v_jax.step import update
+
+    rng = np.random.default_rng(0)
+    batch = input_pipeline.Batch(
+        rng.integers(0, 20, 8).astype(np.int32),
+        rng.integers(0, 20, (8, 4)).astype(np.int32),
+        np.ones((8, 4), np.float32),
+    )
+    losses = {}
+    for name, weight in (("softmax", 1.0), ("softmax_penalty", 0.0), ("softmax_penalty", 2.0)):
+        cfg = settings.resolve(_config(**{"loss.name": name, "loss.penalty": weight})).step
+        assert cfg.penalty == weight
+        state = update.init_state(jax.random.PRNGKey(0), 20, 6, cfg)
+        params = {k: v + 0.3 * jax.random.normal(jax.random.PRNGKey(1), v.shape)
+                  for k, v in state.params.items()}  # fmt: skip
+        total, _ = update.eval_loss(params, batch, None, jax.random.PRNGKey(0), cfg=cfg)
+        losses[(name, weight)] = float(total)
+    assert losses[("softmax_penalty", 0.0)] == pytest.approx(losses[("softmax", 1.0)], rel=1e-6)
+    assert losses[("softmax_penalty", 2.0)] > losses[("softmax", 1.0)] + 1e-3

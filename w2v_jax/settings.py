@@ -102,8 +102,8 @@ def validate(config) -> None:
             f"config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
             f"optimizer.sparse=False or use one of {list(optimizers.SPARSE)}"
         )
-    _lbl(config)
     _penalty(config.loss)
+    _lbl(config)
     if not math.isfinite(config.loss.ns_exponent):
         raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
     if config.corpus.name != "synthetic":
@@ -132,6 +132,16 @@ def validate(config) -> None:
             )
 
 
+def _penalty(loss) -> None:
+    """loss.penalty: a finite number >= 0 (softmax_penalty's weight, update.StepConfig)."""
+    value = loss.penalty
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"config.loss.penalty={value!r} must be a finite number >= 0 (the weight of "
+            "Z - 1 - log Z; 0 is the plain softmax); e.g. --config.loss.penalty=1.0"
+        )
+
+
 def _lbl(config) -> None:
     """The log-bilinear model's options, and what it runs with so far."""
     _choice("lbl.context_matrices", config.lbl.context_matrices, word2vec.CONTEXT_MATRICES)
@@ -152,21 +162,6 @@ def _lbl(config) -> None:
     if config.lbl.bias_init == "unigram" and output_layers.get(config.loss.name).tree:
         raise ValueError(
             "config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
-        )
-
-
-def _penalty(loss) -> None:
-    """loss.penalty: a number >= 0; the step takes only 1.0 until StepConfig carries it."""
-    value = loss.penalty
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
-        raise ValueError(
-            f"config.loss.penalty={value!r} must be a finite number >= 0 (the weight of "
-            "Z - 1 - log Z; 0 is the plain softmax); e.g. --config.loss.penalty=1.0"
-        )
-    if loss.name == "softmax_penalty" and value != 1.0:
-        raise ValueError(
-            f"config.loss.penalty={value!r}: the training step applies only 1.0 so far "
-            "(update.StepConfig has no penalty field yet); set loss.penalty=1.0"
         )
 
 
@@ -363,6 +358,7 @@ def step_config(config) -> update.StepConfig:
         block_size=config.loss.block_size,
         chunk_size=config.loss.chunk_size or None,
         remove_accidental_hits=config.loss.remove_accidental_hits,
+        penalty=float(config.loss.penalty),
         cbow_mean=config.cbow_mean,
         cbow_exact_grad=config.cbow_exact_grad,
         left_only=config.left_only,

@@ -184,6 +184,6 @@ def summed_loss(rows: dict, mask: jax.Array, targets: Targets, cfg) -> tuple[jax
     per = layer.per_example(
         inputs, rows["out"], targets.labels[row], bias=rows.get("bias"), samples=samples,
         log_q=targets.log_q, path=path, chunk_size=cfg.chunk_size,
-        remove_accidental_hits=cfg.remove_accidental_hits,
+        remove_accidental_hits=cfg.remove_accidental_hits, penalty=cfg.penalty,
     )  # fmt: skip
     return jnp.sum(weights * per), jnp.sum(weights)
