@@ -47,6 +47,32 @@ RECIPES = {
     ),
     # word2vec's SGD on large steps, a row's n summed updates scaled by n^-0.5.
     "sgd_dup": (["optimizer.name=sgd", "optimizer.duplicate_power=0.5"], ["0.05", "0.1", "0.2"]),
+    # Cheaper groupings under the default optimiser (speed: docs/performance.md). The
+    # centre's vector predicts its contexts (one input row per centre, so its K negatives
+    # are scored once, not once per context) ...
+    "adagrad_centre": (
+        [
+            "optimizer.name=adagrad",
+            "optimizer.initial_accumulator=1.0",
+            "loss.skipgram_input=centre",
+        ],
+        ["0.3"],
+    ),
+    # ... one set of K negatives per block of 64 centre rows (a [64·C, D]·[D, K] matmul) ...
+    "adagrad_block": (
+        ["optimizer.name=adagrad", "optimizer.initial_accumulator=1.0", "loss.share=block"],
+        ["0.3"],
+    ),
+    # ... and both.
+    "adagrad_centre_block": (
+        [
+            "optimizer.name=adagrad",
+            "optimizer.initial_accumulator=1.0",
+            "loss.skipgram_input=centre",
+            "loss.share=block",
+        ],
+        ["0.3"],
+    ),
 }
 # Shared by every recipe: sparse updates, one step per call, one set of negatives per
 # centre row with word2vec C's orientation (each context's vector predicts the centre),
@@ -238,14 +264,17 @@ def plot(best: list[dict], path: pathlib.Path) -> None:
     panels = [("analogy", "analogy accuracy (%)", 100), ("ws353", "WS353 Spearman ρ", 1)]
     panels.append(("words_per_s", "training speed (corpus words/s)", 1))
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), layout="constrained")
-    colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00"]
+    # Okabe–Ito, then matplotlib's tab10 once those run out
+    colours = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#E69F00", "#F0E442"]
+    colours += [plt.get_cmap("tab10")(i) for i in range(10)]
     references = [m for m in best if m["recipe"] in ("word2vec_sgd32", "gensim")]
     recipes = sorted({m["recipe"] for m in best} - {"word2vec_sgd32", "gensim"})
     for ax, (key, label, scale) in zip(axes, panels, strict=True):
         for i, recipe in enumerate(recipes):
             pts = [m for m in best if m["recipe"] == recipe and m[key] is not None]
             xs = [m["rows"] for m in pts]
-            ax.plot(xs, [m[key] * scale for m in pts], "o-", color=colours[i], label=recipe)
+            colour = colours[i % len(colours)]
+            ax.plot(xs, [m[key] * scale for m in pts], "o-", color=colour, label=recipe)
         for j, ref in enumerate(references):
             if ref[key] is not None:
                 ax.axhline(

@@ -62,6 +62,7 @@ import os
 import pathlib
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +102,9 @@ _RUN_ONE = flags.DEFINE_enum(
     "run_one", None, ["ours", "gensim"], "Internal: train one side once, print one JSON line."
 )
 _RUN_DIR = flags.DEFINE_string("run_dir", None, "Internal: the child's output directory.")
+_KEEP_VECTORS = flags.DEFINE_string(
+    "keep_vectors", None, "Copy each run's vectors here as SIDE_REPEAT.bin (word2vec binary)."
+)
 
 ANALOGIES, WORDSIM = "questions-words.txt", "wordsim353.tsv"
 MB = 1 << 20
@@ -512,7 +516,11 @@ def main(argv) -> None:
                 (ours if side == "ours" else theirs).append(run_child(side, run_dir))
         for run in ours + theirs:
             evaluate_run(run)
-            run.pop("vectors")
+            vectors = pathlib.Path(run.pop("vectors"))
+            if _KEEP_VECTORS.value and vectors.is_file():
+                keep = pathlib.Path(_KEEP_VECTORS.value)
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(vectors, keep / f"{vectors.parent.name}.bin")
     for run in theirs:
         if not run["vocab_match"] or run["vocab_size"] != ours[0]["vocab_size"]:
             print("WARNING: gensim's vocabulary differs from ours", file=sys.stderr)
