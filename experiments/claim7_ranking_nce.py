@@ -44,13 +44,13 @@ SETTINGS = {
     "sg_d32": ("skip-gram, 32-d (claim 5: can self-normalise)", {}),
     "sg_d8": ("skip-gram, 8-d (below the chain's rank 16)", {"dim": 8}),
     "sg_d4": ("skip-gram, 4-d", {"dim": 4}),
-    "cbow_prev_d32": (
-        "CBOW, previous word only, 32-d (the truth, normaliser included, fits in 18 dims)",
-        {"model": "cbow", "left_only": True, "window": 1, "dim": 32},
-    ),
     "cbow_prev_d8": (
         "CBOW, previous word only (left_only, window 1), 8-d",
         {"model": "cbow", "left_only": True, "window": 1, "dim": 8},
+    ),
+    "cbow_prev_d32": (
+        "CBOW, previous word only, 32-d (the truth, normaliser included, fits in 18 dims)",
+        {"model": "cbow", "left_only": True, "window": 1, "dim": 32},
     ),
 }
 LOSSES = ("softmax", "softmax_penalty", "nce", "sampled_softmax")
