@@ -15,13 +15,20 @@ each builds the global batches and feeds its devices' rows, all save their check
 shards, and only process 0 writes the run folder's shared files (config, metrics,
 evaluation, exports). A signal there stops a process at once; the run resumes from its
 last checkpoint.
+
+The pieces of a run that do not depend on how its steps run (`open_run`, `Run`: resume,
+learning rates, metrics, checkpoints, the final evaluation and exports) are shared with
+`grouped_training`, which trains several runs as one vmapped program.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import pathlib
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -67,13 +74,209 @@ class NonFiniteLossError(FloatingPointError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
     distributed.initialize(distributed.options(config))  # before JAX starts
+    run = open_run(config, workdir)
+    if run.done is not None:
+        return run.done
+    runner = run.runner
+    state = runner.put_state(run.state)
+    aux = runner.put_aux(run.aux)
+    if run.device_spec is None:
+        batches = input_pipeline.batches(
+            run.settings.pipeline, run.corpus.ids, run.corpus.offsets, run.vocab.counts,
+            run.position,
+        )  # fmt: skip
+        calls = ((item, runner.steps_per_call) for item in batches)
+    else:
+        calls = _device_calls(
+            run.settings, run.corpus, run.device_spec, run.step, runner.steps_per_call
+        )
+
+    loop_start = time.perf_counter()
+    input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
+    items = iter(calls)  # (item, steps of the call)
+    # Ctrl-C, SIGTERM: finish the call, save, stop (one process; several would have to
+    # agree on the step first, so there a signal stops the process as usual).
+    catcher = _NoCatcher() if run.many else interrupt.Catcher()
+    with catcher as stop:
+        while True:
+            wait_start = time.perf_counter()
+            item, n = next(items, (None, 0))
+            input_wait += time.perf_counter() - wait_start
+            if item is None:
+                break
+            lrs = run.learning_rates(item, n)
+            state, metrics = runner.step_call(state, item.batch, aux, lrs)
+            before = run.record(item, n, metrics)
+            run.log_call(before, lambda s=state: runner.host_params(s))
+            if run.at_end:
+                break
+            if stop.requested or run.checkpoints.due(before, run.step):
+                run.save(runner.state_to_save(state))
+            if stop.requested:
+                raise interrupt.Interrupted(
+                    stop.signum,
+                    f"stopped at step {run.step}: checkpoint saved to {run.checkpoints.path}; "
+                    "rerun the same command to resume",
+                )
+
+    last_window = run.flush()  # waits for the last step
+    loop_wall = time.perf_counter() - loop_start
+    rates = run.meter.rates()  # before evaluation, which is not training time
+    run.save(runner.state_to_save(state))
+    return run.finish(runner.host_params(state), last_window, rates, loop_wall, input_wait)
+
+
+@dataclasses.dataclass
+class Run:
+    """One run's host side: its settings, data, checkpoints and metrics log, and where it
+    stands (step, data position, tokens). `open_run` builds it.
+
+    A training loop (`train_and_evaluate`'s, or `grouped_training`'s, which drives several
+    runs in one program) calls `learning_rates` before each call of ``n`` steps, `record`
+    and `log_call` after it, `save` when `checkpoints` says so, and at the end `flush`,
+    `save` and `finish`. ``state`` is the host state to start from (step 0 or resumed).
+    """
+
+    config: ml_collections.ConfigDict
+    settings: settings.Settings
+    workdir: pathlib.Path
+    dataset: sources.Data
+    aux: output_layers.Constants  # host arrays
+    state: update.TrainState  # the state to start from
+    runner: runners.Runner | None
+    device_spec: on_device.Spec | None
+    planned: int  # tokens over all epochs
+    checkpoints: resume.Checkpoints
+    guard: progress.LossGuard
+    evaluate: Callable[[dict], dict]  # host params -> eval/* metrics
+    step: int
+    position: input_pipeline.Position
+    tokens_done: int
+    chief: bool
+    many: bool  # several processes
+    done: dict | None = None  # the result of a run that was finished before: nothing to do
+    metrics_log: Any = None
+    meter: progress.Meter | None = None
+    pending: list = dataclasses.field(default_factory=list)  # (metrics [S], n, index)
+
+    @property
+    def corpus(self):
+        return self.dataset.train
+
+    @property
+    def vocab(self):
+        return self.dataset.train.vocab
+
+    @property
+    def at_end(self) -> bool:
+        """Whether ``max_steps`` is reached (the loop stops after this call)."""
+        loop = self.settings.loop
+        return bool(loop.max_steps) and self.step >= loop.max_steps
+
+    def learning_rates(self, item: input_pipeline.Item, n: int) -> list:
+        """word2vec's decay by words processed, interpolated across the call's sub-steps."""
+        loop = self.settings.loop
+        fractions = (np.arange(n) / n) * (item.tokens - self.tokens_done)
+        return [
+            update.learning_rate(loop.alpha, loop.min_alpha, (self.tokens_done + f) / self.planned)
+            for f in fractions
+        ]
+
+    def record(self, item: input_pipeline.Item, n: int, metrics: dict, index=None) -> int:
+        """After a call of ``n`` steps on ``item`` whose device ``metrics`` have a leading
+        step axis (``metrics[k][index]`` has it when ``index`` is given); returns the step
+        before the call."""
+        self.tokens_done = item.tokens
+        self.pending.append((metrics, n, index))
+        before, self.step = self.step, self.step + n
+        self.position = item.position
+        self.meter.update(self.tokens_done, self.position.epoch)
+        return before
+
+    def log_call(self, before: int, host_params: Callable[[], dict]) -> None:
+        """Logs (and evaluates ``host_params()``) when the last call crossed a multiple of
+        ``log_every`` (or ``eval_every``), or reached ``max_steps``."""
+        loop, row = self.settings.loop, {}
+        if _crossed(before, self.step, loop.log_every) or self.at_end:
+            row.update({f"train/{k}": v for k, v in self.flush().items()})
+            row.update(self.meter.rates())
+        if _crossed(before, self.step, loop.eval_every):
+            eval_start = time.perf_counter()
+            row.update(self.evaluate(host_params()))
+            self.meter.exclude(time.perf_counter() - eval_start)
+        if row:
+            self.metrics_log.write(self.step, row)
+            self.meter.report(self.step, row)
+
+    def flush(self) -> dict:
+        """Fetches pending metrics; raises if any step's loss was not finite or diverged.
+        Returns their mean."""
+        fetched = jax.device_get([metrics for metrics, _, _ in self.pending])
+        rows = []
+        for metrics, (_, n, index) in zip(fetched, self.pending, strict=True):
+            if index is not None:
+                metrics = {k: v[index] for k, v in metrics.items()}
+            rows += [{k: v[i] for k, v in metrics.items()} for i in range(n)]
+        self.pending.clear()
+        first = self.step - len(rows)
+        for i, m in enumerate(rows):
+            problem = self.guard.problem(bool(np.all(m["finite"])), float(np.max(m["loss"])))
+            if problem:
+                raise NonFiniteLossError(
+                    f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
+                    f"{self.checkpoints.where()}. Lower optimizer.alpha or check the data"
+                )
+        return _mean_metrics(rows)
+
+    def save(self, state_to_save) -> None:
+        """Saves ``state_to_save`` (host arrays, or global ones) at the current position,
+        after checking the pending losses: a diverged state is never saved."""
+        self.flush()
+        save_start = time.perf_counter()
+        self.checkpoints.save(state_to_save, self.position, self.tokens_done, self.guard.initial)
+        self.meter.exclude(time.perf_counter() - save_start)
+
+    def finish(self, params, last_window, rates, loop_wall, input_wait) -> dict:
+        """Evaluates the final ``params``, writes the final row and the exports; returns
+        the final metrics."""
+        final = {
+            **{f"train/{k}": v for k, v in last_window.items()},  # steps since the last log
+            **rates,
+            # The whole loop, first-step compilation included, and the share of it spent
+            # waiting for input batches (the device can only be idle that long).
+            "train/loop_wall_s": loop_wall,
+            "train/input_wait_s": input_wait,
+            "train/tokens": self.tokens_done,
+            **self.evaluate(params),
+        }
+        self.metrics_log.write(self.step, final)
+        self.meter.report(self.step, final, final=True)
+        if self.settings.loop.export and self.chief:
+            run_folder.export(self.workdir, self.vocab, params["in_embed"])
+        return {"step": self.step, **final}
+
+
+def open_run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    with_runner: bool = True,
+    dataset: sources.Data | None = None,
+) -> Run:
+    """Everything before the first step: validates ``config``, loads the data (or takes
+    ``dataset``, the one it would load), builds the state, its runner (unless
+    ``with_runner=False``: the caller runs the steps) and the checkpoints, and resumes.
+
+    A run found finished has ``done`` set (its final metrics) and writes nothing more;
+    otherwise ``config.json`` is written (every check passed) and the log is open.
+    """
     run = settings.resolve(config)  # one-line ValueError before any work
     chief, many = distributed.is_chief(), jax.process_count() > 1
     loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
     workdir = run_folder.prepare(workdir)
     if loop.keep_freed_memory:
         host_memory.keep_freed_memory()
-    dataset = sources.load(run.corpus)
+    dataset = sources.load(run.corpus) if dataset is None else dataset
     corpus = dataset.train
     vocab = corpus.vocab
     settings.check_against_corpus(run, corpus)
@@ -83,7 +286,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         **_lbl_init(loop, pipeline, vocab.counts),
     )  # fmt: skip
     device_spec = _device_spec(run, corpus, state) if loop.input_mode == "device" else None
-    runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)  # checks the layout
+    runner = None
+    if with_runner:
+        runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)  # checks it
     planned = loop.epochs * input_pipeline.tokens_per_epoch(
         corpus.offsets,
         process_index=pipeline.process_index,
@@ -106,122 +311,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
     if not chief:  # process 0 evaluates and writes the shared files
         evaluate_params = lambda params: {}  # noqa: E731
+    out = Run(
+        config, run, workdir, dataset, aux, state, runner, device_spec, planned, checkpoints,
+        guard, evaluate_params, step, position, tokens_done, chief, many,
+    )  # fmt: skip
     if resumed is not None and _finished(loop, position, step):
         host = runners.gather(state)  # every process: a collective when several
-        if not chief:
-            return {"step": step}
-        return _finished_before(workdir, loop, vocab, host, step, evaluate_params)
+        out.done = {"step": step}
+        if chief:
+            out.done = _finished_before(workdir, loop, vocab, host, step, evaluate_params)
+        return out
     if chief:
         run_folder.write_config(workdir, config)  # only now: the checks above passed
-    log = run_folder.MetricsLog(workdir, resume_step=step) if chief else _NoLog()
-    state = runner.put_state(state)
-    aux = runner.put_aux(aux)
-
-    per_call = runner.steps_per_call
-    if device_spec is None:
-        batches = input_pipeline.batches(
-            pipeline, corpus.ids, corpus.offsets, vocab.counts, position
-        )
-        calls = ((item, per_call) for item in batches)
-    else:
-        calls = _device_calls(run, corpus, device_spec, step, per_call)
-    meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
-    pending: list = []  # (device metrics [S, ...], real steps) not yet fetched
-
-    def flush(step_now: int) -> dict:
-        """Fetches pending metrics; raises if any step's loss was not finite or diverged."""
-        rows = [
-            {k: v[i] for k, v in metrics.items()}
-            for metrics, n in jax.device_get(pending)
-            for i in range(n)
-        ]
-        pending.clear()
-        first = step_now - len(rows)
-        for i, m in enumerate(rows):
-            problem = guard.problem(bool(np.all(m["finite"])), float(np.max(m["loss"])))
-            if problem:
-                raise NonFiniteLossError(
-                    f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
-                    f"{checkpoints.where()}. Lower optimizer.alpha or check the data"
-                )
-        return _mean_metrics(rows)
-
-    def save() -> None:
-        flush(step)  # a diverged state is never saved
-        save_start = time.perf_counter()
-        checkpoints.save(runner.state_to_save(state), position, tokens_done, guard.initial)
-        meter.exclude(time.perf_counter() - save_start)
-
-    loop_start = time.perf_counter()
-    input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
-    items = iter(calls)  # (item, steps of the call)
-    # Ctrl-C, SIGTERM: finish the call, save, stop (one process; several would have to
-    # agree on the step first, so there a signal stops the process as usual).
-    catcher = _NoCatcher() if many else interrupt.Catcher()
-    with catcher as stop:
-        while True:
-            wait_start = time.perf_counter()
-            item, n = next(items, (None, 0))
-            input_wait += time.perf_counter() - wait_start
-            if item is None:
-                break
-            # word2vec's decay by words processed, interpolated across the call's sub-steps.
-            fractions = (np.arange(n) / n) * (item.tokens - tokens_done)
-            lrs = [
-                update.learning_rate(loop.alpha, loop.min_alpha, (tokens_done + f) / planned)
-                for f in fractions
-            ]
-            tokens_done = item.tokens
-            state, metrics = runner.step_call(state, item.batch, aux, lrs)
-            pending.append((metrics, n))
-            before, step = step, step + n
-            position = item.position
-            meter.update(tokens_done, position.epoch)
-            at_end = bool(loop.max_steps) and step >= loop.max_steps
-
-            row = {}
-            if _crossed(before, step, loop.log_every) or at_end:
-                row.update({f"train/{k}": v for k, v in flush(step).items()})
-                row.update(meter.rates())
-            if _crossed(before, step, loop.eval_every):
-                eval_start = time.perf_counter()
-                row.update(evaluate_params(runner.host_params(state)))
-                meter.exclude(time.perf_counter() - eval_start)
-            if row:
-                log.write(step, row)
-                meter.report(step, row)
-            if at_end:
-                break
-            if stop.requested or checkpoints.due(before, step):
-                save()
-            if stop.requested:
-                raise interrupt.Interrupted(
-                    stop.signum,
-                    f"stopped at step {step}: checkpoint saved to {checkpoints.path}; rerun "
-                    "the same command to resume",
-                )
-
-    last_window = flush(step)  # waits for the last step
-    loop_wall = time.perf_counter() - loop_start
-    rates = meter.rates()  # before evaluation, which is not training time
-    save()
-    params = runner.host_params(state)
-    final_eval = evaluate_params(params)
-    final = {
-        **{f"train/{k}": v for k, v in last_window.items()},  # steps since the last log
-        **rates,
-        # The whole loop, first-step compilation included, and the share of it spent
-        # waiting for input batches (the device can only be idle that long).
-        "train/loop_wall_s": loop_wall,
-        "train/input_wait_s": input_wait,
-        "train/tokens": tokens_done,
-        **final_eval,
-    }
-    log.write(step, final)
-    meter.report(step, final, final=True)
-    if loop.export and chief:
-        run_folder.export(workdir, vocab, params["in_embed"])
-    return {"step": step, **final}
+    out.metrics_log = run_folder.MetricsLog(workdir, resume_step=step) if chief else _NoLog()
+    out.meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
+    return out
 
 
 class _NoLog:
