@@ -1,0 +1,121 @@
+"""`analysis.sweep.run_sweep` with groups: points that may share one program train in one.
+
+The points of a sweep whose configs differ only in `training.VMAPPED_FIELDS` (in a k-sweep:
+the seeds of one (loss, k)) form a group and train together (`training.train_group`);
+the others train alone, one after another, as in `analysis.sweep`. Every point keeps its
+own folder, ``result.json`` and ``error.txt``, so finished points are skipped, interrupted
+ones resume and the summary and plots are the same. A grouped point's ``result.json``
+records its group (``"group"``: the point names) and the group's wall time as its own.
+
+  python experiments/sweep_k.py --config=... --workdir=DIR --group_points
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+import traceback
+from collections.abc import Sequence
+
+import ml_collections
+from absl import logging
+
+from w2v_jax import files, trainer
+from w2v_jax.analysis import sweep
+from w2v_jax.point_groups import training
+
+
+def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of ``configs`` in groups (first-appearance order); a config that cannot be
+    grouped, or has no partner, is a group of one."""
+    groups: dict = {}
+    for i, config in enumerate(configs):
+        key = training.group_key(config)
+        groups.setdefault(("alone", i) if key is None else key, []).append(i)
+    return list(groups.values())
+
+
+def _status(point_dir: pathlib.Path) -> str | None:
+    """The ``status`` in a point's ``result.json`` (None without one)."""
+    try:
+        return json.loads((point_dir / sweep.RESULT_FILE).read_text()).get("status")
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _write_record(point_dir: pathlib.Path, config, outcome, wall_s: float, names) -> dict:
+    """The point's ``result.json`` (as `sweep.run_point` writes it) and ``error.txt``."""
+    record = {"status": "ok", "exported": bool(config.export), "error": None}
+    if isinstance(outcome, Exception):
+        record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}".splitlines()[0])
+        trace = "".join(traceback.format_exception(outcome))
+        files.write_atomic(point_dir / sweep.ERROR_FILE, trace)
+    record.update(
+        wall_s=wall_s, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), group=list(names)
+    )
+    files.write_json(point_dir / sweep.RESULT_FILE, record, indent=2)
+    return record
+
+
+def run_group(
+    configs: Sequence[ml_collections.ConfigDict], point_dirs: Sequence[pathlib.Path]
+) -> list[dict]:
+    """Trains one group and writes each point's record; returns the records."""
+    for point_dir in point_dirs:
+        point_dir.mkdir(parents=True, exist_ok=True)
+        for stale in (sweep.RESULT_FILE, sweep.ERROR_FILE):
+            (point_dir / stale).unlink(missing_ok=True)
+    start = time.perf_counter()
+    outcomes = training.train_group(configs, [str(d) for d in point_dirs])
+    wall = time.perf_counter() - start
+    names = [d.name for d in point_dirs]
+    return [
+        _write_record(d, c, o, wall, names)
+        for d, c, o in zip(point_dirs, configs, outcomes, strict=True)
+    ]
+
+
+def run_sweep(
+    base: ml_collections.ConfigDict,
+    sweep_dir: str | os.PathLike,
+    points: Sequence[sweep.Point],
+    *,
+    configure: sweep.Configure | None = None,
+    retry_failed: bool = True,
+    make_plots: bool = True,
+) -> sweep.SweepResult:
+    """`analysis.sweep.run_sweep` (same arguments, files and result) with every group of
+    points that may share a program trained in one; see the module doc."""
+    sweep_dir = pathlib.Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    points = list(points)
+    configs = sweep.validated_configs(base, points, configure)
+    todo = []
+    for point in points:
+        if sweep.is_finished(sweep_dir / point.name):
+            logging.info("%s finished, skipped", point.name)
+        elif _status(sweep_dir / point.name) == "failed" and not retry_failed:
+            logging.info("%s failed before, skipped", point.name)
+        else:
+            todo.append(point)
+    trained = 0
+    for group in plan([configs[p] for p in todo]):
+        group_points = [todo[i] for i in group]
+        dirs = [sweep_dir / p.name for p in group_points]
+        names = ", ".join(p.name for p in group_points)
+        if len(group) == 1:
+            logging.info("%s: training alone in %s", names, dirs[0])
+            sweep.run_point(configs[group_points[0]], dirs[0], trainer.train_and_evaluate)
+        else:
+            logging.info("training %d points as one group: %s", len(group), names)
+            run_group([configs[p] for p in group_points], dirs)
+        trained += len(group)
+        rows = [sweep.summary_row(p, sweep_dir / p.name) for p in points]
+        sweep.write_summary(sweep_dir, rows, base)
+    # Every point is now finished or failed: this writes the summary and the plots.
+    result = sweep.run_sweep(
+        base, sweep_dir, points, configure=configure, retry_failed=False, make_plots=make_plots
+    )
+    return result._replace(trained=trained)

@@ -1,0 +1,278 @@
+"""Several runs that share every array shape, trained as one program: `train_group`.
+
+The runs' configs may differ only in `VMAPPED_FIELDS` (seed, learning rates, noise
+exponent, initial accumulator): nothing that changes an array's shape or a static
+`update.StepConfig` field. Their states are stacked along a leading points axis P and one
+jitted ``jax.vmap`` of the trainer's own step (`runners.jit_step`, or `runners.scan_steps`
+when ``steps_per_call > 1``) updates every point per call: each point its own parameters,
+optimiser state and RNG key, its own learning rate and, where ``loss.ns_exponent``
+differs, its own noise table (the `output_layers.Constants` stacked as well).
+
+Input: each point reads its own batches, from its own pipeline (its ``seed``), so every
+point sees exactly the batches it would see alone. Points whose pipelines are identical
+(same seed, same data position) share one stream, broadcast to every point instead of
+stacked. A point whose stream ends first (subsampling and dynamic windows make epochs of
+different lengths per seed) finishes then; its slot keeps stepping on filler batches
+whose results are discarded.
+
+Everything else is `trainer.Run`'s, per point: resume from its own checkpoint (points may
+stand at different steps), learning rates by words processed, ``metrics.jsonl``,
+checkpoints, evaluation, the final row and the exports: each run folder reads as if the
+point had trained alone. A point that diverges (`trainer.NonFiniteLossError`) or fails
+otherwise is reported in the result list; the others go on.
+
+Equality with separate runs: the vmapped step runs the same operations on each point's
+slice, but XLA compiles batched gathers, scatters and matrix products as other kernels,
+whose float32 sums may round differently: tests/test_grouped_training.py checks what
+holds (see docs/training.md, "Sweeps in one program").
+
+Only ``input.mode='host'`` and ``parallel.mode='single'`` in one process are grouped;
+`why_alone` names what keeps a config out of a group.
+
+Shape letters: P points, S steps per call, B batch rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from w2v_jax import interrupt, trainer
+from w2v_jax.data import input_pipeline
+from w2v_jax.step import runners, update
+
+# Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
+# fills the optimiser state at step 0; the others are per-point arrays of the step
+# (learning rates, noise tables) or its keys. ``loss.penalty`` does not reach the step yet.
+VMAPPED_FIELDS = (
+    "seed",
+    "optimizer.alpha",
+    "optimizer.min_alpha",
+    "loss.ns_exponent",
+    "optimizer.initial_accumulator",
+)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def why_alone(config: ml_collections.ConfigDict) -> str | None:
+    """Why ``config`` cannot join a group (None if it can)."""
+    if config.input.mode != "host":
+        return f"input.mode={config.input.mode!r} (groups read host batches: 'host')"
+    if config.parallel.mode != "single":
+        return f"parallel.mode={config.parallel.mode!r} (groups run 'single')"
+    if jax.process_count() > 1:
+        return f"{jax.process_count()} processes (groups run in one)"
+    return None
+
+
+def group_key(config: ml_collections.ConfigDict) -> str | None:
+    """Configs with equal keys can train as one group; None: this one trains alone."""
+    if why_alone(config) is not None:
+        return None
+    shared = {k: v for k, v in _flatten(config.to_dict()).items() if k not in VMAPPED_FIELDS}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
+    """One-line ValueError unless ``configs`` can train as one group."""
+    if not configs:
+        raise ValueError("a group needs at least one config")
+    for i, config in enumerate(configs):
+        reason = why_alone(config)
+        if reason is not None:
+            raise ValueError(f"point {i} cannot join a group: {reason}; train it alone")
+    first = _flatten(configs[0].to_dict())
+    for i, config in enumerate(configs[1:], 1):
+        for field, value in _flatten(config.to_dict()).items():
+            if field not in VMAPPED_FIELDS and first.get(field) != value:
+                raise ValueError(
+                    f"config.{field} differs between points 0 ({first.get(field)!r}) and {i} "
+                    f"({value!r}); a group may differ only in {', '.join(VMAPPED_FIELDS)}"
+                )
+
+
+def stack(trees: Sequence):
+    """Stacks pytrees of the same structure along a new leading axis P (None leaves stay)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
+
+
+def point(tree, index: int):
+    """Point ``index``'s slice of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def _all_equal(trees: Sequence) -> bool:
+    leaves = [jax.tree_util.tree_leaves(t) for t in trees]
+    return all(
+        len(other) == len(leaves[0])
+        and all(np.array_equal(a, b) for a, b in zip(leaves[0], other, strict=True))
+        for other in leaves[1:]
+    )
+
+
+def group_steps(cfg: update.StepConfig, steps_per_call: int, batch_axis, aux_axis):
+    """One jitted call of ``steps_per_call`` steps for every point:
+    ``(states [P], batch, aux, lrs [P, S]) -> (states [P], metrics [P, S])``.
+
+    ``batch`` holds S·B rows per point, stacked [P, S·B, ...] (``batch_axis=0``) or shared
+    (None); ``aux`` likewise. The per-point function is the single-run runner's, so each
+    point takes the same steps it would alone.
+    """
+    if steps_per_call == 1:
+        step = runners.jit_step(cfg)
+
+        def one(state, batch, aux, lrs):
+            state, metrics = step(state, batch, aux, lrs[0])
+            return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (1,)), metrics)
+
+    else:
+        scan = runners.scan_steps(cfg)
+
+        def one(state, batch, aux, lrs):
+            s = steps_per_call
+            split = jax.tree_util.tree_map(
+                lambda x: x.reshape(s, x.shape[0] // s, *x.shape[1:]), batch
+            )
+            return scan(state, split, aux, lrs)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, batch_axis, aux_axis, 0)), donate_argnums=0)
+
+
+def train_group(
+    configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str]
+) -> list[dict | Exception]:
+    """Trains every ``configs[i]`` in ``workdirs[i]`` together; returns, per point, its final
+    metrics (as `trainer.train_and_evaluate` would) or the exception that stopped it.
+
+    Raises ValueError (before any work) when the configs cannot form a group
+    (`check_group`), and `interrupt.Interrupted` on Ctrl-C / SIGTERM after saving every
+    point still training.
+    """
+    if len(configs) != len(workdirs):
+        raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs")
+    check_group(configs)
+    results: list = [None] * len(configs)
+    runs: dict[int, trainer.Run] = {}  # point -> its run, for those left to train
+    dataset = None  # identical settings: every point reads the same corpus
+    for p, (config, workdir) in enumerate(zip(configs, workdirs, strict=True)):
+        try:
+            run = trainer.open_run(config, workdir, with_runner=False, dataset=dataset)
+        except Exception as e:  # noqa: BLE001  (a bad run folder fails its point only)
+            logging.error("point %s failed before training: %s", workdir, e)
+            results[p] = e
+            continue
+        dataset = run.dataset
+        if run.done is not None:
+            results[p] = run.done
+        else:
+            runs[p] = run
+    if runs:
+        _train(runs, results)
+    return results
+
+
+def _train(runs: dict[int, trainer.Run], results: list) -> None:
+    """The loop: one vmapped call per iteration for every point still training."""
+    order = list(runs)  # slot s trains point order[s]
+    first = runs[order[0]]
+    per_call = first.settings.parallel.steps_per_call
+    pipelines = [(runs[p].settings.pipeline, runs[p].position) for p in order]
+    shared_input = all(x == pipelines[0] for x in pipelines)
+    aux_list = [runs[p].aux for p in order]
+    shared_aux = _all_equal(aux_list)
+    aux = jax.device_put(aux_list[0] if shared_aux else stack(aux_list))
+    state = stack([runs[p].state for p in order])
+    call = group_steps(
+        first.settings.step, per_call, None if shared_input else 0, None if shared_aux else 0
+    )
+    corpus = first.corpus
+    streams = [
+        input_pipeline.batches(options, corpus.ids, corpus.offsets, corpus.vocab.counts, start)
+        for options, start in (pipelines[:1] if shared_input else pipelines)
+    ]
+    how = {True: "shared", False: "per-point"}
+    logging.info(
+        "training %d points as one group: %s input, %s noise tables",
+        len(order), how[shared_input], how[shared_aux],
+    )  # fmt: skip
+    active = set(range(len(order)))
+    loop_start, input_wait = time.perf_counter(), 0.0
+
+    def host_state(s: int) -> update.TrainState:
+        return jax.device_get(point(state, s))
+
+    def fail(s: int, error: Exception) -> None:
+        logging.error("point %s failed: %s", runs[order[s]].workdir, error)
+        results[order[s]] = error
+        active.discard(s)
+
+    def end(s: int) -> None:
+        run = runs[order[s]]
+        try:
+            last_window = run.flush()
+            rates = run.meter.rates()
+            host = host_state(s)
+            run.save(host)
+            wall = time.perf_counter() - loop_start
+            results[order[s]] = run.finish(host.params, last_window, rates, wall, input_wait)
+            active.discard(s)
+        except Exception as e:  # noqa: BLE001  (one point's failure stops only that point)
+            fail(s, e)
+
+    with interrupt.Catcher() as stop:
+        while active:
+            wait_start = time.perf_counter()
+            if shared_input:
+                item = next(streams[0], None)
+                items = {s: item for s in active}
+            else:
+                items = {s: next(streams[s], None) for s in sorted(active)}
+            input_wait += time.perf_counter() - wait_start
+            for s in [s for s in sorted(active) if items[s] is None]:
+                end(s)
+            if not active:
+                break
+            lrs = np.zeros((len(order), per_call), np.float32)
+            for s in active:
+                lrs[s] = runs[order[s]].learning_rates(items[s], per_call)
+            filler = items[min(active)].batch  # for finished slots: results discarded
+            if shared_input:
+                batch = filler
+            else:
+                batches = [items[s].batch if s in active else filler for s in range(len(order))]
+                batch = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+            state, metrics = call(state, batch, aux, lrs)
+            for s in sorted(active):
+                run = runs[order[s]]
+                try:
+                    before = run.record(items[s], per_call, metrics, index=s)
+                    run.log_call(before, lambda s=s: host_state(s).params)
+                    if run.at_end:
+                        end(s)
+                    elif stop.requested or run.checkpoints.due(before, run.step):
+                        run.save(host_state(s))
+                except Exception as e:  # noqa: BLE001
+                    fail(s, e)
+            if stop.requested:
+                raise interrupt.Interrupted(
+                    stop.signum,
+                    f"stopped: checkpoints saved for {len(active)} points still training "
+                    f"({', '.join(str(runs[order[s]].workdir) for s in sorted(active))}); "
+                    "rerun the same command to resume",
+                )
