@@ -23,6 +23,7 @@ from ml_collections import config_flags
 
 from w2v_jax import cli
 from w2v_jax.analysis import sweep
+from w2v_jax.point_groups import sweep as point_groups
 
 EXIT_BAD_CONFIG = 125
 MAX_FAILED_STATUS = 124
@@ -46,6 +47,12 @@ _RETRY_FAILED = flags.DEFINE_boolean("retry_failed", True, "Rerun points that fa
 _PLOTS = flags.DEFINE_boolean("plots", True, "Write plots/*.png at the end.")
 _DRY_RUN = flags.DEFINE_boolean(
     "dry_run", False, "Validate every point's config and list the points; train nothing."
+)
+_GROUP_POINTS = flags.DEFINE_boolean(
+    "group_points",
+    False,
+    "Train the points that differ only in seed (and other vmappable fields) together, in one "
+    "vmapped program (w2v_jax/point_groups); each still writes its own folder.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -73,7 +80,8 @@ def main(argv) -> None:
                 state = "finished" if sweep.is_finished(workdir / point.name) else "to run"
                 print(f"{workdir / point.name}  {state}")
             return
-        result = sweep.run_sweep(
+        run_sweep = point_groups.run_sweep if _GROUP_POINTS.value else sweep.run_sweep
+        result = run_sweep(
             config,
             workdir,
             points,
