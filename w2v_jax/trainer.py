@@ -18,7 +18,7 @@ last checkpoint.
 
 The pieces of a run that do not depend on how its steps run (`open_run`, `Run`: resume,
 learning rates, metrics, checkpoints, the final evaluation and exports) are shared with
-`grouped_training`, which trains several runs as one vmapped program.
+`point_groups.training`, which trains several runs as one vmapped program.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import contextlib
 import dataclasses
 import pathlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import jax
@@ -80,16 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     runner = run.runner
     state = runner.put_state(run.state)
     aux = runner.put_aux(run.aux)
-    if run.device_spec is None:
-        batches = input_pipeline.batches(
-            run.settings.pipeline, run.corpus.ids, run.corpus.offsets, run.vocab.counts,
-            run.position,
-        )  # fmt: skip
-        calls = ((item, runner.steps_per_call) for item in batches)
-    else:
-        calls = _device_calls(
-            run.settings, run.corpus, run.device_spec, run.step, runner.steps_per_call
-        )
+    calls = run.calls(runner.steps_per_call)
 
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
@@ -131,10 +122,11 @@ class Run:
     """One run's host side: its settings, data, checkpoints and metrics log, and where it
     stands (step, data position, tokens). `open_run` builds it.
 
-    A training loop (`train_and_evaluate`'s, or `grouped_training`'s, which drives several
-    runs in one program) calls `learning_rates` before each call of ``n`` steps, `record`
-    and `log_call` after it, `save` when `checkpoints` says so, and at the end `flush`,
-    `save` and `finish`. ``state`` is the host state to start from (step 0 or resumed).
+    A training loop (`train_and_evaluate`'s, or `point_groups.training`'s, which drives
+    several runs in one program) iterates over `calls`, calls `learning_rates` before each
+    call of ``n`` steps, `record` and `log_call` after it, `save` when `checkpoints` says
+    so, and at the end `flush`, `save` and `finish`. ``state`` is the host state to start
+    from (step 0 or resumed).
     """
 
     config: ml_collections.ConfigDict
@@ -172,6 +164,20 @@ class Run:
         """Whether ``max_steps`` is reached (the loop stops after this call)."""
         loop = self.settings.loop
         return bool(loop.max_steps) and self.step >= loop.max_steps
+
+    def calls(self, steps_per_call: int) -> Iterator[tuple[input_pipeline.Item, int]]:
+        """(item, steps) of every call from where the run stands to its end: host batches
+        of ``steps_per_call`` steps' rows, or (input.mode='device') `on_device.Feed`s."""
+        if self.device_spec is None:
+            corpus = self.corpus
+            batches = input_pipeline.batches(
+                self.settings.pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts,
+                self.position,
+            )  # fmt: skip
+            return ((item, steps_per_call) for item in batches)
+        return _device_calls(
+            self.settings, self.corpus, self.device_spec, self.step, steps_per_call
+        )
 
     def learning_rates(self, item: input_pipeline.Item, n: int) -> list:
         """word2vec's decay by words processed, interpolated across the call's sub-steps."""

@@ -8,7 +8,7 @@ when ``steps_per_call > 1``) updates every point per call: each point its own pa
 optimiser state and RNG key, its own learning rate and, where ``loss.ns_exponent``
 differs, its own noise table (the `output_layers.Constants` stacked as well).
 
-Input: each point reads its own batches, from its own pipeline (its ``seed``), so every
+Input (host): each point reads its own batches, from its own pipeline (its ``seed``), so every
 point sees exactly the batches it would see alone. Points whose pipelines are identical
 (same seed, same data position) share one stream, broadcast to every point instead of
 stacked. A point whose stream ends first (subsampling and dynamic windows make epochs of
@@ -26,8 +26,10 @@ slice, but XLA compiles batched gathers, scatters and matrix products as other k
 whose float32 sums may round differently: tests/test_grouped_training.py checks what
 holds (see docs/training.md, "Sweeps in one program").
 
-Only ``input.mode='host'`` and ``parallel.mode='single'`` in one process are grouped;
-`why_alone` names what keeps a config out of a group.
+Only ``parallel.mode='single'`` in one process is grouped (`why_alone` names what keeps a
+config out of a group). With ``input.mode='device'`` every point's call draws its batches
+on the device from its own `on_device.Feed` (stacked: P compacted corpora per epoch), and
+points resumed at different steps train as one group per step.
 
 Shape letters: P points, S steps per call, B batch rows.
 """
@@ -45,7 +47,6 @@ import numpy as np
 from absl import logging
 
 from w2v_jax import interrupt, trainer
-from w2v_jax.data import input_pipeline
 from w2v_jax.step import runners, update
 
 # Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
@@ -72,8 +73,6 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 def why_alone(config: ml_collections.ConfigDict) -> str | None:
     """Why ``config`` cannot join a group (None if it can)."""
-    if config.input.mode != "host":
-        return f"input.mode={config.input.mode!r} (groups read host batches: 'host')"
     if config.parallel.mode != "single":
         return f"parallel.mode={config.parallel.mode!r} (groups run 'single')"
     if jax.process_count() > 1:
@@ -117,6 +116,10 @@ def point(tree, index: int):
     return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
+def _np_stack(*xs):
+    return np.stack(xs)
+
+
 def _all_equal(trees: Sequence) -> bool:
     leaves = [jax.tree_util.tree_leaves(t) for t in trees]
     return all(
@@ -126,15 +129,20 @@ def _all_equal(trees: Sequence) -> bool:
     )
 
 
-def group_steps(cfg: update.StepConfig, steps_per_call: int, batch_axis, aux_axis):
+def group_steps(
+    cfg: update.StepConfig, steps_per_call: int, batch_axis, aux_axis, device_spec=None
+):
     """One jitted call of ``steps_per_call`` steps for every point:
     ``(states [P], batch, aux, lrs [P, S]) -> (states [P], metrics [P, S])``.
 
     ``batch`` holds S·B rows per point, stacked [P, S·B, ...] (``batch_axis=0``) or shared
-    (None); ``aux`` likewise. The per-point function is the single-run runner's, so each
-    point takes the same steps it would alone.
+    (None), or with ``device_spec`` (input.mode='device') the call's `on_device.Feed`;
+    ``aux`` likewise. The per-point function is the single-run runner's, so each point
+    takes the same steps it would alone.
     """
-    if steps_per_call == 1:
+    if device_spec is not None:
+        one = runners.device_scan_steps(cfg, device_spec)
+    elif steps_per_call == 1:
         step = runners.jit_step(cfg)
 
         def one(state, batch, aux, lrs):
@@ -182,8 +190,14 @@ def train_group(
             results[p] = run.done
         else:
             runs[p] = run
-    if runs:
-        _train(runs, results)
+    # On-device input: a call's sub-steps are a function of its first step, so points
+    # resumed at different steps train in one group per step.
+    by_step: dict = {}
+    for p, run in runs.items():
+        key = run.step if run.device_spec is not None else None
+        by_step.setdefault(key, {})[p] = run
+    for part in by_step.values():
+        _train(part, results)
     return results
 
 
@@ -199,18 +213,16 @@ def _train(runs: dict[int, trainer.Run], results: list) -> None:
     aux = jax.device_put(aux_list[0] if shared_aux else stack(aux_list))
     state = stack([runs[p].state for p in order])
     call = group_steps(
-        first.settings.step, per_call, None if shared_input else 0, None if shared_aux else 0
-    )
-    corpus = first.corpus
-    streams = [
-        input_pipeline.batches(options, corpus.ids, corpus.offsets, corpus.vocab.counts, start)
-        for options, start in (pipelines[:1] if shared_input else pipelines)
-    ]
+        first.settings.step, per_call, None if shared_input else 0, None if shared_aux else 0,
+        first.device_spec,
+    )  # fmt: skip
+    streams = [runs[p].calls(per_call) for p in (order[:1] if shared_input else order)]
     how = {True: "shared", False: "per-point"}
     logging.info(
         "training %d points as one group: %s input, %s noise tables",
         len(order), how[shared_input], how[shared_aux],
     )  # fmt: skip
+    device = first.device_spec is not None
     active = set(range(len(order)))
     loop_start, input_wait = time.perf_counter(), 0.0
 
@@ -239,29 +251,30 @@ def _train(runs: dict[int, trainer.Run], results: list) -> None:
         while active:
             wait_start = time.perf_counter()
             if shared_input:
-                item = next(streams[0], None)
+                item = next(streams[0], (None, 0))
                 items = {s: item for s in active}
             else:
-                items = {s: next(streams[s], None) for s in sorted(active)}
+                items = {s: next(streams[s], (None, 0)) for s in sorted(active)}
             input_wait += time.perf_counter() - wait_start
-            for s in [s for s in sorted(active) if items[s] is None]:
+            for s in [s for s in sorted(active) if items[s][0] is None]:
                 end(s)
             if not active:
                 break
-            lrs = np.zeros((len(order), per_call), np.float32)
+            n = items[min(active)][1]  # device input: the last call may be shorter (for all)
+            lrs = np.zeros((len(order), n), np.float32)
             for s in active:
-                lrs[s] = runs[order[s]].learning_rates(items[s], per_call)
-            filler = items[min(active)].batch  # for finished slots: results discarded
+                lrs[s] = runs[order[s]].learning_rates(*items[s])
+            filler = items[min(active)][0].batch  # for finished slots: results discarded
             if shared_input:
                 batch = filler
             else:
-                batches = [items[s].batch if s in active else filler for s in range(len(order))]
-                batch = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+                batches = [items[s][0].batch if s in active else filler for s in range(len(order))]
+                batch = stack(batches) if device else jax.tree_util.tree_map(_np_stack, *batches)
             state, metrics = call(state, batch, aux, lrs)
             for s in sorted(active):
                 run = runs[order[s]]
                 try:
-                    before = run.record(items[s], per_call, metrics, index=s)
+                    before = run.record(*items[s], metrics, index=s)
                     run.log_call(before, lambda s=s: host_state(s).params)
                     if run.at_end:
                         end(s)
