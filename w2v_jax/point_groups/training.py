@@ -116,8 +116,26 @@ def point(tree, index: int):
     return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def _np_stack(*xs):
-    return np.stack(xs)
+def _host_stack(batches: Sequence) -> tuple:
+    """Host batches [rows, ...] stacked [P, rows, ...]."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+
+
+class _FeedStack:
+    """Stacks the points' `on_device.Feed`s, once per change: a feed's arrays (the data key,
+    the epochs' compacted corpora) stay the same objects from call to call within an epoch,
+    so the stacked copy of the last call is reused until one of them changes."""
+
+    def __init__(self):
+        self.leaves: list = []
+        self.stacked = None
+
+    def __call__(self, feeds: Sequence):
+        leaves = jax.tree_util.tree_leaves(list(feeds))
+        same = len(leaves) == len(self.leaves)
+        if not (same and all(a is b for a, b in zip(leaves, self.leaves, strict=True))):
+            self.leaves, self.stacked = leaves, stack(feeds)  # holds the leaves: no id reuse
+        return self.stacked
 
 
 def _all_equal(trees: Sequence) -> bool:
@@ -223,6 +241,7 @@ def _train(runs: dict[int, trainer.Run], results: list) -> None:
         len(order), how[shared_input], how[shared_aux],
     )  # fmt: skip
     device = first.device_spec is not None
+    stack_feeds = _FeedStack()
     active = set(range(len(order)))
     loop_start, input_wait = time.perf_counter(), 0.0
 
@@ -269,7 +288,7 @@ def _train(runs: dict[int, trainer.Run], results: list) -> None:
                 batch = filler
             else:
                 batches = [items[s][0].batch if s in active else filler for s in range(len(order))]
-                batch = stack(batches) if device else jax.tree_util.tree_map(_np_stack, *batches)
+                batch = stack_feeds(batches) if device else _host_stack(batches)
             state, metrics = call(state, batch, aux, lrs)
             for s in sorted(active):
                 run = runs[order[s]]
