@@ -30,6 +30,8 @@ import sys
 
 from absl import app, flags
 
+from w2v_jax.configs import word2vec
+
 # Recipes: config overrides on top of the project's default config (see configs/default.py)
 # and the learning rates tried for each (``--alphas`` replaces every recipe's grid).
 RECIPES = {
@@ -87,17 +89,7 @@ COMMON = [
     "input.mode=device",
 ]
 # The original estimator: word2vec's 32-row sequential SGD steps, 32 per call.
-WORD2VEC = [
-    "optimizer.name=sgd",
-    "optimizer.sparse=true",
-    "optimizer.duplicate_power=0.0",
-    "optimizer.alpha=0.025",
-    "loss.share=pair",
-    "loss.skipgram_input=centre",
-    "input.mode=host",
-    "batch_size=32",
-    "steps_per_call=32",
-]
+WORD2VEC = word2vec.overrides()
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where runs, summary, table and plot go.")
 _RECIPES = flags.DEFINE_list("recipes", list(RECIPES), f"Recipes to run: {list(RECIPES)}.")

@@ -32,22 +32,14 @@ import sys
 
 from absl import app, flags
 
+from w2v_jax.configs import word2vec
 from w2v_jax.evaluation import analogy, by_frequency, keyed_vectors, similarity
 
 # Recipes: overrides of our config (benchmark.py --ours_overrides). "word2vec_sgd32" is
 # configs/word2vec.py's original estimator (32-row SGD steps, per-pair negatives).
 RECIPES = {
     "default": [],
-    "word2vec_sgd32": [
-        "optimizer.name=sgd",
-        "optimizer.duplicate_power=0.0",
-        "optimizer.alpha=0.025",
-        "loss.share=pair",
-        "loss.skipgram_input=centre",
-        "input.mode=host",
-        "batch_size=32",
-        "steps_per_call=32",
-    ],
+    "word2vec_sgd32": word2vec.overrides(),
 }
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where vectors, summary and table go.")

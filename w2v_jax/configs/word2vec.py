@@ -33,3 +33,21 @@ def original(config):
 
 def get_config():
     return original(default.get_config())
+
+
+def overrides() -> list[str]:
+    """``key=value`` items that turn the default config into this one, e.g. for
+    ``experiments/benchmark.py --ours_overrides`` (only the fields `original` changes)."""
+
+    def flat(tree, prefix=""):
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    base = flat(default.get_config().to_dict())
+    mine = flat(get_config().to_dict())
+    return [f"{key}={value}" for key, value in mine.items() if base[key] != value]
