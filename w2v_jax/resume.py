@@ -50,11 +50,12 @@ class ResumeMismatch(ValueError):
     """The run folder holds a run with other settings than the ones given."""
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": value} of a nested dict (a ConfigDict's ``to_dict()``)."""
     out = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
@@ -79,7 +80,7 @@ def manifest(config: dict, train_vocab: vocab.Vocab, train_tokens: int) -> dict:
       train_vocab: the training vocabulary.
       train_tokens: tokens in the training corpus.
     """
-    fields = {k: v for k, v in _flatten(config).items() if not _is_free(k)}
+    fields = {k: v for k, v in flatten(config).items() if not _is_free(k)}
     fields["vocab.size"] = len(train_vocab)
     fields["vocab.sha256"] = vocab_digest(train_vocab)
     fields["corpus.train_tokens"] = int(train_tokens)

@@ -39,15 +39,8 @@ def overrides() -> list[str]:
     """``key=value`` items that turn the default config into this one, e.g. for
     ``experiments/benchmark.py --ours_overrides`` (only the fields `original` changes)."""
 
-    def flat(tree, prefix=""):
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
+    from w2v_jax import resume  # here, so loading a config file stays light
 
-    base = flat(default.get_config().to_dict())
-    mine = flat(get_config().to_dict())
+    base = resume.flatten(default.get_config().to_dict())
+    mine = resume.flatten(get_config().to_dict())
     return [f"{key}={value}" for key, value in mine.items() if base[key] != value]

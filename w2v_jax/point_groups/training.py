@@ -46,7 +46,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import interrupt, trainer
+from w2v_jax import interrupt, resume, trainer
 from w2v_jax.step import runners, update
 
 # Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
@@ -59,16 +59,6 @@ VMAPPED_FIELDS = (
     "loss.ns_exponent",
     "optimizer.initial_accumulator",
 )
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
 
 
 def why_alone(config: ml_collections.ConfigDict) -> str | None:
@@ -84,7 +74,7 @@ def group_key(config: ml_collections.ConfigDict) -> str | None:
     """Configs with equal keys can train as one group; None: this one trains alone."""
     if why_alone(config) is not None:
         return None
-    shared = {k: v for k, v in _flatten(config.to_dict()).items() if k not in VMAPPED_FIELDS}
+    shared = {k: v for k, v in resume.flatten(config.to_dict()).items() if k not in VMAPPED_FIELDS}
     return json.dumps(shared, sort_keys=True, default=str)
 
 
@@ -96,9 +86,9 @@ def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
         reason = why_alone(config)
         if reason is not None:
             raise ValueError(f"point {i} cannot join a group: {reason}; train it alone")
-    first = _flatten(configs[0].to_dict())
+    first = resume.flatten(configs[0].to_dict())
     for i, config in enumerate(configs[1:], 1):
-        for field, value in _flatten(config.to_dict()).items():
+        for field, value in resume.flatten(config.to_dict()).items():
             if field not in VMAPPED_FIELDS and first.get(field) != value:
                 raise ValueError(
                     f"config.{field} differs between points 0 ({first.get(field)!r}) and {i} "
