@@ -25,6 +25,7 @@ step stays the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -102,38 +103,38 @@ def load(path: str | os.PathLike, template):
     return _read(pathlib.Path(path), template)
 
 
-def _read_all(path: pathlib.Path) -> tuple[dict, dict]:
-    """Every array of a checkpoint file by name, and its metadata."""
+@contextlib.contextmanager
+def _open(path: pathlib.Path):
+    """The open checkpoint file and its metadata, as ``(data, meta)``; an empty, truncated
+    or foreign file (also one that fails while the caller reads arrays) raises one
+    CorruptCheckpointError naming it."""
     if path.stat().st_size == 0:
         raise _unreadable(path, "the file is empty")
     try:
         with np.load(path, allow_pickle=False) as data:
             if _META not in data.files:
                 raise _unreadable(path, "no metadata inside")
-            meta = json.loads(data[_META].tobytes().decode())
-            return {k: data[k] for k in data.files if k != _META}, meta
+            yield data, json.loads(data[_META].tobytes().decode())
     except CorruptCheckpointError:
         raise
     except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeError) as e:
         raise _unreadable(path, f"{type(e).__name__}: {' '.join(str(e).split())[:120]}") from None
+
+
+def _read_all(path: pathlib.Path) -> tuple[dict, dict]:
+    """Every array of a checkpoint file by name, and its metadata."""
+    with _open(path) as (data, meta):
+        return {k: data[k] for k in data.files if k != _META}, meta
 
 
 def _read(path: pathlib.Path, template):
-    if path.stat().st_size == 0:
-        raise _unreadable(path, "the file is empty")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            if _META not in data.files:
-                raise _unreadable(path, "no metadata inside")
-            meta = json.loads(data[_META].tobytes().decode())
-            if template is None:
-                return None, meta
-            names = sorted(k for k in data.files if k != _META)
-            restored = [data[name] for name in names]
-    except CorruptCheckpointError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeError) as e:
-        raise _unreadable(path, f"{type(e).__name__}: {' '.join(str(e).split())[:120]}") from None
+    """The checkpoint's arrays as ``template``'s pytree (checked name count, shapes and
+    dtypes), and its metadata; ``template=None`` reads only the metadata."""
+    with _open(path) as (data, meta):
+        if template is None:
+            return None, meta
+        names = sorted(k for k in data.files if k != _META)
+        restored = [data[name] for name in names]
     leaves, treedef = jax.tree_util.tree_flatten(template)
     if len(names) != len(leaves):
         raise ValueError(
