@@ -42,6 +42,23 @@ class Options(NamedTuple):
     init_timeout_secs: int
 
 
+def check_processes(config, count: int) -> None:
+    """One-line ValueError unless ``count`` processes can run this config: more than one
+    needs parallel.mode='mesh' and input.mode='host'. Called with the configured count
+    before joining (`options`) and with ``jax.process_count()`` after (settings.validate)."""
+    if count <= 1:
+        return
+    for name, value, need in (
+        ("parallel.mode", config.parallel.mode, "mesh"),
+        ("input.mode", config.input.mode, "host"),
+    ):
+        if value != need:
+            raise ValueError(
+                f"config.{name}={value!r}: {count} processes run parallel.mode='mesh' "
+                f"with input.mode='host'; set {name}={need!r}"
+            )
+
+
 def options(config) -> Options:
     """Validated `Options` from ``config.parallel``; a one-line ValueError otherwise (before
     any process tries to join, so a bad command never waits for the others)."""
@@ -69,16 +86,7 @@ def options(config) -> Options:
             f"config.parallel.process_id={p.process_id} must be below "
             f"parallel.num_processes={p.num_processes} (processes are numbered from 0)"
         )
-    if p.num_processes > 1:
-        for name, value, need in (
-            ("parallel.mode", p.mode, "mesh"),
-            ("input.mode", config.input.mode, "host"),
-        ):
-            if value != need:
-                raise ValueError(
-                    f"config.{name}={value!r}: {p.num_processes} processes run "
-                    f"parallel.mode='mesh' with input.mode='host'; set {name}={need!r}"
-                )
+    check_processes(config, p.num_processes)
     return Options(coordinator, p.num_processes, p.process_id, p.local_devices,
                    p.init_timeout_secs)  # fmt: skip
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import jax
 
-from w2v_jax import evaluator
+from w2v_jax import distributed, evaluator
 from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.step import optimizers, runners, update
@@ -172,11 +172,7 @@ def _processes(config) -> None:
         raise ValueError(
             f"config.parallel.shard_vocab=True needs parallel.mode='mesh', not {p.mode!r}"
         )
-    if jax.process_count() > 1 and p.mode != "mesh":  # distributed.options checks the rest
-        raise ValueError(
-            f"config.parallel.mode={p.mode!r}: {jax.process_count()} processes run "
-            "parallel.mode='mesh'; set it"
-        )
+    distributed.check_processes(config, jax.process_count())
 
 
 def _device_input(config) -> None:
@@ -190,11 +186,6 @@ def _device_input(config) -> None:
                 f"config.input.mode='device' needs config.{name}={need!r}, got {value!r}; "
                 "set it or use input.mode='host'"
             )
-    if jax.process_count() > 1:
-        raise ValueError(
-            f"config.input.mode='device' runs in one process, not {jax.process_count()}; "
-            "use input.mode='host'"
-        )
 
 
 class LoopSettings(NamedTuple):
