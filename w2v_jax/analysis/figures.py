@@ -196,3 +196,51 @@ def ranking_nce_figure(rows: Sequence[dict], titles: dict[str, str] | None = Non
     text = "Binary NCE (nce, Z = 1) against ranking NCE (sampled_softmax, hits kept)"
     fig.suptitle(text + (f"\n({note})" if note else ""), fontsize="medium")
     return fig
+
+
+TABLE1_COLORS = {"NEG-5": style.PALETTE[2], "NEG-15": style.PALETTE[0],
+                 "HS-Huffman": style.PALETTE[3], "NCE-5": style.PALETTE[1]}  # fmt: skip
+TABLE1_MARKERS = {0.0: "o", 1e-4: "s", 1e-5: "^"}  # by subsampling threshold
+
+
+def table1_figure(rows: Sequence[dict], paper: Sequence[dict]) -> figure.Figure:
+    """Analogy accuracy against training time, ours (left) and Mikolov et al.'s Table 1
+    (right): colour = method, marker = subsampling threshold, hollow = gensim.
+
+    ``rows``: one per run with ``side`` ("ours" or "gensim"), ``method`` (NEG-5, ...),
+    ``sample``, ``status``, ``wall_s`` and ``analogy_total`` (a fraction), as
+    `experiments/claim2_table1.py` writes them; ``paper``: rows with ``method``,
+    ``sample``, ``minutes`` and ``total`` (%).
+    """
+    fig, axes = style.new_figure(10.5, 4.4, 1, 2)
+    ours_ax, paper_ax = axes[0]
+
+    def draw(ax, method, sample, x, y, hollow=False):
+        color = TABLE1_COLORS.get(method, style.PALETTE[6])
+        ax.scatter([x], [y], s=55, marker=TABLE1_MARKERS.get(sample, "D"),
+                   facecolors="none" if hollow else color, edgecolors=color)  # fmt: skip
+
+    for r in rows:
+        if r.get("status") == "ok" and r.get("analogy_total") is not None:
+            draw(ours_ax, r["method"], r["sample"], r["wall_s"] / 60, 100 * r["analogy_total"],
+                 hollow=r["side"] == "gensim")  # fmt: skip
+    for r in paper:
+        draw(paper_ax, r["method"], r["sample"], r["minutes"], r["total"])
+    methods = list(dict.fromkeys([r["method"] for r in paper] + [r["method"] for r in rows]))
+    for method in methods:
+        ours_ax.scatter([], [], marker="o", color=TABLE1_COLORS.get(method, "k"), label=method)
+    for sample, marker in TABLE1_MARKERS.items():
+        name = "no subsampling" if sample == 0 else f"subsampling {sample:g}"
+        ours_ax.scatter([], [], marker=marker, color=style.PALETTE[6], label=name)
+    ours_ax.scatter([], [], marker="o", facecolors="none", edgecolors="k", label="gensim")
+    ours_ax.legend(fontsize="x-small", loc="best")
+    ours_ax.set_xlabel("training minutes (this machine)")
+    paper_ax.set_xlabel("training minutes (the paper's machine)")
+    for ax in (ours_ax, paper_ax):
+        ax.set_ylabel("analogy accuracy, total (%)")
+        ax.grid(True, alpha=0.3)
+    style.set_title(ours_ax, "ours: wiki-60m (60M tokens), 100-d, 3 epochs", width=50,
+                    fontsize="small")  # fmt: skip
+    style.set_title(paper_ax, "Mikolov et al. 2013b, Table 1: 1B words, 300-d", width=50,
+                    fontsize="small")  # fmt: skip
+    return fig
