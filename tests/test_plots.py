@@ -199,6 +199,22 @@ def _every_figure():
     yield "gradient_bias", figures.gradient_bias_figure(_bias_rows())
     yield "cost", figures.cost_figure(_cost_rows())
     yield "pmi_shift", figures.pmi_shift_figure(_pmi_rows())
+    yield "table1", figures.table1_figure(_table1_rows(), _table1_paper())
+
+
+def _table1_rows():
+    return [
+        {"side": side, "method": m, "sample": s, "status": "ok", "wall_s": 600.0 * (i + 1),
+         "analogy_total": 0.4 + 0.02 * i}
+        for i, (side, m, s) in enumerate([("ours", "NEG-5", 0.0), ("ours", "HS-Huffman", 1e-5),
+                                          ("ours", "NEG-15", 1e-5), ("gensim", "NEG-5", 1e-4)])
+    ] + [{"side": "ours", "method": "NCE-5", "sample": 0.0, "status": "not run",
+          "wall_s": None, "analogy_total": None}]  # fmt: skip
+
+
+def _table1_paper():
+    return [{"method": "NEG-5", "sample": 0.0, "minutes": 38, "total": 59},
+            {"method": "HS-Huffman", "sample": 1e-5, "minutes": 21, "total": 55}]  # fmt: skip
 
 
 def _contrast_on_white(rgba) -> float:
