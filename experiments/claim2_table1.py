@@ -215,7 +215,11 @@ def _pct(value) -> str:
 
 
 def _sample_name(sample: float) -> str:
-    return "none" if sample == 0 else f"{sample:g}".replace("e-0", "e-")
+    """0 → "none", 1e-05 → "1e-5", 0.00025 → "2.5e-4"."""
+    if sample == 0:
+        return "none"
+    mantissa, exponent = f"{sample:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def table(rows: list[dict]) -> str:

@@ -80,7 +80,7 @@ def test_grid_gensim_and_report(data_dir, tmp_path):
     assert (work / "sample1e-3" / "hs_s0" / "vectors.bin").exists()
     assert rows[1]["steps"] < rows[0]["steps"]  # subsampling: fewer words, fewer steps
     table = (out / "table.md").read_text()
-    assert "| NEG-2 | none | ours |" in table and "| HS-Huffman | 0.001 | ours |" in table
+    assert "| NEG-2 | none | ours |" in table and "| HS-Huffman | 1e-3 | ours |" in table
     assert (out / "claim2.png").read_bytes()[:4] == b"\x89PNG"
 
     # A rerun finds everything finished; reporting a bigger grid marks the rest "not run".

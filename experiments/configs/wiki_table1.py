@@ -10,7 +10,7 @@ per subsampling threshold (``--config.sample``; 0 = off), the points as in Table
 
 Needs ``wiki-60m.txt.gz`` and ``questions-words.txt`` in $W2V_DATA_DIR. The paper trained
 300-d vectors on ~1B words; 100-d on 60M tokens is what fits this 2-core machine (one
-epoch without subsampling: ~10 min of NEG-5). Measured grid, commands and table:
+epoch without subsampling: 12 min of NEG-5 on one core). Measured grid, commands and table:
 experiments/README.md, "Claim 2 at scale"; files in experiments/results/claim2_wiki60m/.
 """
 

@@ -230,11 +230,12 @@ def table1_figure(rows: Sequence[dict], paper: Sequence[dict]) -> figure.Figure:
     for method in methods:
         ours_ax.scatter([], [], marker="o", color=TABLE1_COLORS.get(method, "k"), label=method)
     for sample, marker in TABLE1_MARKERS.items():
-        name = "no subsampling" if sample == 0 else f"subsampling {sample:g}"
+        exp = f"{sample:.0e}".replace("e-0", "e-")
+        name = "no subsampling" if sample == 0 else f"subsampling {exp}"
         ours_ax.scatter([], [], marker=marker, color=style.PALETTE[6], label=name)
     ours_ax.scatter([], [], marker="o", facecolors="none", edgecolors="k", label="gensim")
     ours_ax.legend(fontsize="x-small", loc="best")
-    ours_ax.set_xlabel("training minutes (this machine)")
+    ours_ax.set_xlabel("training minutes (this machine, one core per run)")
     paper_ax.set_xlabel("training minutes (the paper's machine)")
     for ax in (ours_ax, paper_ax):
         ax.set_ylabel("analogy accuracy, total (%)")
