@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import jax
+import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -48,3 +49,21 @@ def data_file(data_dir):
         return path
 
     return resolve
+
+
+@pytest.fixture
+def zipf_text_dir(tmp_path) -> pathlib.Path:
+    """A data directory with a Zipf text of 200 word types (``tiny.txt``, 20k tokens) and
+    analogy (one semantic, one syntactic section) and word-pair files over its words."""
+    root = tmp_path / "data"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    p = 1.0 / np.arange(1, 201)
+    tokens = rng.choice(200, size=20_000, p=p / p.sum())
+    (root / "tiny.txt").write_text(" ".join(f"w{i}" for i in tokens) + "\n")
+    questions = (
+        ": capital-common-countries\nw1 w2 w3 w4\n: gram1-adjective-to-adverb\nw5 w6 w7 w8\n"
+    )
+    (root / "questions-words.txt").write_text(questions)
+    (root / "wordsim353.tsv").write_text("w1\tw2\t5\nw3\tw4\t2\nw5\tw9\t7\n")
+    return root

@@ -9,7 +9,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from w2v_jax.model import output_layers
@@ -66,25 +65,11 @@ def _run(script: str, args: list[str], tmp_path: pathlib.Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture
-def data_dir(tmp_path) -> pathlib.Path:
-    """A Zipf text of 200 word types, with analogy and word-pair files over its words."""
-    root = tmp_path / "data"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 201)
-    tokens = rng.choice(200, size=20_000, p=p / p.sum())
-    (root / "tiny.txt").write_text(" ".join(f"w{i}" for i in tokens) + "\n")
-    (root / "questions-words.txt").write_text(": tiny\nw1 w2 w3 w4\nw5 w6 w7 w8\n")
-    (root / "wordsim353.tsv").write_text("w1\tw2\t5\nw3\tw4\t2\nw5\tw9\t7\n")
-    return root
-
-
 @pytest.mark.slow
-def test_benchmark_ends_with_json(data_dir, tmp_path):
+def test_benchmark_ends_with_json(zipf_text_dir, tmp_path):
     args = [
-        f"--corpus={data_dir / 'tiny.txt'}",
-        f"--data_dir={data_dir}",
+        f"--corpus={zipf_text_dir / 'tiny.txt'}",
+        f"--data_dir={zipf_text_dir}",
         "--epochs=1",
         "--repeats=1",
         "--dim=16",
@@ -171,9 +156,9 @@ def test_batch_study_summarises_the_runs_it_finds(tmp_path):
 
 
 @pytest.mark.slow
-def test_bench_accelerator_ends_with_json(data_dir, tmp_path):
+def test_bench_accelerator_ends_with_json(zipf_text_dir, tmp_path):
     args = [
-        f"--corpus={data_dir / 'tiny.txt'}",
+        f"--corpus={zipf_text_dir / 'tiny.txt'}",
         "--batch_sizes=256,1024",
         "--steps_per_call=2",
         "--calls=1",

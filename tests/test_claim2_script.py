@@ -7,7 +7,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,39 +31,22 @@ def _run(args, tmp_path):
                           capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
-@pytest.fixture
-def data_dir(tmp_path) -> pathlib.Path:
-    """A Zipf text of 200 word types, with analogy and word-pair files over its words."""
-    root = tmp_path / "data"
-    root.mkdir()
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 201)
-    tokens = rng.choice(200, size=20_000, p=p / p.sum())
-    (root / "tiny.txt").write_text(" ".join(f"w{i}" for i in tokens) + "\n")
-    questions = (
-        ": capital-common-countries\nw1 w2 w3 w4\n: gram1-adjective-to-adverb\nw5 w6 w7 w8\n"
-    )
-    (root / "questions-words.txt").write_text(questions)
-    (root / "wordsim353.tsv").write_text("w1\tw2\t5\nw3\tw4\t2\nw5\tw9\t7\n")
-    return root
-
-
-def _config_flags(data_dir):
+def _config_flags(zipf_text_dir):
     return [
         "--config=w2v_jax/configs/tiny.py",
-        f"--config.corpus.name={data_dir / 'tiny.txt'}",
-        f"--config.corpus.data_dir={data_dir}",
-        f"--config.eval.analogies={data_dir / 'questions-words.txt'}",
-        f"--config.eval.similarity={data_dir / 'wordsim353.tsv'}",
+        f"--config.corpus.name={zipf_text_dir / 'tiny.txt'}",
+        f"--config.corpus.data_dir={zipf_text_dir}",
+        f"--config.eval.analogies={zipf_text_dir / 'questions-words.txt'}",
+        f"--config.eval.similarity={zipf_text_dir / 'wordsim353.tsv'}",
         "--config.epochs=1",
     ]
 
 
 @pytest.mark.slow
-def test_grid_gensim_and_report(data_dir, tmp_path):
+def test_grid_gensim_and_report(zipf_text_dir, tmp_path):
     work, out = tmp_path / "runs", tmp_path / "out"
     gensim = "--gensim=" + ("1e-3" if HAS_GENSIM else "")
-    args = [*_config_flags(data_dir), f"--workdir={work}", f"--out_dir={out}",
+    args = [*_config_flags(zipf_text_dir), f"--workdir={work}", f"--out_dir={out}",
             "--grid=0/neg:2,1e-3/neg:2,1e-3/hs", gensim]  # fmt: skip
     done = _run(args, tmp_path)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -99,8 +81,8 @@ def test_grid_gensim_and_report(data_dir, tmp_path):
     ("--grid=0/bogus:5", "bogus"),
     ("--gensim=often", "--gensim: 'often' is not a subsampling threshold"),
 ])  # fmt: skip
-def test_bad_flags_are_one_line_before_training(data_dir, tmp_path, flag, message):
-    done = _run([*_config_flags(data_dir), f"--workdir={tmp_path / 'runs'}",
+def test_bad_flags_are_one_line_before_training(zipf_text_dir, tmp_path, flag, message):
+    done = _run([*_config_flags(zipf_text_dir), f"--workdir={tmp_path / 'runs'}",
                  f"--out_dir={tmp_path / 'out'}", flag], tmp_path)  # fmt: skip
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
