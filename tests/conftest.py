@@ -10,6 +10,16 @@ import pytest
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", False)
 
+# Bit equality of float results (reruns, resume, a path against its reference) is a
+# property of XLA:CPU: GPU scatter-adds and reductions may add in another order on each
+# run (unless config.deterministic), TPUs promise nothing we know of. Every test that
+# asserts it carries this marker and has a tolerance twin that runs on every backend.
+BITWISE_REASON = (
+    "bit equality is an XLA:CPU property (GPU scatter-adds and reductions are not "
+    "deterministic unless config.deterministic); the tolerance twin runs here"
+)
+cpu_bitwise = pytest.mark.skipif(jax.default_backend() != "cpu", reason=BITWISE_REASON)
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -1,4 +1,7 @@
-"""Joining a multi-process run: `jax.distributed.initialize` from ``config.parallel``.
+"""Before JAX starts: joining a multi-process run, and XLA:GPU's determinism flag.
+
+`jax.distributed.initialize` from ``config.parallel``; ``XLA_FLAGS`` from
+``config.deterministic``.
 
 JAX's multi-controller runtime runs one Python process per host (or per GPU); every
 process runs the same program, and a ``jit`` over a mesh of all processes' devices is one
@@ -16,6 +19,8 @@ Fields (``configs/default.py``, "parallelism"):
 * ``parallel.local_devices``: CPU only: devices this process simulates (0 = one).
 * ``parallel.init_timeout_secs``: how long a process waits for all the others to join
   before it stops with one line.
+* ``deterministic`` (top level): GPUs: add ``--xla_gpu_deterministic_ops=true`` to
+  ``XLA_FLAGS`` (`set_deterministic`), which XLA reads once, when the backend starts.
 
 `initialize` must run before anything touches a JAX backend; `trainer.train_and_evaluate`
 calls it first. Calling it again with the same settings does nothing.
@@ -23,6 +28,7 @@ calls it first. Calling it again with the same settings does nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
@@ -40,6 +46,16 @@ class Options(NamedTuple):
     process_id: int
     local_devices: int  # CPU: simulated devices per process; 0 = JAX's default
     init_timeout_secs: int
+    deterministic: bool  # GPUs: XLA:GPU's deterministic scatters and reductions
+
+
+# XLA:GPU's switch for run-to-run determinism (xla/debug_options_flags.cc: "Guarantees
+# run-to-run determinism on GPU"; present in jaxlib 0.10.2's libjax_common.so): scatters
+# (the sparse updates' scatter-adds) and reductions get deterministic, slower kernels,
+# GEMM autotuning is off, and an op with no deterministic kernel (select-and-scatter, not
+# used here) fails to compile. It implies --xla_gpu_exclude_nondeterministic_ops. XLA:CPU
+# and XLA:TPU do not read it.
+DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops"
 
 
 def check_processes(config, count: int) -> None:
@@ -87,17 +103,61 @@ def options(config) -> Options:
             f"parallel.num_processes={p.num_processes} (processes are numbered from 0)"
         )
     check_processes(config, p.num_processes)
+    if not isinstance(config.deterministic, bool):
+        raise ValueError(f"config.deterministic={config.deterministic!r} must be True or False")
     return Options(coordinator, p.num_processes, p.process_id, p.local_devices,
-                   p.init_timeout_secs)  # fmt: skip
+                   p.init_timeout_secs, config.deterministic)  # fmt: skip
+
+
+def _flag_setting(flags: str) -> bool | None:
+    """The last value ``flags`` (an XLA_FLAGS string) gives DETERMINISTIC_FLAG, or None."""
+    value = None
+    for flag in flags.split():
+        name, _, given = flag.partition("=")
+        if name == DETERMINISTIC_FLAG:
+            value = given.lower() in ("", "true", "1")
+    return value
+
+
+def set_deterministic(deterministic: bool) -> None:
+    """Asks XLA:GPU for deterministic scatters and reductions (``config.deterministic``).
+
+    XLA reads ``XLA_FLAGS`` once, when the first backend starts: before that, this adds
+    ``--xla_gpu_deterministic_ops=true`` to it (replacing a ``=false``). ``False`` leaves
+    ``XLA_FLAGS`` as the user set it. A no-op on CPU (XLA:CPU is deterministic already)
+    and on TPU (no such switch).
+
+    Raises:
+      ValueError: a GPU backend already started without the flag (a notebook that ran
+        JAX before): it cannot be turned on in this process.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if not deterministic or _flag_setting(flags):
+        return
+    from jax._src import xla_bridge  # noqa: PLC0415 (no public "has a backend started")
+
+    if xla_bridge.backends_are_initialized():
+        if jax.default_backend() == "gpu":
+            raise ValueError(
+                "config.deterministic=True but JAX's GPU backend already started without "
+                f"{DETERMINISTIC_FLAG}; set XLA_FLAGS={DETERMINISTIC_FLAG}=true before "
+                "importing JAX, or restart the process (notebook: restart the kernel)"
+            )
+        return  # XLA:CPU is deterministic; XLA:TPU has no such flag
+    kept = [f for f in flags.split() if f.partition("=")[0] != DETERMINISTIC_FLAG]
+    os.environ["XLA_FLAGS"] = " ".join([*kept, f"{DETERMINISTIC_FLAG}=true"])
+    logging.info("XLA_FLAGS=%s (config.deterministic)", os.environ["XLA_FLAGS"])
 
 
 def initialize(opts: Options) -> None:
     """Joins the run ``opts`` describes (nothing for one process); one line on failure.
 
     Raises:
-      ValueError: a JAX backend already started in this process, or the coordinator or
-        some process did not answer within ``init_timeout_secs``.
+      ValueError: a JAX backend already started in this process (several processes, or
+        ``deterministic`` on a GPU), or the coordinator or some process did not answer
+        within ``init_timeout_secs``.
     """
+    set_deterministic(opts.deterministic)
     if not opts.coordinator:
         return
     if jax.distributed.is_initialized():

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax.data import input_pipeline, sources
-from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, truth_fit
+from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, precision, truth_fit
 from w2v_jax.step import update
 
 _KEYS = ("analogy/total", "analogy/semantic", "analogy/syntactic", "analogy/coverage")
@@ -75,7 +75,8 @@ class Evaluator:
                 pipeline, heldout.ids, heldout.offsets, heldout.vocab.counts,
                 options.heldout_batches,
             )  # fmt: skip
-        self.loss_fn = jax.jit(functools.partial(update.eval_loss, cfg=cfg))
+        # At float32 whatever cfg.matmul_precision trains at: evaluations compare.
+        self.loss_fn = jax.jit(precision.full_float32(functools.partial(update.eval_loss, cfg=cfg)))
         self.target = None  # the exact conditional of the synthetic corpus, built once
         self.truth = dataset.truth
         if dataset.truth is not None:

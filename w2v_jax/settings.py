@@ -27,6 +27,10 @@ from w2v_jax.step import optimizers, runners, update
 SHARES = ("pair", "row", "block")
 SKIPGRAM_INPUTS = ("centre", "context")
 INPUT_MODES = ("host", "device")
+# The legacy names jax_default_matmul_precision accepts (jax 0.10.2 also takes
+# lax.DotAlgorithmPreset names; not offered): float32 = highest, tensorfloat32 = high,
+# bfloat16 = default (the backend's own choice).
+MATMUL_PRECISIONS = ("float32", "highest", "tensorfloat32", "high", "bfloat16", "default")
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -74,8 +78,10 @@ def validate(config) -> None:
     for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
         _at_least(name, config[name], 0)
     _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
-    if not isinstance(config.resume_override, bool):
-        raise ValueError(f"config.resume_override={config.resume_override!r} must be True or False")
+    for name in ("resume_override", "deterministic"):
+        if not isinstance(config[name], bool):
+            raise ValueError(f"config.{name}={config[name]!r} must be True or False")
+    _choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
     _existing_files("eval.analogies", [config.eval.analogies])
     _existing_files("eval.similarity", config.eval.similarity.split(","))
     _at_least("loss.chunk_size", config.loss.chunk_size, 0)
@@ -359,4 +365,5 @@ def step_config(config) -> update.StepConfig:
         duplicate_power=float(config.optimizer.duplicate_power),
         initial_accumulator=float(config.optimizer.initial_accumulator),
         eps=float(config.optimizer.eps),
+        matmul_precision=config.matmul_precision,
     )

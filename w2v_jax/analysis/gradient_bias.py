@@ -26,7 +26,8 @@ sampling's noise term grows like K: its gradient does not approach :math:`g^*` a
 
 Use it on a trained state and a held-out batch (`likelihood.batch_examples`, keeping
 the examples whose weight is 1). Shape letters: E examples, D dim, V vocab, K samples,
-P flattened parameters (E·D + V·D [+ V]), n draws.
+P flattened parameters (E·D + V·D [+ V]), n draws. Every gradient is computed at float32
+whatever the backend's default (`precision.full_float32`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2v_jax.evaluation import precision
 from w2v_jax.model import output_layers, sampling
 
 _FLOATS_PER_STEP = 1 << 23  # draws vmapped together: n · P floats at a time
@@ -77,6 +79,7 @@ def _loss(name, labels, samples, log_q, remove_accidental_hits):
 
 
 @functools.partial(jax.jit, static_argnames=("use_bias",))
+@precision.full_float32
 def exact_gradient(inputs, out, bias, labels, *, use_bias):
     """The exact softmax gradient g* [P] of the mean loss (see module docstring)."""
     return _flat_grad(_loss("softmax", labels, None, None, True), inputs, out, bias, use_bias)
@@ -89,6 +92,7 @@ def _draw_many(keys, table, *, shape):
 
 
 @functools.partial(jax.jit, static_argnames=("name", "k", "use_bias", "remove_accidental_hits"))
+@precision.full_float32
 def _moments(samples, inputs, out, bias, labels, log_q, exact, *, name, k, use_bias,
              remove_accidental_hits):  # fmt: skip
     """Σ_i g_i [P] and Σ_i ‖g_i - g*‖² over the draws ``samples[i, :, :k]`` ([n, E, K_max])."""

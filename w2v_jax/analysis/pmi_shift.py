@@ -164,7 +164,11 @@ class PMIShift(NamedTuple):
 
 
 def pair_scores(params: dict, centre, context, *, loss_name: str = "neg", aux=None) -> np.ndarray:
-    """s(w | c) = in_c · out_w + b_w of each pair [P] (hs: log p_tree(w | c)); float64."""
+    """s(w | c) = in_c · out_w + b_w of each pair [P] (hs: log p_tree(w | c)); float64.
+
+    NumPy on the host in float64: no device matmul, so neither the backend's default
+    precision nor ``config.matmul_precision`` reaches it.
+    """
     centre, context = np.asarray(centre), np.asarray(context)
     in_embed = np.asarray(params["in_embed"], np.float64)
     layer = output_layers.get(loss_name)

@@ -114,6 +114,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
     config.seed = 0  # seed: initialisation, subsampling, windows, negatives
 
+    # ---- precision and determinism (docs/training.md, "Precision and determinism") ------
+    # Matmul precision of the training step (jax.default_matmul_precision): "float32" (=
+    # "highest": float32 on GPUs, 6 bf16 passes on TPU), "tensorfloat32" (= "high": TF32 on
+    # Ampere+ GPUs, 3 bf16 passes on TPU) or "bfloat16" (= "default", the backend's own
+    # default: TF32 on Ampere+ GPUs, 1 bf16 pass on TPU). No effect on XLA:CPU. Evaluation
+    # and the analyses always run at "float32", whatever this says.
+    config.matmul_precision = "float32"
+    # GPUs: run XLA:GPU's scatter-adds and reductions deterministically
+    # (--xla_gpu_deterministic_ops=true, set before JAX starts), so a rerun or a resume is
+    # bit-identical there too, at a cost in speed. XLA:CPU is deterministic already.
+    config.deterministic = False
+
     # ---- input -----------------------------------------------------------------------
     config.input = ml_collections.ConfigDict()
     # "host": NumPy batches made on a background thread (any corpus size; shuffle_buffer

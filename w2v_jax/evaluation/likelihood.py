@@ -28,7 +28,8 @@ For hierarchical softmax :math:`\log Z = 0` exactly.
 
 `heldout_nll` streams over vocabulary blocks (`losses.softmax_loss` with ``chunk_size``),
 so the device holds an ``[E, chunk_size]`` block of logits, never ``[E, V]``; one jitted
-function per batch shape. For skip-gram an example's input is one word's vector, so log Z
+function per batch shape, every matmul at float32 whatever the backend's default
+(`precision.full_float32`). For skip-gram an example's input is one word's vector, so log Z
 is computed once per vocabulary word (`word_log_z`) when that is cheaper. `log_probs` and
 `scores` give the full ``[E, V]`` matrices in float64 on the host, for the
 small-vocabulary analyses (`truth_fit`).
@@ -50,6 +51,7 @@ import numpy as np
 import scipy.sparse
 import scipy.special
 
+from w2v_jax.evaluation import precision
 from w2v_jax.model import losses, output_layers
 from w2v_jax.model import word2vec as model_lib
 
@@ -101,6 +103,7 @@ def _tree(aux):
     return aux.codes, aux.points, aux.path_mask
 
 
+@precision.full_float32
 def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
     """The examples of a batch, as training makes them (`model.example_inputs`).
 
@@ -126,6 +129,7 @@ def _score(inputs, out, bias, labels):
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "rows"))
+@precision.full_float32
 def word_log_z(params, *, chunk_size, rows=1024):
     """log Z(in_c) of every word c as a single context (skip-gram's inputs); [V].
 
@@ -147,6 +151,7 @@ def word_log_z(params, *, chunk_size, rows=1024):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "loss_name", "cbow_mean", "chunk_size"))
+@precision.full_float32
 def example_terms(params, batch, tree, log_z_words, *, model, loss_name, cbow_mean, chunk_size):
     """Per-example NLL [E], log Z [E] and weights [E] of one batch (jitted, fixed shapes).
 

@@ -61,6 +61,8 @@ class StepConfig:
     duplicate_power: float = 0.0  # sparse sgd: a row's n summed updates scaled by n^-power
     initial_accumulator: float = 0.1  # adagrads: initial sum of squared gradients
     eps: float = 1e-7  # adagrads: added under the root (per element) or to it (row-wise)
+    # every matmul of the step (jax.default_matmul_precision; evaluation is always float32)
+    matmul_precision: str = "float32"
 
 
 class TrainState(NamedTuple):
@@ -201,6 +203,19 @@ def _norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
+def _at_matmul_precision(step):
+    """``step`` with every matmul it traces at ``cfg.matmul_precision`` (not the backend's
+    default: bf16 passes on TPU, TF32 on Ampere+ GPUs); jit caches each setting apart."""
+
+    def wrapped(*args, cfg: StepConfig, **kwargs):
+        with jax.default_matmul_precision(cfg.matmul_precision):
+            return step(*args, cfg=cfg, **kwargs)
+
+    wrapped.__name__, wrapped.__doc__, wrapped.__wrapped__ = step.__name__, step.__doc__, step
+    return wrapped
+
+
+@_at_matmul_precision
 def train_step(
     state: TrainState, batch, aux: output_layers.Constants, lr, *, cfg: StepConfig, axis_name=None
 ):
