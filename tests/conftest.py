@@ -19,6 +19,19 @@ BITWISE_REASON = (
     "deterministic unless config.deterministic); the tolerance twin runs here"
 )
 cpu_bitwise = pytest.mark.skipif(jax.default_backend() != "cpu", reason=BITWISE_REASON)
+# Cheap checks run twice through `assert_same`: bit for bit (XLA:CPU) and within tolerance.
+EXACTNESS = (
+    pytest.param(True, marks=cpu_bitwise, id="bitwise"),
+    pytest.param(False, id="tolerance"),
+)
+
+
+def assert_same(got, want, exact: bool, *, rtol: float, atol: float, err_msg: str = "") -> None:
+    """Bit for bit when ``exact`` (the XLA:CPU case), else within ``rtol`` / ``atol``."""
+    if exact:
+        np.testing.assert_array_equal(got, want, err_msg=err_msg)
+    else:
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=err_msg)
 
 
 def _in_ci() -> bool:

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import EXACTNESS, assert_same
 from jax import test_util as jtu
 
 from w2v_jax import settings, trainer
@@ -55,8 +56,10 @@ def test_matches_float64_reference(penalty, chunk_size):
     np.testing.assert_allclose(got, _reference(x, w, y, b, penalty), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("exact", EXACTNESS)
 @pytest.mark.parametrize("chunk_size", [None, 4])
-def test_zero_penalty_is_the_softmax_exactly(chunk_size):
+def test_zero_penalty_is_the_softmax_exactly(chunk_size, exact):
+    """Two programs, the same arithmetic: bit for bit on XLA:CPU (`EXACTNESS`)."""
     x, w, y, b = _problem()
 
     def total(fn, *xwb):
@@ -66,12 +69,15 @@ def test_zero_penalty_is_the_softmax_exactly(chunk_size):
     penalised = functools.partial(losses.softmax_penalty_loss, penalty=0.0)
     want_loss, want_grads = grad(losses.softmax_loss, x, w, b)
     got_loss, got_grads = grad(penalised, x, w, b)
-    np.testing.assert_array_equal(got_loss, want_loss)
+    tolerance = dict(rtol=1e-6, atol=1e-7)
+    assert_same(got_loss, want_loss, exact, **tolerance)
     for got, want in zip(got_grads, want_grads, strict=True):
-        np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(
+        assert_same(got, want, exact, **tolerance)
+    assert_same(
         penalised(x, w, y, b, chunk_size=chunk_size),
         losses.softmax_loss(x, w, y, b, chunk_size=chunk_size),
+        exact,
+        **tolerance,
     )
 
 
