@@ -22,7 +22,8 @@ import numpy as np
 from absl import app, flags
 
 from w2v_jax import checkpoint
-from w2v_jax.step import runners, update
+from w2v_jax.parallel import placement
+from w2v_jax.step import update
 
 _V = flags.DEFINE_integer("vocab", 71_290, "Rows V of each table.")
 _D = flags.DEFINE_integer("dim", 100, "Columns D.")
@@ -34,8 +35,8 @@ def _state():
     state = update.init_state(jax.random.PRNGKey(0), _V.value, _D.value, cfg)
     state = state._replace(params={k: v + 0.01 for k, v in state.params.items()})
     n = len(jax.devices())
-    mesh = runners.make_mesh(n, model_axis=n)
-    shardings = runners.state_sharding(state, mesh, shard_vocab=True)
+    mesh = placement.make_mesh(n, model_axis=n)
+    shardings = placement.state_sharding(state, mesh, shard_vocab=True)
     return jax.device_put(state, shardings), shardings
 
 

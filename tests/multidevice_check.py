@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from w2v_jax.data import input_pipeline  # noqa: E402
 from w2v_jax.model import output_layers  # noqa: E402
+from w2v_jax.parallel import placement  # noqa: E402
 from w2v_jax.step import runners, update  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
@@ -73,8 +74,9 @@ def main():
                 pm = runners.pmap_step(cfg, devices)
                 st = runners.replicate(fresh(cfg), devices)
                 sharded = input_pipeline.shard_batch(batch, N)
+                aux_replicated = runners.replicate(aux, devices)
                 for _ in range(3):
-                    st, _ = pm(st, sharded, aux, np.float32(0.1))
+                    st, _ = pm(st, sharded, aux_replicated, np.float32(0.1))
                     jax.block_until_ready(st)
                 host = jax.device_get(st.params)
                 identical = all(bool(np.all(v == v[:1])) for v in host.values())
@@ -83,15 +85,17 @@ def main():
                 out = {"model": model_name, "loss": loss, "optimizer": optimizer}
                 out["pmap_diff"] = max_diff(ref_p, pm_p)
                 out["pmap_replicas_identical"] = identical
-                for shard_vocab in (False, True):
-                    mesh = runners.make_mesh(N, model_axis=N if shard_vocab else 1)
+                meshes = {"mesh_diff": (False, 1), "mesh_vocab_diff": (True, N)}
+                if N >= 4:  # batch split over 2 and tables over N / 2: both exchanges
+                    meshes["mesh_2d_diff"] = (True, N // 2)
+                for key, (shard_vocab, model_axis) in meshes.items():
+                    mesh = placement.make_mesh(N, model_axis=model_axis)
                     state0 = fresh(cfg)
                     fn, st_sh = runners.mesh_step(cfg, mesh, state0, shard_vocab)
                     st = jax.device_put(state0, st_sh)
                     data_sh = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
                     b = jax.device_put(batch, data_sh)
                     st = run_steps(fn, st, b, aux)
-                    key = "mesh_vocab_diff" if shard_vocab else "mesh_diff"
                     out[key] = max_diff(ref_p, jax.device_get(st.params))
                 print(json.dumps(out), flush=True)
 

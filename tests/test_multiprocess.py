@@ -28,7 +28,8 @@ import pytest
 from w2v_jax import checkpoint, resume, trainer
 from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
-from w2v_jax.step import runners, update
+from w2v_jax.parallel import placement
+from w2v_jax.step import update
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAUNCHER = ROOT / "experiments" / "launch_local.py"
@@ -324,8 +325,8 @@ def test_mesh_that_does_not_divide_the_batch_or_vocabulary_is_one_line(tmp_path)
 def _sharded_state(shard_vocab: bool = False):
     cfg = update.StepConfig(model="skipgram", loss="neg", k=2, optimizer="adagrad", sparse=True)
     state = update.init_state(jax.random.PRNGKey(0), 6, 4, cfg)
-    mesh = runners.make_mesh(1, 1)
-    shardings = runners.state_sharding(state, mesh, shard_vocab)
+    mesh = placement.make_mesh(1, 1)
+    shardings = placement.state_sharding(state, mesh, shard_vocab)
     return jax.device_put(state, shardings), shardings
 
 

@@ -127,6 +127,11 @@ def _read_all(path: pathlib.Path) -> tuple[dict, dict]:
         return {k: data[k] for k in data.files if k != _META}, meta
 
 
+def _dtype(ref) -> np.dtype:
+    """The dtype of a template leaf: an array, or a `jax.ShapeDtypeStruct`."""
+    return np.dtype(ref.dtype) if hasattr(ref, "dtype") else np.asarray(ref).dtype
+
+
 def _read(path: pathlib.Path, template):
     """The checkpoint's arrays as ``template``'s pytree (checked name count, shapes and
     dtypes), and its metadata; ``template=None`` reads only the metadata."""
@@ -142,10 +147,10 @@ def _read(path: pathlib.Path, template):
             f"{len(leaves)}; use a fresh --workdir or the config that wrote it"
         )
     for name, arr, ref in zip(names, restored, leaves, strict=True):
-        if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
+        if arr.shape != np.shape(ref) or arr.dtype != _dtype(ref):
             raise ValueError(
                 f"checkpoint {path}: {name} is {arr.dtype}{list(arr.shape)}, expected "
-                f"{np.asarray(ref).dtype}{list(np.shape(ref))}; use a fresh --workdir"
+                f"{_dtype(ref)}{list(np.shape(ref))}; use a fresh --workdir"
             )
     return jax.tree_util.tree_unflatten(treedef, restored), meta
 
@@ -275,7 +280,7 @@ def load_shards(step_folder: str | os.PathLike, template, shardings):
     for i, (ref, sharding) in enumerate(
         zip(leaves, jax.tree_util.tree_leaves(shardings), strict=True)
     ):
-        shape, dtype = tuple(np.shape(ref)), np.asarray(ref).dtype
+        shape, dtype = tuple(np.shape(ref)), _dtype(ref)
 
         def piece(index, i=i, shape=shape, dtype=dtype):
             key = _key(index, shape)

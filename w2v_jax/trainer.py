@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import pathlib
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from w2v_jax import (
 )
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
+from w2v_jax.parallel import placement
 from w2v_jax.step import runners, update
 
 # Thin names kept for notebooks and tests: the run folder owns these files.
@@ -78,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if run.done is not None:
         return run.done
     runner = run.runner
-    state = runner.put_state(run.state)
+    state, run.state = run.state, None  # already in the runner's layout; the loop owns it
     aux = runner.put_aux(run.aux)
     calls = run.calls(runner.steps_per_call)
 
@@ -287,14 +289,19 @@ def open_run(
     vocab = corpus.vocab
     settings.check_against_corpus(run, corpus)
     aux = output_layers.constants_for(step_cfg.loss, vocab.counts, loop.ns_exponent)
-    state = update.init_state(
-        jax.random.PRNGKey(loop.seed), len(vocab), loop.dim, step_cfg, loop.use_bias,
-        **_lbl_init(loop, pipeline, vocab.counts),
+    init = functools.partial(
+        update.init_state, jax.random.PRNGKey(loop.seed), len(vocab), loop.dim, step_cfg,
+        loop.use_bias, **_lbl_init(loop, pipeline, vocab.counts),
     )  # fmt: skip
-    device_spec = _device_spec(run, corpus, state) if loop.input_mode == "device" else None
-    runner = None
+    abstract = jax.eval_shape(init)  # shapes only: nothing is allocated before the checks
+    device_spec = runner = None
+    if loop.input_mode == "device":  # one device: the whole state, then the corpus beside it
+        _check_state_fits(run, abstract, None)
+        device_spec = _device_spec(run, corpus, abstract)
     if with_runner:
-        runner = runners.make_runner(run.parallel, step_cfg, state, device_spec)  # checks it
+        runner = runners.make_runner(run.parallel, step_cfg, abstract, device_spec)  # checks it
+    if loop.input_mode != "device":
+        _check_state_fits(run, abstract, runner)
     planned = loop.epochs * input_pipeline.tokens_per_epoch(
         corpus.offsets,
         process_index=pipeline.process_index,
@@ -308,12 +315,15 @@ def open_run(
     )  # fmt: skip
     position, tokens_done = input_pipeline.Position(0, 0), 0
     guard = progress.LossGuard(loop.max_loss)
-    resumed = checkpoints.resume(state, loop.resume_override)
+    resumed = checkpoints.resume(abstract, loop.resume_override)
     if resumed is not None:
         state, tokens_done = resumed.state, resumed.tokens
         position = input_pipeline.Position(*resumed.position)
         guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
-    step = int(state.step)  # host copy; the runner may replicate the state
+        state = state if runner is None else runner.put_state(state)
+    else:  # born in the runner's layout: each device computes its own shard or replica
+        state = jax.jit(init)() if runner is None else runner.create_state(init)
+    step = int(resumed.state.step if resumed is not None else 0)
     evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
     if not chief:  # process 0 evaluates and writes the shared files
         evaluate_params = lambda params: {}  # noqa: E731
@@ -350,10 +360,21 @@ class _NoCatcher(contextlib.nullcontext):
         super().__init__(self)
 
 
+def _check_state_fits(run: settings.Settings, abstract, runner) -> None:
+    """A one-line ValueError, before the state is allocated, when one device's share of it
+    (``abstract``: `jax.eval_shape` of the init) exceeds the device's free memory."""
+    need = placement.bytes_per_device(abstract, None if runner is None else runner.shardings)
+    loop, p = run.loop, run.parallel
+    where = f"parallel.mode={p.mode}" + (", shard_vocab" if p.shard_vocab else "")
+    what = f"dim={loop.dim}, optimizer {run.step.optimizer}, {where}"
+    placement.check_fits(need, what, cap_bytes=int(loop.device_memory_gib * 2**30))
+
+
 def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:
     """input.mode='device': the batches' shape, once the corpus is known to fit beside the
-    state (one-line ValueError naming input.mode='host' otherwise)."""
-    state_bytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+    state (``state``: abstract or real; one-line ValueError naming input.mode='host'
+    otherwise)."""
+    state_bytes = placement.bytes_per_device(state)
     gib = run.loop.device_memory_gib
     on_device.check_fits(
         len(corpus.ids), len(corpus.vocab), reserved_bytes=state_bytes, cap_bytes=int(gib * 2**30)

@@ -133,8 +133,9 @@ def get_config() -> ml_collections.ConfigDict:
     # draws its own subsampling, windows and rows (data/on_device.py), so the host sends
     # only learning rates; layout "grouped", parallel.mode "single".
     config.input.mode = "device"
-    # Device mode: the device memory (GiB) to assume free; 0 = ask the device
-    # (memory_stats; on CPU, the host's available memory).
+    # The device memory (GiB) to assume free on each device, for the checks that the train
+    # state (every mode) and the corpus (device mode) fit before anything is allocated;
+    # 0 = ask the device (memory_stats; on CPU, the host's available memory).
     config.input.device_memory_gib = 0.0
 
     # ---- parallelism -----------------------------------------------------------------

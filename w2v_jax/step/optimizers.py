@@ -129,17 +129,22 @@ _DIRECTIONS = {"adagrad": adagrad_direction, "rowwise_adagrad": rowwise_directio
 # --- sparse updates: (table, state, ids [N], grads [N, D], lr) -> (table, state) --------
 
 
-def duplicate_factor(num_rows: int, ids: jax.Array, rows: jax.Array, power: float) -> jax.Array:
+def duplicate_factor(
+    num_rows: int, ids: jax.Array, rows: jax.Array, power: float, counts=None
+) -> jax.Array:
     """[N] factor n_r^-power of each row update: n_r = the non-zero updates to its row.
 
     A sparse SGD step sums the updates of a word that occurs n times in the batch (exact
     SGD on the summed loss; word2vec applies them one after another instead). ``power``
     1 averages them, 0.5 divides by √n; rows whose update is exactly zero (padding) do
-    not count. ids [N], rows [N, D]. The counts are integers, so any summation order
-    gives the same factor. ``num_rows``: the table's V.
+    not count. ids [N], rows [N, D]. ``counts`` [N]: how many updates each slot already
+    sums (slots shared between devices), default one per non-zero row. The counts are
+    integers, so any summation order gives the same factor. ``num_rows``: the table's V.
     """
     unique = unique_rows(ids, num_rows)
     touched = jnp.any(rows != 0, axis=tuple(range(1, rows.ndim))).astype(rows.dtype)
+    if counts is not None:
+        touched = touched * counts
     counts = sum_duplicates(unique, touched)  # [U]
     return jnp.maximum(counts[unique.inverse], 1.0) ** -power
 
@@ -156,7 +161,7 @@ def sgd(table, state, ids, grads, lr, *, duplicate_power: float = 0.0, factor=No
         factor = duplicate_factor(table.shape[0], ids, rows, duplicate_power)
     if factor is not None:
         rows = rows * factor.reshape(factor.shape + (1,) * (rows.ndim - 1))
-    return table.at[ids].add(rows), state
+    return table.at[ids].add(rows, mode="drop"), state
 
 
 def _sparse_adaptive(name, table, acc, ids, grads, lr, eps, unique):
@@ -219,12 +224,14 @@ def apply_rows(
     eps: float = 1e-7,
     power: float = 0.0,
     bias_grads=None,
+    counts=None,
 ):
     """(params, state) with ``grads`` [N, D] applied to ``params[table]`` at ``ids`` [N]
     by the sparse form of ``name``, and ``bias_grads`` [N] to ``params["out_bias"]`` at
     the same ids (one dedup; SGD's `duplicate_factor` from the table's rows, as word2vec
-    scatters it). ``ids`` None: ``grads`` is the whole table's dense gradient
-    (`dense_update`). ``state``: `init_sparse`'s (), or its dict of accumulators.
+    scatters it, and ``counts`` [N], the updates each slot sums). ``ids`` None: ``grads``
+    is the whole table's dense gradient (`dense_update`). ``state``: `init_sparse`'s (),
+    or its dict of accumulators.
     """
     names = [table] if bias_grads is None else [table, "out_bias"]
     all_grads = [grads] if bias_grads is None else [grads, bias_grads]
@@ -233,7 +240,7 @@ def apply_rows(
     if name == "sgd":
         factor = None
         if power and ids is not None:
-            factor = duplicate_factor(params[table].shape[0], ids, -lr * grads, power)
+            factor = duplicate_factor(params[table].shape[0], ids, -lr * grads, power, counts)
         for key, g in zip(names, all_grads, strict=True):
             if ids is None:
                 params[key], _ = dense_update(name, params[key], (), g, lr)

@@ -128,6 +128,10 @@ class RowGrads(NamedTuple):
     out_grads: jax.Array  # [M, D], or the whole table's [V, D] gradient
     bias_grads: jax.Array | None  # [M] (or [V]) when the model has ``out_bias``
     dense: dict | None = None  # whole-parameter gradients by params key (lbl's C_i)
+    # Slots that each sum several updates (rows shared between devices, `exchange.share`):
+    # how many non-zero updates each holds, [N] and [M]; None: one each.
+    in_counts: jax.Array | None = None
+    out_counts: jax.Array | None = None
 
 
 # Gathered-row keys whose gradient is a whole parameter's, and that parameter's name.
@@ -146,18 +150,18 @@ def update_rows(
     """(params, opt_state) after the sparse form of ``optimizer`` (`optimizers.apply_rows`)
     applies ``grads``: ``in_embed`` by rows, ``table`` and ``out_bias`` by rows or, with
     ``out_ids`` None (softmax), densely; dense parameters (lbl's C_i) densely.
-    ``power``: sparse SGD's `duplicate_power`."""
+    ``power``: sparse SGD's `duplicate_power` (counting ``in_counts`` / ``out_counts``)."""
     for key, g in (grads.dense or {}).items():
         params, opt_state = optimizers.apply_rows(
             optimizer, params, opt_state, key, None, g, lr, eps=eps
         )
     params, opt_state = optimizers.apply_rows(
         optimizer, params, opt_state, "in_embed", grads.in_ids, grads.in_grads, lr,
-        eps=eps, power=power,
+        eps=eps, power=power, counts=grads.in_counts,
     )  # fmt: skip
     return optimizers.apply_rows(
         optimizer, params, opt_state, table, grads.out_ids, grads.out_grads, lr,
-        eps=eps, power=power, bias_grads=grads.bias_grads,
+        eps=eps, power=power, bias_grads=grads.bias_grads, counts=grads.out_counts,
     )  # fmt: skip
 
 

@@ -2,15 +2,21 @@
 
 * ``single`` — ``jit`` on the default device (CPU, one GPU, one TPU core).
 * ``pmap``   — one replica per local device, batch split along a leading device axis,
-  sparse row updates all-gathered so replicas stay bit-identical.
-* ``mesh``   — ``jit`` over a ``(data, model)`` mesh with ``NamedSharding``: batch split
-  along ``data``, tables replicated or sharded along V over ``model``. With several
-  processes (`w2v_jax.distributed`) the mesh holds every process's devices; each process
-  builds the same global batch and hands its devices their rows, so the run sees the
-  single-process run's batches.
+  summed row gradients all-gathered (`exchange.share`) so replicas stay bit-identical;
+  the constants (noise table, Huffman arrays) placed on every device once.
+* ``mesh``   — `jax.shard_map` over a ``(data, model)`` mesh: batch split along ``data``,
+  tables replicated or split along V over ``model``. The communication is written out,
+  not left to XLA's partitioner: each device sums its duplicate rows and the devices
+  exchange (unique ids, summed rows), O(rows · D) per step, never O(V · D)
+  (`exchange`; tests/test_mesh_collectives.py reads it from the compiled program). With
+  several processes (`w2v_jax.distributed`) the mesh holds every process's devices; each
+  process builds the same global batch and hands its devices their rows, so the run sees
+  the single-process run's batches.
 
-On the CPU backend with several (simulated) devices every step is synchronised:
-asynchronously dispatched collectives can deadlock there (see shared/notes).
+The state is created where it lives (`Runner.create_state`: each device computes its own
+shard, `parallel.placement`). On the CPU backend with several (simulated) devices every
+step is synchronised: asynchronously dispatched collectives can deadlock there (see
+shared/notes).
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from w2v_jax.data import input_pipeline, on_device
+from w2v_jax.parallel import placement
 from w2v_jax.step import update
 
 PARALLEL = ("single", "pmap", "mesh")
@@ -49,11 +55,11 @@ def jit_step(cfg: update.StepConfig):
     return jax.jit(functools.partial(update.train_step, cfg=cfg), donate_argnums=0)
 
 
-def _scan_call(cfg: update.StepConfig):
+def _scan_call(cfg: update.StepConfig, axes: update.Axes | None = None):
     def call(state, batches, aux, lrs):
         def body(s, x):
             batch, lr = x
-            return update.train_step(s, batch, aux, lr, cfg=cfg)
+            return update.train_step(s, batch, aux, lr, cfg=cfg, axes=axes)
 
         return jax.lax.scan(body, state, (batches, lrs))
 
@@ -71,15 +77,19 @@ def scan_steps(cfg: update.StepConfig):
 
 
 def pmap_step(cfg: update.StepConfig, devices=None):
-    """``jax.pmap`` over a leading device axis of state and batch; aux and lr replicated.
+    """``jax.pmap`` over a leading device axis of state, batch and aux; lr replicated.
 
-    The state must be replicated (`replicate`) and the batch laid out
+    The state and aux must be replicated (`replicate`) and the batch laid out
     ``[n, B/n, ...]`` (`input_pipeline.shard_batch`).
     """
     fn = functools.partial(update.train_step, cfg=cfg, axis_name="devices")
     return jax.pmap(
-        fn, axis_name="devices", in_axes=(0, 0, None, None), donate_argnums=0, devices=devices
+        fn, axis_name="devices", in_axes=(0, 0, 0, None), donate_argnums=0, devices=devices
     )
+
+
+def _stacked(devices):
+    return NamedSharding(jax.sharding.Mesh(np.asarray(devices), ("devices",)), P("devices"))
 
 
 def replicate(tree, devices):
@@ -87,11 +97,9 @@ def replicate(tree, devices):
 
     (``jax.device_put_replicated`` is deprecated in this JAX; this is its replacement.)
     """
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("devices",))
-    sharding = NamedSharding(mesh, P("devices"))
     n = len(devices)
     return jax.tree_util.tree_map(
-        lambda x: jax.device_put(np.stack([np.asarray(x)] * n), sharding), tree
+        lambda x: jax.device_put(np.stack([np.asarray(x)] * n), _stacked(devices)), tree
     )
 
 
@@ -99,80 +107,45 @@ def unreplicate(tree):
     return jax.tree_util.tree_map(lambda x: x[0], tree)
 
 
-def make_mesh(num_devices: int | None = None, model_axis: int = 1):
-    """A ``(data, model)`` mesh of Auto axes over the first ``num_devices`` devices."""
-    devices = jax.devices()[: num_devices or len(jax.devices())]
-    n = len(devices)
-    if n % model_axis:
-        raise ValueError(f"parallel.model_axis={model_axis} must divide {n} devices")
-    return jax.make_mesh(
-        (n // model_axis, model_axis),
-        ("data", "model"),
-        axis_types=(jax.sharding.AxisType.Auto,) * 2,
-        devices=devices,
+def _mesh_jit(call, mesh, state, shard_vocab: bool, batch_spec: P, lr_spec: P):
+    """``call(state, batch, aux, lr, axes=...)`` as `jax.shard_map` over ``mesh``, jitted:
+    the batch split as ``batch_spec``, tables replicated or V-sharded
+    (`placement.state_specs`), aux and metrics replicated. ``state`` may be abstract."""
+    specs = placement.state_specs(state, mesh.shape["model"], shard_vocab)
+    axes = update.Axes("data", "model", placement.sharded_keys(specs.params))
+    fn = jax.shard_map(
+        functools.partial(call, axes=axes),
+        mesh=mesh,
+        in_specs=(specs, batch_spec, P(), lr_spec),
+        out_specs=(specs, P()),
+        check_vma=False,  # metrics and replicated tables are equal on every device by design
     )
-
-
-def state_sharding(state: update.TrainState, mesh, shard_vocab: bool):
-    """Tables (every 2-D leaf: parameters and their optimiser state) sharded along V over
-    ``model`` when ``shard_vocab``, else replicated; vectors and scalars replicated.
-
-    Raises a one-line ValueError when the V rows of the tables do not split evenly over
-    ``model``. Hierarchical softmax's table of V - 1 inner nodes then cannot split either:
-    it stays replicated (logged).
-    """
-    model = mesh.shape["model"]
-    vocab_rows = np.shape(state.params["in_embed"])[0]
-
-    def spec(path, x):
-        if shard_vocab and np.ndim(x) == 2:
-            if x.shape[0] % model and x.shape[0] != vocab_rows:
-                logging.info(
-                    "%s (%d rows) stays replicated: parallel.model_axis=%d does not divide it",
-                    jax.tree_util.keystr(path), x.shape[0], model,
-                )  # fmt: skip
-                return NamedSharding(mesh, P())
-            if x.shape[0] % model:
-                raise ValueError(
-                    f"config.parallel.shard_vocab=True: {jax.tree_util.keystr(path)} has "
-                    f"{x.shape[0]} rows, which parallel.model_axis={model} does not divide; "
-                    "pick a model_axis (or corpus.max_vocab_size) that divides every table, "
-                    "or set shard_vocab=False"
-                )
-            return NamedSharding(mesh, P("model", None))
-        return NamedSharding(mesh, P())
-
-    return jax.tree_util.tree_map_with_path(spec, state)
-
-
-def _mesh_jit(fn, mesh, state: update.TrainState, shard_vocab: bool, batch_spec: P):
-    """``fn(state, batch, aux, lr)`` jitted over ``mesh``: the batch sharded as
-    ``batch_spec``, tables replicated or V-sharded, aux and learning rate replicated."""
-    st_sh = state_sharding(state, mesh, shard_vocab)
+    st_sh = placement.shardings(mesh, specs)
     rep = NamedSharding(mesh, P())
-    return jax.jit(
+    batch_sh = NamedSharding(mesh, batch_spec)
+    jitted = jax.jit(
         fn,
-        in_shardings=(st_sh, NamedSharding(mesh, batch_spec), rep, rep),
+        in_shardings=(st_sh, batch_sh, rep, NamedSharding(mesh, lr_spec)),
         out_shardings=(st_sh, rep),
         donate_argnums=0,
-    ), st_sh
+    )
+    return jitted, st_sh
 
 
-def mesh_step(cfg: update.StepConfig, mesh, state: update.TrainState, shard_vocab: bool = False):
-    """``jit`` over a device mesh: batch split along ``data``, tables replicated or V-sharded.
+def mesh_step(cfg: update.StepConfig, mesh, state, shard_vocab: bool = False):
+    """One step over a device mesh (module doc): ``(jitted fn, the state's shardings)``.
 
-    The same `update.train_step` runs unchanged; XLA inserts the collectives. Random draws use
-    the global shape, so the result equals the single-device step on the global batch.
+    Random draws use the global shape (each device takes its slice), so the result equals
+    the single-device step on the global batch up to the order of float32 sums.
     """
-    fn = functools.partial(update.train_step, cfg=cfg)
-    return _mesh_jit(fn, mesh, state, shard_vocab, P("data"))
+    call = lambda s, b, a, lr, axes: update.train_step(s, b, a, lr, cfg=cfg, axes=axes)  # noqa: E731
+    return _mesh_jit(call, mesh, state, shard_vocab, P("data"), P())
 
 
-def mesh_scan_steps(
-    cfg: update.StepConfig, mesh, state: update.TrainState, shard_vocab: bool = False
-):
+def mesh_scan_steps(cfg: update.StepConfig, mesh, state, shard_vocab: bool = False):
     """`scan_steps` over a device mesh: each sub-step's rows split along ``data``."""
-    return _mesh_jit(_scan_call(cfg), mesh, state, shard_vocab, P(None, "data"))
+    call = lambda s, b, a, lrs, axes: _scan_call(cfg, axes)(s, b, a, lrs)  # noqa: E731
+    return _mesh_jit(call, mesh, state, shard_vocab, P(None, "data"), P())
 
 
 def device_scan_steps(cfg: update.StepConfig, spec: on_device.Spec):
@@ -194,10 +167,14 @@ def device_scan_steps(cfg: update.StepConfig, spec: on_device.Spec):
     return jax.jit(call, donate_argnums=0)
 
 
+def _create_single(init):
+    return jax.jit(init)()
+
+
 @dataclasses.dataclass
 class Runner:
     step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
-    put_state: Callable[[update.TrainState], Any]  # host/single state -> runner layout
+    put_state: Callable[[update.TrainState], Any]  # host (restored) state -> runner layout
     host_state: Callable[[Any], update.TrainState]  # runner layout -> host numpy state
     put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
     steps_per_call: int = 1
@@ -208,6 +185,13 @@ class Runner:
     # when other processes hold part of them (`checkpoint.save_shards`).
     saved_state: Callable[[Any], Any] | None = None
     shardings: Any = None  # mesh: the state's NamedShardings (a sharded restore needs them)
+    # init () -> state, run so that the state is born in the runner layout: each device
+    # computes its own shard or replica, nothing whole on one device first.
+    create_state: Callable[[Callable[[], Any]], Any] = _create_single
+
+    def bytes_per_device(self, abstract_state) -> int:
+        """What one device holds of a state like ``abstract_state`` (`jax.eval_shape`)."""
+        return placement.bytes_per_device(abstract_state, self.shardings)
 
     def state_to_save(self, state):
         return (self.saved_state or self.host_state)(state)
@@ -328,14 +312,20 @@ def make_runner(
             out = fn(s, input_pipeline.shard_batch(b, n), a, np.float32(lr))
             return jax.block_until_ready(out) if sync else out
 
+        def create(init):
+            stack = lambda x: jnp.broadcast_to(x, (n, *x.shape))  # noqa: E731
+            out = jax.tree_util.tree_map(lambda _: _stacked(devices), jax.eval_shape(init))
+            return jax.jit(lambda: jax.tree_util.tree_map(stack, init()), out_shardings=out)()
+
         return Runner(
             step=step,
             put_state=lambda s: replicate(s, devices),
             host_state=lambda s: jax.device_get(unreplicate(s)),
-            put_aux=lambda a: jax.tree_util.tree_map(np.asarray, a),
+            put_aux=lambda a: replicate(a, devices),  # on every device once, not every step
+            create_state=create,
         )
     if mode == "mesh":
-        mesh = make_mesh(len(devices) * jax.process_count(), options.model_axis)
+        mesh = placement.make_mesh(len(devices) * jax.process_count(), options.model_axis)
         fn, st_sh = mesh_step(cfg, mesh, state, options.shard_vocab)
         data_sh = NamedSharding(mesh, P("data"))
         scan = None
@@ -372,5 +362,6 @@ def make_runner(
             sync=sync,
             saved_state=(lambda s: s) if many else None,
             shardings=st_sh,
+            create_state=lambda init: placement.create(init, st_sh),
         )
     raise ValueError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")

@@ -26,7 +26,6 @@ and by the generic per-example path `rows` otherwise (`row_functions`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -35,7 +34,7 @@ import numpy as np
 import optax
 
 from w2v_jax.model import output_layers, sampling, word2vec
-from w2v_jax.step import grouped, optimizers, rows
+from w2v_jax.step import exchange, grouped, optimizers, rows
 
 OPTIMIZERS = optimizers.OPTIMIZERS
 
@@ -140,56 +139,34 @@ def batch_targets(
 
 
 class RowFunctions(NamedTuple):
-    """How one batch touches the tables: gather its rows, score them, scatter updates."""
+    """How one batch touches the tables: gather its rows, score them, name their gradients."""
 
     gather: Any  # params -> rows
     loss: Any  # rows -> (Σ weight · loss, Σ weight)
-    scatter: Any  # (params, opt_state, row grads, lr) -> (params, opt_state); all-gathers
-    # under pmap
+    row_grads: Any  # gradients of the rows -> `rows.RowGrads` (which table rows they update)
 
 
 def row_functions(
     cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
 ) -> RowFunctions:
     """The fused grouped kernels where they apply (`grouped.supports`), else the generic,
-    per-example loss-library path (softmax, per-pair negatives)."""
+    per-example loss-library path (softmax, per-pair negatives). ``axis_name``: the data
+    axis when this device holds one slice of the batch (negatives are its slice of the
+    global draw)."""
     layer = output_layers.get(cfg.loss)
     if grouped.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
-
-        def scatter(params, opt_state, grads, lr):
-            rows_batch, rows_samples = batch, samples
-            if axis_name is not None:  # every replica applies every device's rows, in order
-                gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
-                rows_batch, rows_samples, grads = gather((batch, samples, grads))
-            row_grads = grouped.row_grads(rows_batch, rows_samples, aux, layer, grads, centre_input)
-            return _update_rows(cfg, params, opt_state, layer.table, row_grads, lr)
-
         centre_input = grouped.centre_predicts(cfg)
         return RowFunctions(
             lambda p: grouped.gather(p, batch, samples, aux, layer, centre_input),
             lambda gathered: grouped.summed_loss(gathered, batch, samples, aux, cfg),
-            scatter,
+            lambda g: grouped.row_grads(batch, samples, aux, layer, g, centre_input),
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
-
-    def scatter(params, opt_state, grads, lr):
-        contexts, rows_targets = batch.contexts, targets
-        if axis_name is not None:
-            contexts, rows_targets, grads = _all_gather_rows(contexts, targets, grads, axis_name)
-        row_grads = rows.row_grads(contexts, rows_targets, grads)
-        return _update_rows(cfg, params, opt_state, layer.table, row_grads, lr)
-
     return RowFunctions(
         lambda p: rows.gather(p, batch.contexts, targets, layer.table),
         lambda gathered: rows.summed_loss(gathered, batch.mask, targets, cfg),
-        scatter,
-    )
-
-
-def _update_rows(cfg: StepConfig, params, opt_state, table, row_grads, lr):
-    return rows.update_rows(
-        params, opt_state, table, row_grads, lr, cfg.optimizer, cfg.eps, cfg.duplicate_power
+        lambda g: rows.row_grads(batch.contexts, targets, g),
     )
 
 
@@ -199,8 +176,69 @@ def eval_loss(params: dict, batch, aux: output_layers.Constants, key, *, cfg: St
     return fns.loss(fns.gather(params))
 
 
-def _norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree)))
+class Axes(NamedTuple):
+    """Where a step runs when it runs on one slice of a mesh (`jax.shard_map` or pmap).
+
+    ``data``: the axis the batch is split along (the step's row gradients are shared over
+    it, `exchange.share`). ``vocab``: the axis the tables in ``sharded`` (params keys; their
+    optimiser state follows) are split along by rows, V/m rows per device.
+    """
+
+    data: str | None = None
+    vocab: str | None = None
+    sharded: frozenset = frozenset()
+
+
+def _sum_sq(tree) -> jax.Array:
+    return sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _dense_keys(cfg: StepConfig) -> frozenset:
+    """Params keys whose gradient covers the whole table (softmax's output layer)."""
+    layer = output_layers.get(cfg.loss)
+    return frozenset() if layer.sampled or layer.tree else frozenset({layer.table, "out_bias"})
+
+
+def _views(params: dict, axes: Axes, whole: frozenset) -> dict:
+    """``params`` as the gathers see them: a V-sharded table is looked up across its shards
+    (`exchange.ShardedRows`), or gathered whole when it is in ``whole``."""
+    out = dict(params)
+    for k in axes.sharded & out.keys():
+        if k in whole:
+            out[k] = jax.lax.all_gather(params[k], axes.vocab, tiled=True)
+        else:
+            out[k] = exchange.ShardedRows(params[k], axes.vocab)
+    return out
+
+
+def _to_shards(grads: rows.RowGrads, params: dict, table: str, axes: Axes) -> rows.RowGrads:
+    """Global row gradients as this device's shards: ids it does not own are dropped,
+    whole-table gradients sliced to its rows."""
+    def ids(key, x):
+        if x is None or key not in axes.sharded:
+            return x
+        return exchange.local_ids(x, params[key].shape[0], axes.vocab)
+
+    def own(key, g):
+        if g is None or key not in axes.sharded:
+            return g
+        return exchange.own_slice(g, params[key].shape[0], axes.vocab)
+
+    out_ids = ids(table, grads.out_ids)
+    out_grads, bias = grads.out_grads, grads.bias_grads
+    if grads.out_ids is None:
+        out_grads, bias = own(table, out_grads), own("out_bias", bias)
+    dense = None if grads.dense is None else {k: own(k, g) for k, g in grads.dense.items()}
+    return grads._replace(
+        in_ids=ids("in_embed", grads.in_ids), out_ids=out_ids, out_grads=out_grads,
+        bias_grads=bias, dense=dense,
+    )  # fmt: skip
+
+
+def _global_rows(params: dict, axes: Axes) -> dict:
+    """{"in_embed": V, "out": rows of the output table} before any sharding."""
+    m = 1 if axes.vocab is None else jax.lax.axis_size(axes.vocab)
+    return {k: v.shape[0] * (m if k in axes.sharded else 1) for k, v in params.items()}
 
 
 def _at_matmul_precision(step):
@@ -217,62 +255,72 @@ def _at_matmul_precision(step):
 
 @_at_matmul_precision
 def train_step(
-    state: TrainState, batch, aux: output_layers.Constants, lr, *, cfg: StepConfig, axis_name=None
+    state: TrainState,
+    batch,
+    aux: output_layers.Constants,
+    lr,
+    *,
+    cfg: StepConfig,
+    axis_name=None,
+    axes: Axes | None = None,
 ):
     """One update on ``batch`` (an `input_pipeline.Batch`: centers [B], contexts [B, C], mask).
 
     Returns the new state and metrics: ``loss`` (mean per example), ``lr``, ``examples``,
     ``grad_norm_in`` and ``grad_norm_out`` (of the summed loss), ``finite``.
-    Under pmap (``axis_name`` set) the update is all-reduced so replicas stay identical.
+
+    On one slice of a mesh (``axes``, or ``axis_name`` for pmap's data axis) the batch is
+    this device's rows: the sparse path shares summed row gradients (`exchange.share`),
+    the dense path psums its gradients, and the metrics are the global batch's, so every
+    device ends with the same state (with ``axes.sharded``: its shard of it).
     """
+    axes = axes or Axes(data=axis_name)
     key = jax.random.fold_in(state.key, state.step)
-    fns = row_functions(cfg, batch, aux, key, axis_name)
+    fns = row_functions(cfg, batch, aux, key, axes.data)
+    layer = output_layers.get(cfg.loss)
     params = state.params
+    psum = (lambda x: x) if axes.data is None else (lambda x: jax.lax.psum(x, axes.data))
     if _is_sparse(cfg):
-        gathered = fns.gather(params)
+        gathered = fns.gather(_views(params, axes, _dense_keys(cfg)))
         (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(gathered)
-        grad_norm_in = _norm(grads["in"])
-        grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in"})
-        params, opt_state = fns.scatter(params, state.opt_state, grads, lr)
+        sq_in = psum(_sum_sq(grads["in"]))
+        sq_out = psum(_sum_sq({k: v for k, v in grads.items() if k != "in"}))
+        row_grads = fns.row_grads(grads)
+        if axes.data is not None:
+            out_key = layer.table if row_grads.out_ids is not None else None
+            num = _global_rows(params, axes)
+            num["out"] = num[layer.table] if out_key else 0
+            row_grads = exchange.share(row_grads, num, axes.data)
+        if axes.sharded:
+            row_grads = _to_shards(row_grads, params, layer.table, axes)
+        params, opt_state = rows.update_rows(
+            params, state.opt_state, layer.table, row_grads, lr, cfg.optimizer, cfg.eps,
+            cfg.duplicate_power,
+        )  # fmt: skip
     else:
+        whole = _views(params, axes, frozenset(axes.sharded))
         loss_of_params = lambda p: fns.loss(fns.gather(p))  # noqa: E731
-        (total, count), grads = jax.value_and_grad(loss_of_params, has_aux=True)(params)
-        if axis_name is not None:
-            grads = jax.lax.psum(grads, axis_name)
-        grad_norm_in = _norm(grads["in_embed"])
-        grad_norm_out = _norm({k: v for k, v in grads.items() if k != "in_embed"})
+        (total, count), grads = jax.value_and_grad(loss_of_params, has_aux=True)(whole)
+        grads = psum(grads)
+        sq_in = _sum_sq(grads["in_embed"])
+        sq_out = _sum_sq({k: v for k, v in grads.items() if k != "in_embed"})
+        grads = {
+            k: exchange.own_slice(g, params[k].shape[0], axes.vocab) if k in axes.sharded else g
+            for k, g in grads.items()
+        }
         updates, opt_state = make_transform(cfg).update(grads, state.opt_state, params)
         params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-    if axis_name is not None:
-        total, count = jax.lax.psum((total, count), axis_name)
+    total, count = psum((total, count))
     loss = total / jnp.maximum(count, 1.0)
     metrics = {
         "loss": loss,
         "lr": jnp.asarray(lr, jnp.float32),
         "examples": count,
-        "grad_norm_in": grad_norm_in,
-        "grad_norm_out": grad_norm_out,
+        "grad_norm_in": jnp.sqrt(sq_in),
+        "grad_norm_out": jnp.sqrt(sq_out),
         "finite": jnp.isfinite(loss),
     }
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
-
-
-def _all_gather_rows(contexts, targets: rows.Targets, grads: dict, axis_name):
-    """Row ids and row gradients of every device, concatenated in device order.
-
-    Each replica then applies the same scatter-add, so replicas stay bit-identical. A
-    dense output gradient (softmax) is summed with ``psum`` instead.
-    """
-    gather = functools.partial(jax.lax.all_gather, axis_name=axis_name, tiled=True)
-    out = {"in": gather(grads["in"])}
-    reduce = functools.partial(jax.lax.psum, axis_name=axis_name)
-    if targets.out_ids is not None:
-        targets = targets._replace(out_ids=gather(targets.out_ids))
-        reduce = gather
-    out["out"] = reduce(grads["out"])
-    if "bias" in grads:
-        out["bias"] = reduce(grads["bias"])
-    return gather(contexts), targets, out
 
 
 def learning_rate(alpha: float, min_alpha: float, progress: float) -> np.float32:

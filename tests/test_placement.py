@@ -1,0 +1,81 @@
+"""The train state is created where it lives, and a state that cannot fit is refused in
+one line before anything is allocated."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import pytest
+
+from w2v_jax import trainer
+from w2v_jax.configs import tiny
+from w2v_jax.parallel import placement
+from w2v_jax.step import runners, update
+
+# Eight simulated devices, a 1M-row vocabulary, per-element AdaGrad (four V-row tables):
+# every live array of V rows must be a 1/8 shard on each device, none whole anywhere.
+_EIGHT_DEVICES = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    import functools, jax
+    from w2v_jax.step import runners, update
+    V, D = 1 << 20, 8
+    cfg = update.StepConfig(loss="neg", optimizer="adagrad")
+    init = functools.partial(update.init_state, jax.random.PRNGKey(0), V, D, cfg)
+    abstract = jax.eval_shape(init)
+    options = runners.ParallelOptions("mesh", 0, 8, True, 1)
+    runner = runners.make_runner(options, cfg, abstract)
+    assert runner.bytes_per_device(abstract) < 4 * V * D * 4 // 8 + 4096
+    state = runner.create_state(init)
+    tables = [x for x in jax.live_arrays() if x.ndim and x.shape[0] == V]
+    assert len(tables) == 4, [x.shape for x in jax.live_arrays()]
+    for x in tables:
+        shards = x.addressable_shards
+        assert len(shards) == 8 and all(s.data.shape[0] == V // 8 for s in shards), x.sharding
+    print("ok", len(tables))
+    """
+)
+
+
+@pytest.mark.slow
+def test_state_is_born_sharded_on_eight_devices():
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _EIGHT_DEVICES], capture_output=True, text=True, env=env,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["ok", "4"]
+
+
+def test_bytes_per_device_counts_shards_from_shapes():
+    cfg = update.StepConfig(loss="neg", optimizer="rowwise_adagrad")
+    abstract = jax.eval_shape(lambda: update.init_state(jax.random.PRNGKey(0), 1000, 10, cfg))
+    whole = placement.bytes_per_device(abstract)
+    # two [V, D] tables + two row-wise [V] accumulators, the step and the key
+    assert whole == 2 * 1000 * 10 * 4 + 2 * 1000 * 4 + 4 + 8
+    runner = runners.make_runner(runners.ParallelOptions("single", 0, 1, False, 1), cfg, abstract)
+    assert runner.bytes_per_device(abstract) == whole
+
+
+def test_check_fits_names_the_ways_out():
+    placement.check_fits(10, "tiny", cap_bytes=100)
+    with pytest.raises(ValueError) as err:
+        placement.check_fits(3 * 2**30, "dim=300", cap_bytes=2**30)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "needs 3.00 GiB per device" in message and "1.00 GiB free" in message
+    for way_out in ("shard_vocab", "rowwise_adagrad", "dim"):
+        assert way_out in message
+
+
+def test_a_state_too_big_for_the_device_stops_before_anything_is_written(tmp_path):
+    config = tiny.get_config()
+    config.dim = 200_000  # ~2 x 22 MB per word row... far beyond the 1 MiB granted below
+    config.input.device_memory_gib = 2**-20
+    with pytest.raises(ValueError, match=r"the train state \(dim=200000.* needs .* per device"):
+        trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "config.json").exists()
