@@ -102,7 +102,8 @@ def test_layout_dtypes_and_padding(counts_and_tree):
     np.testing.assert_array_equal(tree.mask.sum(axis=1), tree.lengths)
     valid = np.arange(depth)[None, :] < tree.lengths[:, None]
     np.testing.assert_array_equal(tree.mask, valid.astype(np.float32))
-    assert np.all(tree.codes[~valid] == 0) and np.all(tree.points[~valid] == 0)
+    # padding: code 0, mask 0 and point V - 1, one past the inner nodes (never node 0)
+    assert np.all(tree.codes[~valid] == 0) and np.all(tree.points[~valid] == num - 1)
     assert np.all(np.isin(tree.codes[valid], [0, 1]))
 
 
@@ -163,7 +164,8 @@ def test_leaf_probabilities_sum_to_one(counts_and_tree):
     num, dim = counts.shape[0], 8
     node_embed = rng.normal(size=(num - 1, dim))  # [V-1, D]
     h = rng.normal(size=(dim,))  # [D]
-    scores = node_embed[tree.points] @ h  # [V, L]
+    padded = np.concatenate([node_embed, np.zeros((1, dim))])  # point V - 1 (padding) reads 0
+    scores = padded[tree.points] @ h  # [V, L]
     signs = 1.0 - 2.0 * tree.codes  # [V, L]: code 0 takes sigmoid(x), code 1 sigmoid(-x)
     log_p = np.sum(tree.mask * np.log(sigmoid(signs * scores)), axis=1)  # [V]
     np.testing.assert_allclose(np.exp(log_p).sum(), 1.0, rtol=1e-12)

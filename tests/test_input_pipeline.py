@@ -23,8 +23,9 @@ def make_corpus(seed=0, sentences=40, max_length=30, vocab=V):
     return ids, offsets, counts
 
 
-def naive_rows(ids, offsets, keep, span, window, left_only=False):
-    """Grouped rows by a double loop over kept words: (centre, contexts, mask) per centre."""
+def naive_rows(ids, offsets, keep, span, window, pad, left_only=False):
+    """Grouped rows by a double loop over kept words: (centre, contexts, mask) per centre;
+    empty slots hold ``pad`` (V)."""
     slots = window if left_only else 2 * window
     rows = []
     for s in range(len(offsets) - 1):
@@ -32,7 +33,7 @@ def naive_rows(ids, offsets, keep, span, window, left_only=False):
         words = [int(ids[t]) for t in tokens if keep[t]]
         spans = [int(span[t]) for t in tokens if keep[t]]
         for i, centre in enumerate(words):
-            contexts, mask = [0] * slots, [0.0] * slots
+            contexts, mask = [pad] * slots, [0.0] * slots
             for d in range(1, spans[i] + 1):
                 if i - d >= 0:
                     contexts[d - 1], mask[d - 1] = words[i - d], 1.0
@@ -105,7 +106,7 @@ def test_rows_match_naive_double_loop(layout, sample, dynamic):
         assert set(draws.span[draws.keep]) == {1, 2, 3}
     else:
         assert np.all(draws.span[draws.keep] == 3)
-    expected = naive_rows(corpus[0], corpus[1], draws.keep, draws.span, 3)
+    expected = naive_rows(corpus[0], corpus[1], draws.keep, draws.span, 3, len(corpus[2]))
     items = collect(corpus=corpus, layout=layout, **kw)
     if layout == "grouped":
         assert_grouped_equal(items, expected)
@@ -118,13 +119,13 @@ def test_hand_example_slot_order():
     kw = dict(corpus=corpus, layout="grouped", window=2, dynamic_window=False, batch_size=4)
     centers, contexts, _ = real_rows(collect(**kw))
     np.testing.assert_array_equal(centers, [1, 2, 3, 4])
-    # slots: left d=1, left d=2, right d=1, right d=2
+    # slots: left d=1, left d=2, right d=1, right d=2; empty slots hold V = 5
     np.testing.assert_array_equal(
-        contexts, [[0, 0, 2, 3], [1, 0, 3, 4], [2, 1, 4, 0], [3, 2, 0, 0]]
+        contexts, [[5, 5, 2, 3], [1, 5, 3, 4], [2, 1, 4, 5], [3, 2, 5, 5]]
     )
     centers, contexts, mask = real_rows(collect(left_only=True, **kw))
     np.testing.assert_array_equal(centers, [2, 3, 4])  # the first word has no left context
-    np.testing.assert_array_equal(contexts, [[1, 0], [2, 1], [3, 2]])
+    np.testing.assert_array_equal(contexts, [[1, 5], [2, 1], [3, 2]])
     np.testing.assert_array_equal(mask, [[1, 0], [1, 1], [1, 1]])
 
 
@@ -133,7 +134,9 @@ def test_left_only_matches_naive(layout):
     corpus = make_corpus(seed=3)
     kw = dict(sample=1e-2, dynamic_window=False, left_only=True)
     draws = draws_of(corpus, dynamic_window=False, sample=1e-2)
-    expected = naive_rows(corpus[0], corpus[1], draws.keep, draws.span, 3, left_only=True)
+    expected = naive_rows(
+        corpus[0], corpus[1], draws.keep, draws.span, 3, len(corpus[2]), left_only=True
+    )
     items = collect(corpus=corpus, layout=layout, **kw)
     if layout == "grouped":
         assert items[0].batch.contexts.shape == (7, 3)
@@ -147,7 +150,7 @@ def test_long_sentences_are_split_into_pieces():
     kw = dict(sample=1e-2, max_sentence_length=13)
     draws = draws_of(corpus, **kw)
     assert np.diff(draws.offsets).max() <= 13
-    expected = naive_rows(corpus[0], draws.offsets, draws.keep, draws.span, 3)
+    expected = naive_rows(corpus[0], draws.offsets, draws.keep, draws.span, 3, len(corpus[2]))
     assert_grouped_equal(collect(corpus=corpus, layout="grouped", **kw), expected)
 
 
@@ -163,7 +166,7 @@ def test_windows_stay_inside_sentences(layout):
     centers, contexts, mask = real_rows(items)
     same = (contexts // 10) == (centers[:, None] // 10)
     assert np.all(same | (mask == 0))
-    assert np.all(contexts[mask == 0] == 0)
+    assert np.all(contexts[mask == 0] == len(counts))  # padding is V, outside the tables
 
 
 def test_keep_probabilities_formula():
@@ -269,7 +272,10 @@ def test_padding_and_fixed_shapes():
         last = items[-1].batch
         pad = ~last.mask.any(axis=1)
         assert pad.sum() == 16 - rows % 16 and pad[-1] and not pad[0]
-        assert np.all(last.centers[pad] == 0) and np.all(last.contexts[pad] == 0)
+        vocab = len(corpus[2])  # padding rows and slots hold V, never a word's id
+        assert np.all(last.centers[pad] == vocab) and np.all(last.contexts[pad] == vocab)
+        for it in items:
+            assert np.all(it.batch.contexts[it.batch.mask == 0] == vocab)
         dropped = collect(corpus=corpus, layout=layout, batch_size=16, drop_remainder=True)
         assert len(dropped) == len(items) - 1
         assert dropped[-1].position == (1, 0)
@@ -281,6 +287,8 @@ def test_batches_per_epoch_pads_or_truncates():
     longer = collect(corpus=corpus, layout="grouped", batches_per_epoch=natural + 3, epochs=2)
     assert len(longer) == 2 * (natural + 3)
     assert not longer[natural + 1].batch.mask.any() and longer[natural + 2].position == (1, 0)
+    filler = longer[natural + 1].batch
+    assert np.all(filler.centers == len(corpus[2])) and np.all(filler.contexts == len(corpus[2]))
     shorter = collect(corpus=corpus, layout="grouped", batches_per_epoch=2, epochs=2)
     assert [it.position for it in shorter] == [(0, 1), (1, 0), (1, 1), (2, 0)]
 

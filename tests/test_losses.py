@@ -168,7 +168,9 @@ def _ref_hierarchical_softmax(p: HSProblem) -> np.ndarray:
 def _float_calls(p: Problem, hs: HSProblem) -> dict:
     x, w, b, lq = p.inputs, p.weights, p.biases, p.log_q
     y, ids = p.labels, p.sampled_ids
-    valid_points = np.where(hs.mask != 0, hs.points, 0)
+    # Differentiating in the mask must not turn padding on (its points are -1): the mask
+    # is varied on the valid slots only.
+    on = (hs.mask != 0).astype(np.float32)
     return {
         "softmax": ((x, w, b), lambda x, w, b: losses.softmax_loss(x, w, y, b)),
         "softmax_chunked": (
@@ -183,8 +185,7 @@ def _float_calls(p: Problem, hs: HSProblem) -> dict:
         "neg": ((x, w, b), lambda x, w, b: losses.negative_sampling_loss(x, w, y, ids, b)),
         "hs": (
             (hs.inputs, hs.node_weights, hs.codes.astype(np.float32), hs.mask),
-            # Differentiating in mask turns padding on, so its points must be valid here.
-            lambda x, n, c, m: losses.hierarchical_softmax_loss(x, n, c, valid_points, m),
+            lambda x, n, c, m: losses.hierarchical_softmax_loss(x, n, c, hs.points, m * on),
         ),
     }
 

@@ -179,7 +179,7 @@ def test_every_pair_is_a_kept_neighbour_in_the_same_sentence(left_only):
         mask = batches.mask.reshape(-1, spec.slots)
         assert np.all(index[centres] >= 0), "a centre was not kept"
         assert set(np.unique(mask)) <= {0.0, 1.0}
-        assert np.all(contexts[mask == 0] == 0), "padding slots must hold id 0"
+        assert np.all(contexts[mask == 0] == spec.vocab_size), "padding slots must hold id V"
         for centre, row, valid in zip(centres, contexts, mask > 0, strict=True):
             i = index[centre]
             same = sentence[kept] == sentence[centre]
@@ -276,7 +276,7 @@ def test_without_subsampling_every_token_is_kept():
 
 
 def test_tokens_done_counts_each_step_as_one_T_th_of_an_epoch():
-    spec = on_device.Spec(batch_size=4, window=2, steps_per_epoch=7)
+    spec = on_device.Spec(batch_size=4, window=2, steps_per_epoch=7, vocab_size=10)
     n = 1000
     done = [on_device.tokens_done(s, n, spec) for s in range(3 * 7 + 1)]
     assert done[0] == 0 and done[7] == n and done[21] == 3 * n

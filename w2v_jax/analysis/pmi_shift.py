@@ -179,6 +179,7 @@ def pair_scores(params: dict, centre, context, *, loss_name: str = "neg", aux=No
         h = in_embed[c]  # [p, D]
         if layer.tree:
             points, codes = np.asarray(aux.points)[w], np.asarray(aux.codes)[w]  # [p, L]
+            points = np.where(np.asarray(aux.path_mask)[w] > 0, points, 0)  # V - 1 pads
             x = np.einsum("pld,pd->pl", np.asarray(params[layer.table], np.float64)[points], h)
             sign = 1.0 - 2.0 * codes
             out[lo : lo + step] = -(np.asarray(aux.path_mask)[w] * np.logaddexp(0, -sign * x)).sum(

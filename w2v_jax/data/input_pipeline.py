@@ -43,10 +43,16 @@ class PipelineOptions(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """One fixed-shape batch. An all-zero mask row is padding and carries no loss."""
+    """One fixed-shape batch. An all-zero mask row is padding and carries no loss.
+
+    Padding holds the id V (the vocabulary size), outside the V-row tables: the step
+    gathers zeros there (``mode="fill"``) and drops its scatters (``mode="drop"``), so no
+    padding slot touches a real row (id 0, the most frequent word, used to take them all).
+    A masked context slot always holds V; so does the centre of a row added to fill a batch.
+    """
 
     centers: np.ndarray  # int32 [B]     the centre word (CBOW's label; skip-gram's output)
-    contexts: np.ndarray  # int32 [B, C]  context word ids, 0 where padded
+    contexts: np.ndarray  # int32 [B, C]  context word ids, V where padded
     mask: np.ndarray  # float32 [B, C] 1.0 for a real context slot, 0.0 for padding
 
 
@@ -81,10 +87,11 @@ def tokens_per_epoch(
     return int(pieces[mine.stop] - pieces[mine.start])
 
 
-def _empty_batch(batch_size: int, slots: int) -> Batch:
+def _empty_batch(batch_size: int, slots: int, pad_id: int) -> Batch:
+    """``batch_size`` padding rows: every id ``pad_id`` (V), every mask 0."""
     return Batch(
-        np.zeros(batch_size, np.int32),
-        np.zeros((batch_size, slots), np.int32),
+        np.full(batch_size, pad_id, np.int32),
+        np.full((batch_size, slots), pad_id, np.int32),
         np.zeros((batch_size, slots), np.float32),
     )
 
@@ -111,7 +118,9 @@ def _epoch(
     parts, have = [], 0  # rows carried over to the next batch
     for chunk in range(k, num_chunks):
         draws, rng, lo, hi = plan.chunk(epoch, chunk)
-        rows = windows.make_rows(draws, layout=layout, window=plan.window, left_only=left_only)
+        rows = windows.make_rows(
+            draws, layout=layout, window=plan.window, left_only=left_only, pad_id=plan.vocab_size
+        )
         rows = windows.shuffle_rows(rng, rows, shuffle_buffer)
         n, i, skip = rows[0].shape[0], skip, 0
         done = lo - int(plan.pieces[0])  # tokens before this chunk; row j ends at
@@ -131,7 +140,7 @@ def _epoch(
         if i < n:
             parts, have = [tuple(a[i:] for a in rows)], n - i
     if have and not drop_remainder:
-        pad = _empty_batch(size - have, parts[0][1].shape[1])
+        pad = _empty_batch(size - have, parts[0][1].shape[1], plan.vocab_size)
         yield Batch(*(np.concatenate(p) for p in zip(*parts, pad, strict=True))), plan.tokens
 
 
@@ -183,12 +192,15 @@ def iterate_batches(
             chunk (0: keep corpus order).
         drop_remainder: drop the last partial batch of an epoch instead of padding it.
         batches_per_epoch: if set, every epoch has exactly this many batches: padded with
-            all-zero batches, or truncated (logged). Multi-host runs need it so that all
-            processes step in lockstep.
+            padding batches (ids V, mask 0), or truncated (logged). Multi-host runs need
+            it so that all processes step in lockstep.
         process_index, process_count: this process reads only its `process_sentences`
             (of the sentence pieces).
         chunk_tokens: about how many tokens each independently seeded chunk holds.
         max_sentence_length: longer sentences are cut into pieces of this many tokens.
+
+    Padding (empty slots, the rows that fill an epoch's last batch) holds the id
+    V = len(counts), never a word's id (`Batch`).
 
     Yields:
         `Item`(batch, position after the batch, cumulative raw tokens of this process).
@@ -226,7 +238,11 @@ def iterate_batches(
         stream = _epoch(plan, epoch, index, **opts)
         if batches_per_epoch is not None:
             stream = _exactly(
-                stream, batches_per_epoch - index, _empty_batch(batch_size, slots), total, epoch
+                stream,
+                batches_per_epoch - index,
+                _empty_batch(batch_size, slots, plan.vocab_size),
+                total,
+                epoch,
             )
         previous = None
         for current in stream:

@@ -43,6 +43,9 @@ drawn by `update.train_step` from ``fold_in(state.key, step)``. Device memory is
 40·N bytes at its peak (`device_bytes`); `check_fits` refuses a corpus that would not fit
 with one line that names ``input.mode='host'``.
 
+Padding, as on the host (`input_pipeline.Batch`): an empty slot holds the id V, outside
+every V-row table, never word 0 (so does the centre of a step of an epoch that kept nothing).
+
 Shape letters: N tokens, V vocabulary, M kept tokens of an epoch (dynamic, ≤ N), B rows per
 step, W window, C context slots (2W, or W when left-only), T steps per epoch.
 """
@@ -76,7 +79,7 @@ class Epoch(NamedTuple):
     """One epoch's subsampled corpus, compacted: the kept words first, in corpus order."""
 
     index: jax.Array  # int32 [] the epoch
-    ids: jax.Array  # int32 [N] ids of the M kept tokens, then 0
+    ids: jax.Array  # int32 [N] ids of the M kept tokens, then V (padding)
     sentence: jax.Array  # int32 [N] their sentence pieces, then -1 (matches no centre)
     num_kept: jax.Array  # int32 [] M
     offset: jax.Array  # int32 [] o, the streams' random start, in [0, max(M, 1))
@@ -97,6 +100,7 @@ class Spec:
     batch_size: int  # B rows per step
     window: int  # W, the maximum window
     steps_per_epoch: int  # T
+    vocab_size: int  # V: the id of a padding slot and of a padding row's centre
     dynamic_window: bool = True  # b uniform in 1..W per centre (word2vec); else b = W
     left_only: bool = False  # contexts are only the previous words (C = W)
 
@@ -157,11 +161,12 @@ def make_spec(
     dynamic_window: bool = True,
     left_only: bool = False,
 ) -> Spec:
-    """The batches' `Spec`, with T = round(E[M] / B) steps per epoch (at least 1)."""
+    """The batches' `Spec`, with T = round(E[M] / B) steps per epoch (at least 1) and
+    V = len(counts)."""
     if batch_size < 1 or window < 1:
         raise ValueError(f"need batch_size, window >= 1; got {batch_size}, {window}")
     steps = max(1, round(expected_kept(ids, counts, sample) / batch_size))
-    return Spec(batch_size, window, steps, dynamic_window, left_only)
+    return Spec(batch_size, window, steps, len(counts), dynamic_window, left_only)
 
 
 def subsample(corpus: DeviceCorpus, key: jax.Array, epoch) -> Epoch:
@@ -185,7 +190,7 @@ def subsample(corpus: DeviceCorpus, key: jax.Array, epoch) -> Epoch:
     (where,) = jnp.nonzero(keep, size=n, fill_value=0)  # [N]
     num = jnp.sum(keep, dtype=jnp.int32)
     real = jnp.arange(n, dtype=jnp.int32) < num  # [N]
-    ids = jnp.where(real, corpus.ids[where], 0)
+    ids = jnp.where(real, corpus.ids[where], corpus.keep_prob.shape[0])  # V after the kept
     sentence = jnp.where(real, corpus.sentence[where], -1)
     offset = jax.random.randint(offset_key, (), 0, jnp.maximum(num, 1), dtype=jnp.int32)
     return Epoch(epoch, ids, sentence, num, offset)
@@ -209,9 +214,9 @@ def batch_at(feed: Feed, step, spec: Spec) -> input_pipeline.Batch:
     slot W + k the word k + 1 to the right, valid when within b_r and in the same sentence.
 
     Returns:
-        `input_pipeline.Batch`: centers int32 [B], contexts int32 [B, C] (0 where invalid),
+        `input_pipeline.Batch`: centers int32 [B], contexts int32 [B, C] (V where invalid),
         mask float32 [B, C]. No slot is the centre itself; a row with no valid slot is
-        padding.
+        padding (its centre is still the kept word, or V when the epoch kept nothing).
     """
     step = jnp.asarray(step, jnp.int32)
     t_epoch = spec.steps_per_epoch
@@ -247,7 +252,7 @@ def batch_at(feed: Feed, step, spec: Spec) -> input_pipeline.Batch:
         & (centre_sentence >= 0)
         & (jnp.abs(distance)[None, :] <= span[:, None])
     )  # [B, C]
-    contexts = jnp.where(valid, ids[:, 1:], 0)
+    contexts = jnp.where(valid, ids[:, 1:], spec.vocab_size)
     return input_pipeline.Batch(ids[:, 0], contexts, valid.astype(jnp.float32))
 
 

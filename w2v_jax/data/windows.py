@@ -11,6 +11,10 @@ W window, C context slots (2·W, or W when left-only; 1 for pairs).
 Slot order of a grouped row: slot k < W holds the kept word k + 1 positions to the left of
 the centre; slot W + k the kept word k + 1 positions to the right. A left-only row is the
 first W slots, so its position is meaningful (slot 0 = previous word).
+
+Padding: a slot with no context holds the id V, one past the vocabulary (``pad_id``), so the
+step's gathers read zeros there and its scatters drop it; no padding lands on word 0, the
+most frequent word (see `input_pipeline.Batch`).
 """
 
 from typing import NamedTuple
@@ -147,7 +151,7 @@ def num_rows(draws: Draws, *, layout: str, left_only: bool) -> int:
 
 
 def make_rows(
-    draws: Draws, *, layout: str, window: int, left_only: bool
+    draws: Draws, *, layout: str, window: int, left_only: bool, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Builds the rows of one chunk from its draws.
 
@@ -157,9 +161,10 @@ def make_rows(
             W slots) or "pairs" (one row per (centre, context) pair, C = 1, centre-major).
         window: the maximum window W.
         left_only: only the previous words are contexts.
+        pad_id: the id of an empty slot: V, the vocabulary size (outside every V-row table).
 
     Returns:
-        centers int32[R], contexts int32[R, C] (0 where invalid), mask float32[R, C].
+        centers int32[R], contexts int32[R, C] (``pad_id`` where invalid), mask float32[R, C].
     """
     ids = draws.kept_ids
     left, right = context_counts(draws, left_only=left_only)
@@ -183,7 +188,7 @@ def make_rows(
         centers = np.repeat(ids, left + right)
         pair_contexts = contexts[valid][:, None]
         return centers, pair_contexts, np.ones(pair_contexts.shape, np.float32)
-    contexts *= valid
+    np.copyto(contexts, np.int32(pad_id), where=~valid)
     mask = patterns.astype(np.float32)[code]
     nonempty = (left + right) > 0
     if nonempty.all():
@@ -226,6 +231,7 @@ class Plan(NamedTuple):
     seed: int
     window: int
     dynamic_window: bool
+    vocab_size: int  # V: the id of a padding slot (`make_rows`'s ``pad_id``)
 
     @property
     def tokens(self) -> int:
@@ -288,7 +294,7 @@ def make_plan(
     keep_prob = keep_probabilities(counts, sample).astype(np.float32)
     keep_prob = None if np.all(keep_prob >= 1.0) else keep_prob
     ids = ids.astype(np.int32, copy=False)
-    return Plan(ids, pieces, bounds, keep_prob, seed, window, dynamic_window)
+    return Plan(ids, pieces, bounds, keep_prob, seed, window, dynamic_window, len(counts))
 
 
 class EpochDraws(NamedTuple):

@@ -112,9 +112,10 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
       batch: an `input_pipeline.Batch` (centers [B], contexts [B, C], mask [B, C]).
 
     Returns:
-      inputs [E, D], labels [E] (the centre words), weights [E] (0 for padding).
+      inputs [E, D], labels [E] (the centre words; V on a padding row), weights [E] (0 for
+      padding). A padding slot's id V reads a zero vector.
     """
-    rows_in = jnp.asarray(params["in_embed"])[batch.contexts]  # [B, C, D]
+    rows_in = jnp.asarray(params["in_embed"]).at[batch.contexts].get(mode="fill", fill_value=0)
     mask = jnp.asarray(batch.mask, rows_in.dtype)
     inputs, weights, row = model_lib.example_inputs(
         rows_in, mask, model, cbow_mean, True, params.get("ctx_matrices")
@@ -123,9 +124,9 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
 
 
 def _score(inputs, out, bias, labels):
-    """s(label | input) [E] for inputs [E, D]."""
-    score = jnp.einsum("ed,ed->e", inputs, out[labels])
-    return score if bias is None else score + bias[labels]
+    """s(label | input) [E] for inputs [E, D]; 0 for a padding label (V)."""
+    score = jnp.einsum("ed,ed->e", inputs, out.at[labels].get(mode="fill", fill_value=0))
+    return score if bias is None else score + bias.at[labels].get(mode="fill", fill_value=0)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "rows"))
@@ -163,14 +164,20 @@ def example_terms(params, batch, tree, log_z_words, *, model, loss_name, cbow_me
     inputs, labels, weights = batch_examples(params, batch, model=model, cbow_mean=cbow_mean)
     layer = output_layers.get(loss_name)
     if layer.tree:  # normalised by construction: log Z = 0
-        codes, points, path_mask = tree
-        path = (codes[labels], points[labels], path_mask[labels])
+        codes, points, path_mask = tree  # a padding label (V) gets the empty path
+        path = (
+            codes.at[labels].get(mode="fill", fill_value=0),
+            points.at[labels].get(mode="fill", fill_value=points.shape[0] - 1),
+            path_mask.at[labels].get(mode="fill", fill_value=0),
+        )
         nll = layer.per_example(inputs, params[layer.table], labels, path=path)
         return nll, jnp.zeros_like(nll), weights
     out, bias = params["out_embed"], params.get("out_bias")
     score = _score(inputs, out, bias, labels)  # [E]
     if log_z_words is not None:  # skip-gram: example (b, c) has input in_embed[contexts[b, c]]
-        log_z = log_z_words[jnp.asarray(batch.contexts).reshape(-1)]
+        log_z = log_z_words.at[jnp.asarray(batch.contexts).reshape(-1)].get(
+            mode="fill", fill_value=0
+        )
         return log_z - score, log_z, weights
     nll = losses.softmax_loss(inputs, out, labels, bias, chunk_size=chunk_size)  # [E]
     return nll, nll + score, weights

@@ -179,6 +179,7 @@ def cbow_kl_heldout(
         )
         keep = np.asarray(weights) > 0
         mask, contexts = np.asarray(batch.mask)[keep], np.asarray(batch.contexts)[keep]
+        contexts = np.where(mask > 0, contexts, 0)  # padding (V) indexes nothing below
         log_true = np.where(mask[:, :1] > 0, log_p[contexts[:, 0]], log_pi[None, :])  # [B, V]
         if not left_only:
             right = contexts.shape[1] // 2

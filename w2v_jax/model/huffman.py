@@ -8,7 +8,9 @@ table) and takes branch ``codes[w, l]``; the hierarchical-softmax loss is
 
 so code 0 is the branch with probability sigmoid(x), as in word2vec C (Mikolov et al.,
 2013) and gensim. Arrays are padded to L = max code length, so the device sees fixed
-shapes; padded slots have code 0, point 0 and mask 0.
+shapes; padded slots have code 0, mask 0 and point V - 1, one past the inner nodes, so a
+gather of ``node_embed`` there reads zeros (``mode="fill"``) and a scatter drops it
+(``mode="drop"``) instead of piling onto node 0.
 
 Shape letters: V vocabulary size, L maximum code length (tree depth).
 """
@@ -26,7 +28,7 @@ class HuffmanTree(NamedTuple):
     """word2vec's ``codes``/``points`` for every word, padded to the tree depth L."""
 
     codes: np.ndarray  # int8 [V, L], 0/1: the branch taken at each node, root first
-    points: np.ndarray  # int32 [V, L], inner-node ids in [0, V-2], root (V-2) first
+    points: np.ndarray  # int32 [V, L], inner-node ids in [0, V-2], root (V-2) first; V-1 pads
     mask: np.ndarray  # float32 [V, L], 1 on the lengths[w] valid slots, 0 on padding
     lengths: np.ndarray  # int32 [V], code length of each word, in [1, L]
 
@@ -93,7 +95,8 @@ def build_huffman(counts: npt.ArrayLike) -> HuffmanTree:
     Returns:
       A :class:`HuffmanTree`; row w of each array belongs to word id w. Inner nodes are
       numbered 0..V-2 in merge order, so the root is V - 2 and ``points[w, 0] == V - 2``
-      for every w.
+      for every w. Slots past a word's length hold point V - 1 (no inner node), code 0
+      and mask 0.
 
     Raises:
       ValueError: counts of wrong rank, fewer than 2 words, negative or non-finite.
@@ -120,7 +123,7 @@ def build_huffman(counts: npt.ArrayLike) -> HuffmanTree:
     # depth[n] - 1 of the root-first path, so each step writes straight to its slot,
     # in the row of the leaf's word id.
     codes = np.zeros((num, max_length), dtype=np.int8)
-    points = np.zeros((num, max_length), dtype=np.int32)
+    points = np.full((num, max_length), num - 1, dtype=np.int32)  # V - 1: padding
     flat_codes, flat_points = codes.reshape(-1), points.reshape(-1)
     row = order.astype(np.int64) * max_length  # [active] flat offset of each word's row
     node = np.arange(num)  # [active] current node of each walking leaf

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from w2v_jax.model import huffman, losses, sampling
@@ -42,13 +43,32 @@ from w2v_jax.model.losses import terms
 
 class Constants(NamedTuple):
     """Per-run constant arrays a layer needs, passed to the step as arguments (never
-    closed over). Fields a layer does not use are None."""
+    closed over). Fields a layer does not use are None.
+
+    Look them up by a batch's word ids with `log_q_at` and `paths`: a padding id (V, see
+    `input_pipeline.Batch`) gets log q 0 and the empty path, whose points are V - 1, one
+    past the inner nodes, so the step's gathers read zeros there and its scatters drop.
+    """
 
     noise: object = None  # sampling.AliasTable over the noise distribution q (sampled)
     log_q: jax.Array | None = None  # [V] float32 log noise probabilities (sampled)
     codes: jax.Array | None = None  # [V, L] float32 Huffman codes per word (tree)
-    points: jax.Array | None = None  # [V, L] int32 inner-node ids per word (tree)
+    points: jax.Array | None = None  # [V, L] int32 inner-node ids per word, V-1 pads (tree)
     path_mask: jax.Array | None = None  # [V, L] float32, 1 on valid path positions (tree)
+
+    def log_q_at(self, ids: jax.Array) -> jax.Array:
+        """log q of word ``ids`` (any shape); 0 at an id outside [0, V) (padding)."""
+        return jnp.asarray(self.log_q).at[ids].get(mode="fill", fill_value=0)
+
+    def paths(self, words: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(codes, points, path_mask), each [..., L], of ``words`` [...]; a word id outside
+        [0, V) (padding) gets the empty path: codes 0, points V - 1, mask 0."""
+        inner = self.points.shape[0] - 1  # V - 1 inner nodes: the padding point
+        return (
+            jnp.asarray(self.codes).at[words].get(mode="fill", fill_value=0),
+            jnp.asarray(self.points).at[words].get(mode="fill", fill_value=inner),
+            jnp.asarray(self.path_mask).at[words].get(mode="fill", fill_value=0),
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,9 @@ sample group, so the scores are batched matmuls and the update scatters B + G·K
 rows instead of B·C·(K+1). The maths is the loss library's: both compose the same logits-level core
 (`losses.terms`), so this module keeps only its gathering, scoring and scattering; tests
 check that both paths give the same loss and the same gradients on the same samples.
+
+Padding ids (V in a batch, V - 1 in a Huffman path) lie outside the tables: every gather by
+them reads zeros (``mode="fill"``) and the optimiser's scatters drop them (as `rows`).
 """
 
 from __future__ import annotations
@@ -70,11 +73,12 @@ def gather(
     Biases ``pos_bias`` / ``neg_bias`` come along when the model has them, and the
     log-bilinear model's context matrices as ``ctx`` (whole: a dense parameter)."""
     in_ids, pos_ids = (batch.centers, batch.contexts) if centre_input else (batch.contexts, None)
-    rows = {"in": params["in_embed"][in_ids]}
+    rows = {"in": params["in_embed"].at[in_ids].get(mode="fill", fill_value=0)}  # V: zeros
     if "ctx_matrices" in params:
         rows["ctx"] = params["ctx_matrices"]
     if layer.tree:
-        rows["path"] = params[layer.table][constants.points[batch.centers]]
+        points = constants.paths(batch.centers)[1]  # [B, L]; V - 1 on padding
+        rows["path"] = params[layer.table].at[points].get(mode="fill", fill_value=0)
         return rows
     pos_ids = batch.centers if pos_ids is None else pos_ids
     rows["pos"], pos_bias = rows_lib.output_rows(params, layer.table, pos_ids)
@@ -100,7 +104,7 @@ def row_grads(
     in_ids, in_grads = in_ids.reshape(-1), grads["in"].reshape(-1, d)
     dense = rows_lib.dense_grads(grads)
     if layer.tree:
-        points = constants.points[batch.centers].reshape(-1)
+        points = constants.paths(batch.centers)[1].reshape(-1)  # V - 1: dropped
         path_grads = grads["path"].reshape(-1, d)
         return rows_lib.RowGrads(in_ids, in_grads, points, path_grads, None, dense)
     ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
@@ -148,8 +152,8 @@ def _centre_input_loss(rows: dict, batch, samples, constants: output_layers.Cons
         neg_bias = rows["neg_bias"]
         neg = neg + (neg_bias if samples.ndim == 3 else jnp.repeat(neg_bias, b // g, axis=0))
     if layer.correction is not None:
-        pos = layer.correct(pos, constants.log_q[batch.contexts], k)
-        neg = layer.correct(neg, constants.log_q[sample_ids], k)
+        pos = layer.correct(pos, constants.log_q_at(batch.contexts), k)
+        neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
     count = jnp.sum(mask)
     if not layer.binary:  # sampled softmax: each pair's softmax over its label and samples
         logits = neg if neg.ndim == 3 else jnp.broadcast_to(neg[:, None, :], (*mask.shape, k))
@@ -173,9 +177,8 @@ def summed_loss(
     b, c, d = x.shape
     if layer.tree:
         logits = jnp.einsum("bcd,bld->bcl", x, rows["path"])  # [B, C, L]
-        codes = constants.codes[batch.centers][:, None, :]  # [B, 1, L]
-        path_mask = constants.path_mask[batch.centers][:, None, :]
-        per = terms.tree_terms(logits, codes, path_mask)  # [B, C]
+        codes, _, path_mask = constants.paths(batch.centers)  # [B, L] each
+        per = terms.tree_terms(logits, codes[:, None, :], path_mask[:, None, :])  # [B, C]
         return jnp.sum(weights * per), jnp.sum(weights)
     g, k = samples.shape
     pos = jnp.einsum("bcd,bd->bc", x, rows["pos"])  # [B, C]
@@ -186,8 +189,8 @@ def summed_loss(
         neg = neg + jnp.repeat(rows["neg_bias"], b // g, axis=0)[:, None, :]
     sample_ids = jnp.repeat(samples, b // g, axis=0)[:, None, :]  # [B, 1, K]
     if layer.correction is not None:
-        pos = layer.correct(pos, constants.log_q[batch.centers][:, None], k)
-        neg = layer.correct(neg, constants.log_q[sample_ids], k)
+        pos = layer.correct(pos, constants.log_q_at(batch.centers)[:, None], k)
+        neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
     if layer.binary:
         true_term, noise_term = terms.sigmoid_terms(pos, neg)
         per = true_term + noise_term

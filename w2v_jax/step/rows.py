@@ -5,6 +5,11 @@ Shape letters: B batch rows, C context slots per row, D dim, V vocab, K samples,
 G sample groups, L Huffman path length, E examples (B*C for skip-gram, B for CBOW),
 M gathered output rows, N scattered rows.
 
+Padding (`input_pipeline.Batch`: id V in an empty slot or a filler row; Huffman point V - 1)
+lies outside every table, so each gather by a batch's ids is ``mode="fill"`` with zeros and
+each scatter ``mode="drop"``: a padded slot touches no real row, and row 0 (the most
+frequent word) no longer takes every padding update.
+
 Everything works on *gathered rows* (`gather`), so the same loss code serves the sparse
 update (gradient w.r.t. the rows, scatter-add into the tables) and the dense one (autodiff
 through the gather gives the full-table gradient). Its sibling `grouped` scores whole
@@ -26,8 +31,9 @@ from w2v_jax.step import optimizers
 class Targets(NamedTuple):
     """What the output side needs, in *local* row ids (indices into the gathered rows).
 
-    ``out_ids`` holds the global ids of the gathered output rows (unique, padded with
-    repeats of a valid id whose gradients are zero); None means the whole table (softmax).
+    ``out_ids`` holds the global ids of the gathered output rows (unique, padded with the
+    out-of-range id of the table's padding, which gathers zeros and whose scatter drops);
+    None means the whole table (softmax).
     """
 
     out_ids: jax.Array | None  # [M] global row ids of the gathered output rows
@@ -67,10 +73,11 @@ def example_group(model: str, share: str, rows: int, slots: int, block: int) -> 
     return row // block if share == "block" else row
 
 
-def _compact(ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Unique ids (fixed size, padded with the first id) and each input's local position."""
+def _compact(ids: jax.Array, pad: int) -> tuple[jax.Array, jax.Array]:
+    """Unique ids (fixed size, padded with ``pad``, the table's out-of-range padding id)
+    and each input's local position."""
     flat = ids.reshape(-1)
-    uniq, inverse = jnp.unique(flat, size=flat.shape[0], fill_value=flat[0], return_inverse=True)
+    uniq, inverse = jnp.unique(flat, size=flat.shape[0], fill_value=pad, return_inverse=True)
     return uniq, inverse.reshape(ids.shape).astype(jnp.int32)
 
 
@@ -81,36 +88,37 @@ def make_targets(
     group,
     constants: output_layers.Constants,
 ) -> Targets:
-    """Builds the output-side targets for a batch of centre words ``centers`` [B]."""
+    """Builds the output-side targets for a batch of centre words ``centers`` [B] (V: a
+    padding row, which gets the empty path or a zero output row)."""
     centers = jnp.asarray(centers)
     if layer.tree:
-        out_ids, local_points = _compact(constants.points[centers])  # [B, L]
-        return Targets(
-            out_ids, centers, None, None, None,
-            constants.codes[centers], local_points, constants.path_mask[centers],
-        )  # fmt: skip
+        codes, points, path_mask = constants.paths(centers)  # [B, L] each
+        out_ids, local_points = _compact(points, constants.points.shape[0] - 1)
+        return Targets(out_ids, centers, None, None, None, codes, local_points, path_mask)
     if not layer.sampled:  # the whole table
         return Targets(None, centers, None, None, None, None, None, None)
     flat = jnp.concatenate([centers, samples.reshape(-1)])
-    out_ids, local = _compact(flat)
+    known = constants.noise.prob if constants.log_q is None else constants.log_q  # [V]
+    out_ids, local = _compact(flat, known.shape[0])  # padded with V
     b = centers.shape[0]
-    log_q = None if constants.log_q is None else constants.log_q[out_ids]
+    log_q = None if constants.log_q is None else constants.log_q_at(out_ids)
     local_samples = local[b:].reshape(-1, samples.shape[-1])  # [G, K]
     return Targets(out_ids, local[:b], local_samples, group, log_q, None, None, None)
 
 
 def output_rows(params: dict, table: str, ids) -> tuple[jax.Array, jax.Array | None]:
-    """``table``'s rows at ``ids`` and their biases (None without ``out_bias``);
-    ``ids`` None: the whole table and bias."""
+    """``table``'s rows at ``ids`` and their biases (None without ``out_bias``), zeros at an
+    id outside the table (padding); ``ids`` None: the whole table and bias."""
     bias = params.get("out_bias")
     if ids is None:
         return params[table], bias
-    return params[table][ids], (None if bias is None else bias[ids])
+    rows = params[table].at[ids].get(mode="fill", fill_value=0)
+    return rows, (None if bias is None else bias.at[ids].get(mode="fill", fill_value=0))
 
 
 def gather(params: dict, contexts: jax.Array, targets: Targets, table: str) -> dict:
     """The rows a batch touches: ``in`` [B, C, D], ``out`` [M, D] (or the full table), ``bias``."""
-    rows = {"in": params["in_embed"][contexts]}
+    rows = {"in": params["in_embed"].at[contexts].get(mode="fill", fill_value=0)}  # V: zeros
     if "ctx_matrices" in params:  # the log-bilinear model's C_i, whole (dense)
         rows["ctx"] = params["ctx_matrices"]
     rows["out"], bias = output_rows(params, table, targets.out_ids)

@@ -8,7 +8,9 @@ in as arguments, so every loss is deterministic and jittable.
 The output ``weights`` need not be the whole vocabulary table: a trainer may pass only the
 rows a batch touches with ``labels``/``sampled_ids``/``points`` remapped to local row
 indices (and ``biases``/``log_q`` gathered the same way). ``V`` below is the number of rows
-given, not the vocabulary size.
+given, not the vocabulary size. Every lookup by an id reads zeros at an id outside the rows
+(``mode="fill"``; its gradient is dropped), so an example whose weight is 0 may carry a
+padding id (V, `input_pipeline.Batch`) and still contributes exactly 0.
 
 Shape letters:
   B batch (examples), D embedding dim, V output rows, K noise samples per example,
@@ -30,13 +32,19 @@ from w2v_jax.model.losses import checks, terms
 
 
 def _scores(h: jax.Array, weights: jax.Array, biases: jax.Array, ids: jax.Array) -> jax.Array:
-    """s(ids) = weights[ids] · h + biases[ids]; ``ids`` [] or [K] -> [] or [K]."""
-    return weights[ids] @ h + biases[ids]
+    """s(ids) = weights[ids] · h + biases[ids]; ``ids`` [] or [K] -> [] or [K]; 0 at an
+    id outside the rows."""
+    return _take(weights, ids) @ h + _take(biases, ids)
+
+
+def _take(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]`` reading zeros at an id outside ``[0, len(table))`` (padding)."""
+    return table.at[ids].get(mode="fill", fill_value=0)
 
 
 def _softmax_one(h, label, weights, biases):
     logits = weights @ h + biases  # [V]
-    return jax.nn.logsumexp(logits) - logits[label]
+    return jax.nn.logsumexp(logits) - _take(logits, label)
 
 
 def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
@@ -62,7 +70,7 @@ def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, 
 
 def _softmax_penalty_one(h, label, weights, biases, penalty):
     logits = weights @ h + biases  # [V]
-    return terms.penalised_nll(jax.nn.logsumexp(logits), logits[label], penalty)
+    return terms.penalised_nll(jax.nn.logsumexp(logits), _take(logits, label), penalty)
 
 
 def _softmax_penalty_chunked_one(
@@ -86,16 +94,20 @@ def _vocab_blocks(weights, biases, chunk_size):
 
 def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
     k = sampled_ids.shape[-1]
-    true_logit = terms.log_q_correction(_scores(h, weights, biases, label), log_q[label], k)
-    noise = terms.log_q_correction(_scores(h, weights, biases, sampled_ids), log_q[sampled_ids], k)
+    true_logit = terms.log_q_correction(_scores(h, weights, biases, label), _take(log_q, label), k)
+    noise = terms.log_q_correction(
+        _scores(h, weights, biases, sampled_ids), _take(log_q, sampled_ids), k
+    )
     hits = (sampled_ids == label) if remove_accidental_hits else None  # [K]
     return terms.sampled_softmax_terms(true_logit, noise, hits)
 
 
 def _nce_one(h, label, sampled_ids, weights, biases, log_q):
     k = sampled_ids.shape[-1]
-    true_logit = terms.log_kq_correction(_scores(h, weights, biases, label), log_q[label], k)
-    noise = terms.log_kq_correction(_scores(h, weights, biases, sampled_ids), log_q[sampled_ids], k)
+    true_logit = terms.log_kq_correction(_scores(h, weights, biases, label), _take(log_q, label), k)
+    noise = terms.log_kq_correction(
+        _scores(h, weights, biases, sampled_ids), _take(log_q, sampled_ids), k
+    )
     true_term, noise_term = terms.sigmoid_terms(true_logit, noise)
     return true_term + noise_term
 
@@ -109,7 +121,7 @@ def _negative_sampling_one(h, label, sampled_ids, weights, biases):
 
 
 def _hierarchical_softmax_one(h, codes, points, mask, node_weights):
-    return terms.tree_terms(node_weights[points] @ h, codes, mask)
+    return terms.tree_terms(_take(node_weights, points) @ h, codes, mask)
 
 
 # ---------------------------------------------------------------------------------------
@@ -474,7 +486,8 @@ def hierarchical_softmax_loss(
         fn, inputs, node_weights, codes, points, mask
     )
     dtype = jnp.result_type(inputs, node_weights)
-    points = jnp.where(mask != 0, points, 0)  # padding may hold any id
+    # Padding may hold any id (-1 would wrap): map it past the rows, where it reads zeros.
+    points = jnp.where(mask != 0, points, node_weights.shape[0])
     return jax.vmap(_hierarchical_softmax_one, in_axes=(0, 0, 0, 0, None))(
         inputs, codes.astype(dtype), points, mask.astype(dtype), node_weights
     )
