@@ -345,3 +345,88 @@ def test_device_mode_refuses_what_it_cannot_run_in_one_line(tmp_path, overrides,
     with pytest.raises(ValueError, match=message) as err:
         trainer.train_and_evaluate(_device_config(**overrides), str(tmp_path))
     assert "\n" not in str(err.value)
+
+
+# --- Index arithmetic near 2^31 − 1 (scalars and [B] vectors only, no large arrays) -----
+
+INT32_MAX = 2**31 - 1
+
+
+@pytest.mark.parametrize("m", [1, 7, 2**30 + 1, INT32_MAX - 1, INT32_MAX])
+def test_add_mod_never_wraps(m):
+    values = sorted(v for v in {0, 1, m // 2, m - 2, m - 1} if 0 <= v < m)
+    a, b = np.meshgrid(values, values)
+    got = on_device.add_mod(jnp.asarray(a, jnp.int32), jnp.asarray(b, jnp.int32), jnp.int32(m))
+    np.testing.assert_array_equal(np.asarray(got, np.int64), (a.astype(np.int64) + b) % m)
+
+
+@pytest.mark.parametrize("n", [1, 3, 1000, 46_341, 65_536, 2**20 + 7])
+@pytest.mark.parametrize("m", [0, 1, 65_535, 2**30 + 3, INT32_MAX - 1, INT32_MAX])
+def test_scaled_floor_is_exact(n, m):
+    rng = np.random.default_rng(n + m)
+    b = np.unique(np.concatenate([[0, n - 1, n // 2], rng.integers(0, n, 4096)]))
+    got = on_device.scaled_floor(jnp.asarray(b, jnp.int32), jnp.int32(m), n)
+    np.testing.assert_array_equal(np.asarray(got, np.int64), b.astype(np.int64) * m // n)
+
+
+def test_scaled_floor_at_the_largest_divisor():
+    n = INT32_MAX  # b·r below n² ≈ 2^62: only exact integer steps get this right
+    b = np.array([0, 1, 2, n // 3, n - 2, n - 1], np.int64)
+    for m in (n - 1, n - 2, 2**30 + 1):
+        got = on_device.scaled_floor(jnp.asarray(b, jnp.int32), jnp.int32(m), n)
+        assert np.asarray(got, np.int64).tolist() == [int(x) * m // n for x in b]
+
+
+@pytest.mark.parametrize("batch", [1, 4096, 65_536])
+@pytest.mark.parametrize("num_kept", [1, 2**30 + 1, INT32_MAX - 1])
+def test_row_positions_match_python_ints_near_the_limit(batch, num_kept):
+    steps_per_epoch = max(1, num_kept // batch)
+    for step, offset in ((INT32_MAX - 1, num_kept - 1), (steps_per_epoch - 1, num_kept // 2)):
+        got = on_device.row_positions(
+            jnp.int32(step), jnp.int32(num_kept), jnp.int32(offset), steps_per_epoch, batch
+        )
+        rows = np.arange(batch, dtype=np.int64)
+        want = (offset + rows * num_kept // batch + step % steps_per_epoch) % num_kept
+        np.testing.assert_array_equal(np.asarray(got, np.int64), want)
+
+
+def test_row_positions_of_an_epoch_that_kept_nothing_are_zero():
+    got = on_device.row_positions(jnp.int32(5), jnp.int32(0), jnp.int32(0), 3, 8)
+    np.testing.assert_array_equal(got, np.zeros(8))
+
+
+def test_context_positions_stay_inside_without_overflow():
+    n = INT32_MAX - 1  # the most tokens `make_corpus` accepts
+    centre = np.array([[0], [1], [n - 2], [n - 1]], np.int64)
+    distance = np.array([[0, -2, -1, 1, 2]], np.int64)
+    where, inside = on_device.context_positions(
+        jnp.asarray(centre, jnp.int32), jnp.asarray(distance, jnp.int32), n
+    )
+    want = centre + distance
+    ok = (want >= 0) & (want < n)
+    np.testing.assert_array_equal(inside, ok)
+    np.testing.assert_array_equal(np.asarray(where, np.int64), np.where(ok, want, centre))
+
+
+def test_tokens_done_is_exact_for_int32_steps():
+    spec = on_device.Spec(batch_size=4, window=2, steps_per_epoch=3, vocab_size=10)
+    step, tokens = np.int32(INT32_MAX - 1), INT32_MAX - 1
+    assert on_device.tokens_done(step, tokens, spec) == (INT32_MAX - 1) * tokens // 3
+
+
+def test_a_run_past_the_int32_step_counter_is_refused_in_one_line():
+    from w2v_jax import settings
+    from w2v_jax.configs import tiny
+    from w2v_jax.data import sources
+
+    config = tiny.get_config()
+    run = settings.resolve(config)
+    train = sources.load(run.corpus).train
+    settings.check_against_corpus(run, train)  # ~100 steps per epoch: fine
+    config.epochs = 2**25  # x ~100 steps per epoch: past 2^31
+    huge = settings.resolve(config)
+    with pytest.raises(ValueError, match="int32 step counter") as err:
+        settings.check_against_corpus(huge, train)
+    assert "\n" not in str(err.value) and "max_steps" in str(err.value)
+    config.max_steps = 1000  # the loop stops there: accepted
+    settings.check_against_corpus(settings.resolve(config), train)

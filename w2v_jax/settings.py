@@ -326,8 +326,9 @@ def uses_bias(config) -> bool:
 
 
 def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
-    """Raises ValueError when one call's rows exceed what an epoch of ``train`` yields, or
-    a sampled layer's k exceeds the vocabulary."""
+    """Raises ValueError when one call's rows exceed what an epoch of ``train`` yields, a
+    sampled layer's k exceeds the vocabulary, or the run's steps would reach 2^31 − 1 (the
+    step counter and ``fold_in(key, step)`` are int32)."""
     vocab_size, k = len(train.vocab), settings.step.k
     if output_layers.get(settings.step.loss).sampled and k > vocab_size:
         raise ValueError(
@@ -343,6 +344,20 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
             f"steps_per_call={s.steps_per_call} = {options.rows_per_call} rows is larger than "
             f"the ~{rows:.0f} rows one epoch of this corpus yields; lower batch_size or "
             f"steps_per_call (or sample={options.sample})"
+        )
+    # The planned steps, from the expected rows (a call's rounding as margin): the step
+    # counter and fold_in(key, step) are int32, so refuse before anything is allocated.
+    s, loop = settings.parallel, settings.loop
+    batch = options.rows_per_call // s.steps_per_call
+    per_epoch = math.ceil(rows / options.process_count / batch) + s.steps_per_call
+    steps = loop.epochs * per_epoch
+    if loop.max_steps:
+        steps = min(steps, loop.max_steps + s.steps_per_call - 1)
+    if steps >= 2**31 - 1:
+        raise ValueError(
+            f"config.epochs={loop.epochs} x ~{per_epoch:,} steps per epoch (batch_size="
+            f"{batch}) reaches {steps:,} steps, past the int32 step counter's limit of "
+            f"{2**31 - 2:,}; raise batch_size, lower epochs or set max_steps below it"
         )
 
 

@@ -46,6 +46,11 @@ with one line that names ``input.mode='host'``.
 Padding, as on the host (`input_pipeline.Batch`): an empty slot holds the id V, outside
 every V-row table, never word 0 (so does the centre of a step of an epoch that kept nothing).
 
+Index arithmetic is int32 and exact up to N = 2^31 − 2 tokens (`make_corpus` refuses more):
+a row's position is computed by `row_positions` (an integer-exact stream start and modular
+additions that never pass 2^31 − 1) and its slots by `context_positions`; the step counter's
+limit is checked before training (`settings.check_against_corpus`).
+
 Shape letters: N tokens, V vocabulary, M kept tokens of an epoch (dynamic, ≤ N), B rows per
 step, W window, C context slots (2W, or W when left-only), T steps per epoch.
 """
@@ -136,7 +141,10 @@ def make_corpus(
         max_sentence_length=max_sentence_length,
     )  # fmt: skip
     if plan.ids.shape[0] >= 2**31 - 1:
-        raise ValueError(f"the device pipeline indexes with int32; {plan.ids.shape[0]} tokens")
+        raise ValueError(
+            f"input.mode='device' indexes tokens with int32: {plan.ids.shape[0]:,} tokens "
+            f"reach its limit of {2**31 - 2:,}; use input.mode='host'"
+        )
     keep_prob = plan.keep_prob
     if keep_prob is None:
         keep_prob = np.ones(len(counts), np.float32)
@@ -199,6 +207,69 @@ def subsample(corpus: DeviceCorpus, key: jax.Array, epoch) -> Epoch:
 _subsample = jax.jit(subsample)
 
 
+def add_mod(a, b, m):
+    """(a + b) mod m for 0 <= a, b < m, in int32 with no intermediate above m.
+
+    a + b itself would wrap past 2^31 − 1 once m > 2^30; this subtracts m − b instead.
+    """
+    return a - jnp.where(a >= m - b, m - b, -b)
+
+
+def scaled_floor(b, m, n: int):
+    """floor(b·m / n) for 0 <= b < n and 0 <= m < 2^31, exact in int32 (jittable).
+
+    b·m overflows int32 (and float32 rounds it), so this is b·(m // n) + floor(b·r / n)
+    with r = m mod n, the second term by binary long multiplication over the bits of b:
+    every intermediate stays below n or below the result, for any static n < 2^31.
+
+    Args:
+        b: int32 [...] the row indices, in [0, n).
+        m: int32 [] the numerator's scale (M kept tokens).
+        n: the static divisor (B rows).
+    """
+    b, m = jnp.asarray(b, jnp.int32), jnp.asarray(m, jnp.int32)
+    r = m % n
+    quotient = jnp.zeros_like(b)  # invariant: quotient·n + rest = (b's bits so far)·r
+    rest = jnp.zeros_like(b)
+    for bit in reversed(range(max(n - 1, 1).bit_length())):
+        wrap = rest >= n - rest  # double
+        rest = rest - jnp.where(wrap, n - rest, -rest)
+        quotient = 2 * quotient + wrap
+        add = jnp.where((b >> bit) & 1 == 1, r, 0)  # then add r where the bit is set
+        wrap = rest >= n - add
+        rest = rest - jnp.where(wrap, n - add, -add)
+        quotient = quotient + wrap
+    return b * (m // n) + quotient
+
+
+def row_positions(step, num_kept, offset, steps_per_epoch: int, batch_size: int) -> jax.Array:
+    """int32 [B] positions of a step's centres in its epoch's kept words (jittable).
+
+    Row b takes (o + floor(b·M/B) + step mod T) mod M, exactly for any M < 2^31 and
+    B < 2^31 (`scaled_floor`, `add_mod`); M = 0 gives position 0 (a padding row).
+
+    Args:
+        step: int32 [] the global step; num_kept: int32 [] M; offset: int32 [] o in
+            [0, max(M, 1)); steps_per_epoch: T; batch_size: B.
+    """
+    step = jnp.asarray(step, jnp.int32)
+    size = jnp.maximum(jnp.asarray(num_kept, jnp.int32), 1)
+    rows = jnp.arange(batch_size, dtype=jnp.int32)  # [B]
+    starts = scaled_floor(rows, size, batch_size)  # [B] in [0, M)
+    first_row = add_mod(jnp.asarray(offset, jnp.int32), (step % steps_per_epoch) % size, size)
+    return add_mod(first_row, starts, size)
+
+
+def context_positions(centre, distance, n: int) -> tuple[jax.Array, jax.Array]:
+    """(positions, inside): centre + distance where that lies in [0, n), else the centre.
+
+    Decided before adding, so nothing passes 2^31 − 1 for a centre near it. Broadcasts
+    centre [B, 1] and distance [1, C] to [B, C]; ``inside`` is bool.
+    """
+    inside = (distance >= -centre) & (distance <= (n - 1) - centre)
+    return centre + jnp.where(inside, distance, 0), inside
+
+
 def _slot_offsets(spec: Spec) -> np.ndarray:
     """int32 [C] signed distance of each slot: -1..-W (left), then +1..+W (right)."""
     left = -np.arange(1, spec.window + 1, dtype=np.int32)
@@ -226,18 +297,12 @@ def batch_at(feed: Feed, step, spec: Spec) -> input_pipeline.Batch:
         return jnp.where(in_first, a, b)
 
     num = pick(feed.first.num_kept, feed.last.num_kept)
-    size = jnp.maximum(num, 1)
-    rows = jnp.arange(spec.batch_size, dtype=jnp.int32)  # [B]
-    # floor(b·M/B) in float32: b·M can overflow int32, and the offset keeps the coverage
-    # unbiased whatever the (rounded) stream starts are.
-    starts = jnp.floor(rows * (num.astype(jnp.float32) / spec.batch_size)).astype(jnp.int32)
-    first_row = (pick(feed.first.offset, feed.last.offset) + step % t_epoch) % size
-    centre = (first_row + starts % size) % size  # [B]
+    offset = pick(feed.first.offset, feed.last.offset)
+    centre = row_positions(step, num, offset, t_epoch, spec.batch_size)  # [B]
     distance = jnp.asarray(_slot_offsets(spec))  # [C]
-    where = jnp.concatenate([centre[:, None], centre[:, None] + distance[None, :]], 1)
     n = feed.first.ids.shape[0]
-    inside = (where >= 0) & (where < n)  # [B, 1 + C]
-    where = jnp.clip(where, 0, n - 1)
+    around = jnp.concatenate([jnp.zeros(1, jnp.int32), distance])  # [1 + C], the centre first
+    where, inside = context_positions(centre[:, None], around[None, :], n)  # [B, 1 + C]
     ids = pick(feed.first.ids[where], feed.last.ids[where])  # [B, 1 + C]
     sentence = pick(feed.first.sentence[where], feed.last.sentence[where])
     span_key = jax.random.fold_in(jax.random.fold_in(feed.key, _STEP_STREAM), step)
@@ -325,7 +390,7 @@ def tokens_done(step: int, num_tokens: int, spec: Spec) -> int:
     this is what `input_pipeline.Item.tokens` counts, computed on the host without reading
     anything back: word2vec's learning-rate decay uses tokens_done / (epochs·N).
     """
-    return step * num_tokens // spec.steps_per_epoch
+    return int(step) * int(num_tokens) // spec.steps_per_epoch  # Python ints: never wraps
 
 
 def device_bytes(num_tokens: int, vocab_size: int) -> int:
