@@ -181,14 +181,14 @@ class Run:
             self.settings, self.corpus, self.device_spec, self.step, steps_per_call
         )
 
-    def learning_rates(self, item: input_pipeline.Item, n: int) -> list:
-        """word2vec's decay by words processed, interpolated across the call's sub-steps."""
+    def learning_rates(self, item: input_pipeline.Item, n: int) -> np.ndarray:
+        """word2vec's decay by words processed, interpolated across the call's sub-steps:
+        float32 [n], bit for bit `update.learning_rate` of each sub-step (one NumPy
+        expression, no Python loop over the steps)."""
         loop = self.settings.loop
         fractions = (np.arange(n) / n) * (item.tokens - self.tokens_done)
-        return [
-            update.learning_rate(loop.alpha, loop.min_alpha, (self.tokens_done + f) / self.planned)
-            for f in fractions
-        ]
+        progress = np.clip((self.tokens_done + fractions) / self.planned, 0.0, 1.0)  # float64
+        return (loop.alpha - (loop.alpha - loop.min_alpha) * progress).astype(np.float32)
 
     def record(self, item: input_pipeline.Item, n: int, metrics: dict, index=None) -> int:
         """After a call of ``n`` steps on ``item`` whose device ``metrics`` have a leading
@@ -217,24 +217,40 @@ class Run:
             self.meter.report(self.step, row)
 
     def flush(self) -> dict:
-        """Fetches pending metrics; raises if any step's loss was not finite or diverged.
-        Returns their mean."""
-        fetched = jax.device_get([metrics for metrics, _, _ in self.pending])
-        rows = []
-        for metrics, (_, n, index) in zip(fetched, self.pending, strict=True):
-            if index is not None:
-                metrics = {k: v[index] for k, v in metrics.items()}
-            rows += [{k: v[i] for k, v in metrics.items()} for i in range(n)]
+        """Fetches the pending metrics, one array per metric however many calls are
+        pending (`_pending_steps` joins them on the device); raises if any step's loss was
+        not finite or diverged. Returns their means over the steps."""
+        if not self.pending:
+            return {}
+        steps = jax.device_get(_pending_steps(self.pending))  # {metric: [T, ...]}, T steps
         self.pending.clear()
-        first = self.step - len(rows)
-        for i, m in enumerate(rows):
-            problem = self.guard.problem(bool(np.all(m["finite"])), float(np.max(m["loss"])))
+        worst = np.max(steps["loss"].reshape(len(steps["loss"]), -1), axis=1)  # [T]
+        finite = np.all(steps["finite"].reshape(len(worst), -1), axis=1)  # [T]
+        # `guard.problem` of every step in order, as one check per step would be: the
+        # first step sets the guard's reference loss; after it a step can only be a problem
+        # when it is non-finite or above the reference, so only those are asked about.
+        first, guard, i = self.step - len(worst), self.guard, 0
+        while i < len(worst):
+            if i > 0:  # skip to the next step that can be a problem
+                suspect = ~finite[i:] | ~np.isfinite(worst[i:])
+                if guard.max_loss and guard.initial is not None:
+                    limit = guard.initial + guard.max_loss  # float64, as the guard compares
+                    suspect |= worst[i:].astype(np.float64) > limit
+                if not suspect.any():
+                    break
+                i += int(np.argmax(suspect))
+            problem = guard.problem(bool(finite[i]), float(worst[i]))
             if problem:
                 raise NonFiniteLossError(
                     f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
                     f"{self.checkpoints.where()}. Lower optimizer.alpha or check the data"
                 )
-        return _mean_metrics(rows)
+            i += 1
+        return {
+            k: float(np.mean(v if v.ndim == 1 else np.array([np.mean(x) for x in v])))
+            for k, v in steps.items()
+            if k != "finite"
+        }
 
     def save(self, state_to_save) -> None:
         """Saves ``state_to_save`` (host arrays, or global ones) at the current position,
@@ -422,11 +438,38 @@ def _crossed(before: int, after: int, every: int) -> bool:
     return bool(every) and after // every > before // every
 
 
-def _mean_metrics(rows: list[dict]) -> dict:
-    if not rows:
-        return {}
-    keys = [k for k in rows[0] if k != "finite"]
-    return {k: float(np.mean([np.mean(r[k]) for r in rows])) for k in keys}
+def _pending_steps(pending: list) -> dict:
+    """`Run.pending`'s calls, (metrics [S] or [G, S] taken at ``index``, n, index) each, as
+    {metric: [T, ...]} of the first ``n`` steps of each call, in order: joined by one
+    jitted call on the device (compiled once per number and shape of pending calls), so a
+    log row fetches one array per metric."""
+    local = [jax.tree_util.tree_map(_local_copy, m) for m, _, _ in pending]
+    index = [None if i is None else np.int32(i) for _, _, i in pending]
+    joined = _join_steps(local, index)
+    sizes = [int(m["loss"].shape[0 if i is None else 1]) for m, _, i in pending]
+    if all(size == n for size, (_, n, _) in zip(sizes, pending, strict=True)):
+        return joined
+    starts = np.cumsum([0, *sizes[:-1]])
+    keep = np.concatenate([s + np.arange(n) for s, (_, n, _) in zip(starts, pending, strict=True)])
+    return {k: v[keep] for k, v in joined.items()}
+
+
+@jax.jit
+def _join_steps(metrics: list[dict], index: list) -> dict:
+    def steps(m, i):
+        return m if i is None else m[i]
+
+    return {
+        k: jax.numpy.concatenate([steps(m[k], i) for m, i in zip(metrics, index, strict=True)])
+        for k in metrics[0]
+    }
+
+
+def _local_copy(x):
+    """A metric replicated over several processes' devices: this process's copy."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_data(0)
+    return x
 
 
 def _finished(loop: settings.LoopSettings, position, step: int) -> bool:

@@ -1,0 +1,54 @@
+"""A Colab (or Cloud) TPU: the large-batch default in 16,384-row steps, 32 per jitted call,
+on ONE TPU core with the corpus in its memory.
+
+  pip install "jax[tpu]==0.10.2"         # the pinned jax, with its libtpu
+  python -m w2v_jax.main --config=w2v_jax/configs/tpu.py --workdir=runs/tpu_text8_head
+
+The notebooks' TPU branch trains this config (notebooks/quickstart.ipynb).
+
+Why one core when a Colab TPU has 8 (v2-8) or 4 chips: the two ways to use them all are
+not ready. On-device input (the host sends only learning rates) runs one device only
+(`parallel.mode="single"`), and the multi-device step (`parallel.mode="mesh"` with
+`input.mode="host"`) is being rewritten with explicit communication (shard_map, issue 21);
+until its compiled-program tests land, its traffic per step on a TPU is unchecked. One
+core with on-device input is the path whose results the CPU tests pin down, and it keeps
+Colab's few host CPUs out of the loop. To try all cores once that step lands:
+``--config.parallel.mode=mesh --config.input.mode=host`` (batch_size must divide by the
+number of cores).
+
+Expected: not yet run on a TPU (none has been lent to this project): no measured figure.
+On the 2-core CPU this recipe at 16,384-row steps reached analogy 11.2%, WS353 0.616 on
+text8-head (gensim: 8.2%, docs/performance.md). TPU facts that may matter, unmeasured
+here: XLA:TPU pads an f32 minor dimension to 128 (dim 100 costs what 128 does); scatters,
+which the sparse updates are, can compile to slow loops (openxla#12982).
+"""
+
+from w2v_jax.configs import default
+
+
+def get_config():
+    config = default.get_config()  # sparse AdaGrad from 1.0, alpha 0.3, row-shared negatives
+    # 16,384 rows per step: the batch study's largest step that kept the default's quality
+    # (configs/gpu.py says more); a TPU core's matrix units want large steps too.
+    config.batch_size = 16_384
+    # 32 steps per call (one lax.scan): a TPU call costs more to launch than a GPU kernel,
+    # so the host should return rarely; 32 steps of ~25k corpus words each make a call
+    # of ~0.8M words, 3 calls per text8-head epoch.
+    config.steps_per_call = 32
+    # One core, the corpus in its memory, batches drawn on the device (see the docstring
+    # for why not the mesh yet).
+    config.input.mode = "device"
+    config.parallel.mode = "single"
+    # A log row every 1,024 steps (32 calls); it fetches one array per metric.
+    config.log_every = 1_024
+    # Kept from the default, on purpose:
+    # - optimizer.name "adagrad" (per element) doubles the tables' memory: 4·V·D·4 bytes
+    #   with both tables, 0.11 GB for text8 (V = 71k, D = 100), but 14.4 GB at V = 3M,
+    #   D = 300, more than a Colab core holds (8 GiB on v2, 16 GiB on v5e). There use
+    #   `--config.optimizer.name=rowwise_adagrad` (one accumulator per row: 10.0% / 0.604 at
+    #   16,384 rows on text8-head); the memory check the trainer runs before allocating the
+    #   state says when.
+    # - matmul_precision "float32" (6 bf16 passes on a TPU): "tensorfloat32" (3 passes) or
+    #   "bfloat16" (1 pass, the TPU's own default) would be faster for the softmax layers,
+    #   at a cost in accuracy not measured here. Evaluation is at float32 either way.
+    return config
