@@ -8,6 +8,7 @@ import time
 
 import nbclient
 import nbformat
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -64,6 +65,33 @@ def test_install_cell_on_colab_without_a_clone_says_what_to_set(tmp_path):
     (error,) = [o for o in nb.cells[1].outputs if o.output_type == "error"]
     assert error.ename == "SystemExit"
     assert error.evalue == "Set REPO_URL in this cell to your w2v_jax clone's git URL, then rerun."
+
+
+def test_tpu_install_pins_the_required_jax():
+    """A TPU runtime installs jax[tpu] at requirements.txt's jax pin (its matching libtpu)."""
+    pin = re.search(r"(?m)^jax==(\S+)", (ROOT / "requirements.txt").read_text()).group(1)
+    for path in NOTEBOOKS:
+        source = nbformat.read(path, as_version=4).cells[0].source
+        assert re.findall(r'"jax\[tpu\][^"]*"', source) == [f'"jax[tpu]=={pin}"'], path.name
+
+
+def test_quickstart_tpu_branch_trains_configs_tpu(tmp_path):
+    """The quickstart's TPU branch (taken only on a TPU runtime) builds configs/tpu.py on the
+    synthetic corpus; here it trains its first call on the CPU."""
+    from w2v_jax import trainer
+
+    nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
+    (source,) = [c.source for c in nb.cells if "def tpu_config" in c.source]
+    assert "tpu.get_config()" in source
+    namespace = {}
+    exec(source[: source.index('if jax.default_backend() == "tpu":')], namespace)
+    config = namespace["tpu_config"]()
+    assert (config.batch_size, config.input.mode, config.parallel.mode) == (
+        16_384, "device", "single",
+    )  # fmt: skip
+    config.max_steps = config.steps_per_call  # one call
+    final = trainer.train_and_evaluate(config, str(tmp_path))
+    assert final["step"] == config.steps_per_call and np.isfinite(final["eval/heldout_nll"])
 
 
 @pytest.mark.slow
