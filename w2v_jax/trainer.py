@@ -381,9 +381,17 @@ def _check_state_fits(run: settings.Settings, abstract, runner) -> None:
     (``abstract``: `jax.eval_shape` of the init) exceeds the device's free memory."""
     need = placement.bytes_per_device(abstract, None if runner is None else runner.shardings)
     loop, p = run.loop, run.parallel
-    where = f"parallel.mode={p.mode}" + (", shard_vocab" if p.shard_vocab else "")
-    what = f"dim={loop.dim}, optimizer {run.step.optimizer}, {where}"
-    placement.check_fits(need, what, cap_bytes=int(loop.device_memory_gib * 2**30))
+    sharded = p.mode == "mesh" and p.shard_vocab
+    what = f"dim={loop.dim}, optimizer {run.step.optimizer}, parallel.mode={p.mode}"
+    ways = [
+        "use more devices along parallel.model_axis"
+        if sharded
+        else "split the tables over devices with parallel.mode=mesh + parallel.shard_vocab=True"
+    ]
+    if run.step.optimizer in ("adagrad", "adam"):
+        ways.append("optimizer.name=rowwise_adagrad (one accumulator per row, not per element)")
+    ways.append("a smaller dim or corpus.max_vocab_size")
+    placement.check_fits(need, what, ways, cap_bytes=int(loop.device_memory_gib * 2**30))
 
 
 def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:

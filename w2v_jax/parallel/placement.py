@@ -138,17 +138,15 @@ def free_bytes(device, cap_bytes: int = 0) -> tuple[int | None, str]:
     return None, "unknown"
 
 
-def check_fits(need: int, what: str, cap_bytes: int = 0, device=None) -> None:
+def check_fits(need: int, what: str, ways_out: list[str], cap_bytes: int = 0, device=None):
     """A one-line ValueError before any allocation when ``need`` bytes per device (the
     state's, ``what`` describing it) exceed what ``device`` (default the first local one)
-    has free, naming the ways out."""
+    has free, naming ``ways_out``."""
     device = device or jax.local_devices()[0]
     free, source = free_bytes(device, cap_bytes)
     if free is not None and need > free:
         raise ValueError(
             f"the train state ({what}) needs {need / 2**30:.2f} GiB per device but "
-            f"{device.platform} has {free / 2**30:.2f} GiB free ({source}); split the tables "
-            "with parallel.mode=mesh + parallel.shard_vocab=True over more devices, use "
-            "optimizer.name=rowwise_adagrad (one accumulator per row) or sgd, or lower dim "
-            "or corpus.max_vocab_size"
+            f"{device.platform} has {free / 2**30:.2f} GiB free ({source}); "
+            + "; or ".join(ways_out)
         )

@@ -214,6 +214,7 @@ def _views(params: dict, axes: Axes, whole: frozenset) -> dict:
 def _to_shards(grads: rows.RowGrads, params: dict, table: str, axes: Axes) -> rows.RowGrads:
     """Global row gradients as this device's shards: ids it does not own are dropped,
     whole-table gradients sliced to its rows."""
+
     def ids(key, x):
         if x is None or key not in axes.sharded:
             return x
