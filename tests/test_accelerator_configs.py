@@ -166,7 +166,7 @@ def test_flush_checks_every_step_and_logs_the_same_means(losses, sizes, ns, grou
     assert new == reference
 
 
-def test_flush_fetches_one_array_per_metric(monkeypatch):
+def test_flush_fetches_every_pending_call_at_once(monkeypatch):
     calls = _calls(np.linspace(3.0, 2.0, 64), [4] * 16)
     fetched = []
     real = jax.device_get
@@ -175,9 +175,9 @@ def test_flush_fetches_one_array_per_metric(monkeypatch):
     )
     run = _fake_run(pending=[(m, 4, None) for m in calls], step=64, guard=progress.LossGuard(5.0))
     trainer.Run.flush(run)
-    assert fetched == [4]  # examples, finite, loss, lr: once each for 16 calls
+    assert fetched == [4 * 16]  # one device_get: every call's 4 metrics copied together
     assert trainer.Run.flush(run) == {}  # nothing pending: nothing fetched
-    assert fetched == [4]
+    assert fetched == [4 * 16]
 
 
 def test_evaluator_puts_the_tables_on_the_device_once(monkeypatch):

@@ -37,8 +37,8 @@ def get_config():
     # here because this config depends on it). It needs parallel.mode "single": one GPU.
     config.input.mode = "device"
     config.parallel.mode = "single"
-    # A log row every 1,024 steps (32 calls, ~17M rows); it fetches one array per metric,
-    # whatever the number of calls (trainer.Run.flush).
+    # A log row every 1,024 steps (32 calls, ~17M rows); it fetches the pending calls'
+    # metrics in one device_get (trainer.Run.flush).
     config.log_every = 1_024
     # Kept from the default, on purpose:
     # - optimizer.name "adagrad" (per element): it doubles the tables' memory (an [V, D]

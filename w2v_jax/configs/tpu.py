@@ -6,15 +6,14 @@ on ONE TPU core with the corpus in its memory.
 
 The notebooks' TPU branch trains this config (notebooks/quickstart.ipynb).
 
-Why one core when a Colab TPU has 8 (v2-8) or 4 chips: the two ways to use them all are
-not ready. On-device input (the host sends only learning rates) runs one device only
-(`parallel.mode="single"`), and the multi-device step (`parallel.mode="mesh"` with
-`input.mode="host"`) is being rewritten with explicit communication (shard_map, issue 21);
-until its compiled-program tests land, its traffic per step on a TPU is unchecked. One
-core with on-device input is the path whose results the CPU tests pin down, and it keeps
-Colab's few host CPUs out of the loop. To try all cores once that step lands:
-``--config.parallel.mode=mesh --config.input.mode=host`` (batch_size must divide by the
-number of cores).
+Why one core when a Colab TPU has 8 (v2-8) or 4 chips: on-device input (the host sends
+only learning rates, Colab's few host CPUs stay out of the loop) runs one device only
+(`parallel.mode="single"`). All cores: ``--config.parallel.mode=mesh
+--config.input.mode=host`` (batch_size must divide by the number of cores), the
+`shard_map` step whose devices exchange only their summed rows (read from its compiled
+program on 8 simulated CPU devices, docs/training.md "What the devices send each other");
+its input is then the host's NumPy pipeline, which a 2-vCPU Colab host may not keep up
+with at 16,384-row steps. Neither has run on a TPU.
 
 Expected: not yet run on a TPU (none has been lent to this project): no measured figure.
 On the 2-core CPU this recipe at 16,384-row steps reached analogy 11.2%, WS353 0.616 on

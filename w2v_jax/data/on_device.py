@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from w2v_jax.data import input_pipeline, windows
+from w2v_jax.parallel import placement
 
 _EPOCH_STREAM = 0  # fold_in(key, this) then fold_in(·, epoch): subsampling and offset
 _STEP_STREAM = 1  # fold_in(key, this) then fold_in(·, step): the step's windows
@@ -403,23 +404,6 @@ def device_bytes(num_tokens: int, vocab_size: int) -> int:
     return 40 * int(num_tokens) + 4 * int(vocab_size)
 
 
-def _free_bytes(device, cap_bytes: int) -> tuple[int | None, str]:
-    """Free device memory and where the figure comes from; None when unknown."""
-    if cap_bytes > 0:
-        return int(cap_bytes), "input.device_memory_gib"
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), "memory_stats"
-    try:  # CPU: the device memory is the host's
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "host MemAvailable"
-    except OSError:
-        pass
-    return None, "unknown"
-
-
 def check_fits(
     num_tokens: int,
     vocab_size: int,
@@ -439,7 +423,7 @@ def check_fits(
     """
     device = device or jax.devices()[0]
     need = device_bytes(num_tokens, vocab_size)
-    free, source = _free_bytes(device, cap_bytes)
+    free, source = placement.free_bytes(device, cap_bytes)
     if free is not None and need + reserved_bytes > free:
         raise ValueError(
             f"input.mode='device': the corpus of {num_tokens:,} tokens needs "

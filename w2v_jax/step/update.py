@@ -287,7 +287,7 @@ def train_step(
         sq_in = psum(_sum_sq(grads["in"]))
         sq_out = psum(_sum_sq({k: v for k, v in grads.items() if k != "in"}))
         row_grads = fns.row_grads(grads)
-        if axes.data is not None:
+        if axes.data is not None and jax.lax.axis_size(axes.data) > 1:
             out_key = layer.table if row_grads.out_ids is not None else None
             num = _global_rows(params, axes)
             num["out"] = num[layer.table] if out_key else 0
