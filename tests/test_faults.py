@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 from absl import logging
 
-from w2v_jax import checkpoint, files, interrupt, progress, run_folder, trainer
+from w2v_jax import checkpoint, files, interrupt, progress, resume, run_folder, trainer
 from w2v_jax.configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -280,6 +280,27 @@ def test_schedule_change_with_override_continues(finished, tmp_path):
     )
     assert result["step"] == 70
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
+
+
+def test_resume_may_flip_deterministic_but_not_change_matmul_precision(
+    finished, tmp_path, monkeypatch
+):
+    """`deterministic` picks XLA:GPU's kernels, not the maths: a run resumes with it
+    flipped. `matmul_precision` changes the maths: refused before anything is written."""
+    # The flag already in XLA_FLAGS: `set_deterministic` has nothing to add, on any backend
+    # (a GPU backend started without it would refuse in-process).
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
+    workdir = _copy(finished, tmp_path / "run")
+    result = trainer.train_and_evaluate(_config(max_steps=70, deterministic=True), str(workdir))
+    assert result["step"] == 70
+    assert json.loads((workdir / "config.json").read_text())["deterministic"] is True
+    before = _snapshot(workdir)
+    with pytest.raises(
+        resume.ResumeMismatch, match=r"other settings \(matmul_precision 'float32' -> 'bfloat16'"
+    ) as info:
+        trainer.train_and_evaluate(_config(max_steps=80, matmul_precision="bfloat16"), str(workdir))
+    assert "\n" not in str(info.value)
+    assert _snapshot(workdir) == before
 
 
 def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_path):

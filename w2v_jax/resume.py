@@ -33,11 +33,13 @@ from w2v_jax.step import update
 
 # Config fields a resumed run may change freely: what is logged, evaluated, saved and
 # exported, guards, and how the step is laid out on the hardware (the same maths).
+# ``deterministic`` only picks XLA:GPU's kernels (the same sums in a fixed order), so a
+# run may resume with it flipped; ``matmul_precision`` changes the maths: it defines the run.
 FREE_FIELDS = (
     "log_every", "eval_every", "checkpoint_every", "checkpoint_every_secs", "prefetch",
     "export", "keep_freed_memory", "max_loss", "max_steps", "resume_override",
     "corpus.data_dir", "corpus.download", "loss.chunk_size", "parallel.", "eval.",
-    "input.device_memory_gib",
+    "input.device_memory_gib", "deterministic",
 )  # fmt: skip
 # The learning-rate schedule: changeable on resume only with config.resume_override=True.
 SCHEDULE_FIELDS = ("epochs", "optimizer.alpha", "optimizer.min_alpha")
