@@ -402,3 +402,15 @@ def test_the_new_optimizer_fields_reach_the_step_config():
         "rowwise_adagrad", True, 1e-8, 0.5,
     )  # fmt: skip
     settings.validate(_config(**{"optimizer.name": "adam", "optimizer.sparse": False}))
+
+
+def test_unique_rows_slots_are_distinct_even_for_padding_ids():
+    """Padding ids (V, out of the table) and repeats get distinct out-of-range slots, so the
+    write-back's ``unique_indices=True`` promise holds; in-range rows keep their first slot."""
+    v = 5
+    ids = jnp.asarray([3, v, 1, 3, v, v, 0], jnp.int32)
+    unique = optimizers.unique_rows(ids, v)
+    got = np.asarray(unique.ids)
+    assert len(set(got.tolist())) == len(got)  # no index repeats, out of range included
+    np.testing.assert_array_equal(got, [3, v + 1, 1, v + 3, v + 4, v + 5, 0])
+    np.testing.assert_array_equal(np.asarray(unique.inverse), [0, 1, 2, 0, 4, 5, 6])

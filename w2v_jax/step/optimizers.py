@@ -56,7 +56,8 @@ SPARSE = ("sgd", "adagrad", "rowwise_adagrad")  # names with a row-sparse form
 
 class UniqueRows(NamedTuple):
     """The unique rows of one step's ids, in N slots: slot i holds row ``ids[i]`` when i is
-    the first occurrence of that row, else the distinct out-of-range id V + i.
+    the first occurrence of that row, else (a repeat, or an out-of-range id such as the
+    padding id V) the distinct out-of-range id V + i.
 
     Out-of-range slots gather zeros (``mode="fill"``) and are dropped on write-back
     (``mode="drop"``), and no index repeats, so ``unique_indices=True`` holds. The slots
@@ -80,7 +81,10 @@ def unique_rows(ids: jax.Array, num_rows: int) -> UniqueRows:
     owner = jnp.full((num_rows,), n, jnp.int32).at[flat].min(slot, mode="drop")  # [V]
     first = owner.at[flat].get(mode="fill", fill_value=n)  # [N] first slot of each id
     first = jnp.where(first < n, first, slot)  # out-of-range input ids stay on their own
-    unique = jnp.where(first == slot, flat, num_rows + slot)
+    # Out-of-range ids (padding: V) become distinct out-of-range ids too, so the promise
+    # ``unique_indices=True`` of the write-back holds (XLA:GPU may then skip atomics).
+    keep = (first == slot) & (flat < num_rows)
+    unique = jnp.where(keep, flat, num_rows + slot)
     return UniqueRows(unique, first)
 
 
