@@ -87,3 +87,19 @@ def test_a_state_too_big_for_the_device_stops_before_anything_is_written(tmp_pat
     assert "parallel.shard_vocab=True" in message and "smaller dim" in message
     assert ("rowwise_adagrad" in message) == (optimizer == "adagrad")
     assert not list((tmp_path / "run").glob("*"))
+
+
+def test_pmap_places_its_constants_on_the_devices_once():
+    """pmap's aux (noise table, Huffman arrays) goes to every device when the run starts,
+    as device arrays with a leading device axis, not as host arrays sent every step."""
+    from w2v_jax.model import output_layers
+
+    cfg = update.StepConfig(loss="hs", optimizer="sgd")
+    abstract = jax.eval_shape(lambda: update.init_state(jax.random.PRNGKey(0), 50, 4, cfg))
+    runner = runners.make_runner(runners.ParallelOptions("pmap", 1, 1, False, 1), cfg, abstract)
+    counts = list(range(100, 50, -1))
+    aux = runner.put_aux(output_layers.constants_for("hs", counts))
+    leaves = jax.tree_util.tree_leaves(aux)
+    assert leaves and all(isinstance(x, jax.Array) and x.shape[0] == 1 for x in leaves)
+    state = runner.create_state(lambda: update.init_state(jax.random.PRNGKey(0), 50, 4, cfg))
+    assert state.params["in_embed"].shape == (1, 50, 4)  # one replica per device
