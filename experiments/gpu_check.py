@@ -328,7 +328,7 @@ def run_all(out_path: pathlib.Path, smoke: bool, budget_s: float) -> dict:
     check = Check(budget_s, smoke)
     started = time.time()
     tmp = tempfile.TemporaryDirectory(prefix="w2v_gpu_check_")
-    data_dir = _smoke_data(pathlib.Path(tmp.name)) if smoke else _data_dir()
+    data_dir = str(_smoke_data().write(pathlib.Path(tmp.name))) if smoke else _data_dir()
     if smoke or not _INSTALL.value:
         check.results["install"] = {"status": "skipped", "error": "--cpu_smoke or --noinstall"}
     else:
@@ -461,20 +461,12 @@ def _data_dir() -> str:
     return os.environ.get("W2V_DATA_DIR", "")  # the train parts record what is missing
 
 
-def _smoke_data(root: pathlib.Path) -> str:
-    """A Zipf text of 200 word types (20k tokens) with analogy and word-pair files."""
-    import numpy as np
+def _smoke_data():
+    """experiments/smoke_data.py (beside this script; also loaded when this file is)."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import smoke_data
 
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 201)
-    tokens = rng.choice(200, size=20_000, p=p / p.sum())
-    (root / "tiny.txt").write_text(" ".join(f"w{i}" for i in tokens) + "\n")
-    questions = (
-        ": capital-common-countries\nw1 w2 w3 w4\n: gram1-adjective-to-adverb\nw5 w6 w7 w8\n"
-    )
-    (root / "questions-words.txt").write_text(questions)
-    (root / "wordsim353.tsv").write_text("w1\tw2\t5\nw3\tw4\t2\nw5\tw9\t7\n")
-    return str(root)
+    return smoke_data
 
 
 def main(argv) -> None:

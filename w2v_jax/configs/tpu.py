@@ -22,25 +22,16 @@ here: XLA:TPU pads an f32 minor dimension to 128 (dim 100 costs what 128 does); 
 which the sparse updates are, can compile to slow loops (openxla#12982).
 """
 
-from w2v_jax.configs import default
+from w2v_jax.configs import gpu
 
 
 def get_config():
-    config = default.get_config()  # sparse AdaGrad from 1.0, alpha 0.3, row-shared negatives
-    # 16,384 rows per step: the batch study's largest step that kept the default's quality
-    # (configs/gpu.py says more); a TPU core's matrix units want large steps too.
-    config.batch_size = 16_384
-    # 32 steps per call (one lax.scan): a TPU call costs more to launch than a GPU kernel,
-    # so the host should return rarely; 32 steps of ~25k corpus words each make a call
-    # of ~0.8M words, 3 calls per text8-head epoch.
-    config.steps_per_call = 32
-    # One core, the corpus in its memory, batches drawn on the device (see the docstring
-    # for why not the mesh yet).
-    config.input.mode = "device"
-    config.parallel.mode = "single"
-    # A log row every 1,024 steps (32 calls); it fetches one array per metric.
-    config.log_every = 1_024
-    # Kept from the default, on purpose:
+    # The GPU config's fields, every one (gpu.py comments them): 16,384-row steps, the
+    # batch study's largest that kept the default's quality (a TPU core's matrix units want
+    # large steps too); 32 steps per call (a TPU call costs more to launch than a GPU
+    # kernel, so the host should return rarely: ~0.8M corpus words a call); one core with
+    # the corpus in its memory (see the docstring for the mesh); a log row every 1,024 steps.
+    # What differs on a TPU, left at the default on purpose:
     # - optimizer.name "adagrad" (per element) doubles the tables' memory: 4·V·D·4 bytes
     #   with both tables, 0.11 GB for text8 (V = 71k, D = 100), but 14.4 GB at V = 3M,
     #   D = 300, more than a Colab core holds (8 GiB on v2, 16 GiB on v5e). There use
@@ -50,4 +41,4 @@ def get_config():
     # - matmul_precision "float32" (6 bf16 passes on a TPU): "tensorfloat32" (3 passes) or
     #   "bfloat16" (1 pass, the TPU's own default) would be faster for the softmax layers,
     #   at a cost in accuracy not measured here. Evaluation is at float32 either way.
-    return config
+    return gpu.get_config()
