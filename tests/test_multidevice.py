@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import cpu_bitwise
 
 SCRIPT = pathlib.Path(__file__).with_name("multidevice_check.py")
 CASES = [
@@ -22,9 +23,10 @@ CASES = [
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("devices,losses,optimizers,models", CASES)
-def test_parallel_steps_equal_single_device(devices, losses, optimizers, models):
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: str(case))
+def parallel_rows(request) -> tuple[int, list[dict]]:
+    """The check script's rows for one case (devices, losses, optimizers, models)."""
+    devices, losses, optimizers, models = request.param
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), str(devices), losses, optimizers, models],
@@ -37,8 +39,24 @@ def test_parallel_steps_equal_single_device(devices, losses, optimizers, models)
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     expected = len(losses.split(",")) * len(optimizers.split(",")) * len(models.split(","))
     assert len(rows) == expected
+    return devices, rows
+
+
+@cpu_bitwise
+@pytest.mark.slow
+def test_pmap_replicas_stay_identical(parallel_rows):
+    """Replicas applying the same gathered rows in the same order stay bit-identical: an
+    XLA:CPU property (on a GPU, scatter-add atomics can order the additions differently on
+    each replica unless config.deterministic); the twin's tolerance holds everywhere."""
+    _, rows = parallel_rows
     for row in rows:
         assert row["pmap_replicas_identical"], row
+
+
+@pytest.mark.slow
+def test_parallel_steps_equal_single_device(parallel_rows):
+    devices, rows = parallel_rows
+    for row in rows:
         # Same maths, different summation order of duplicate rows: float32 rounding only.
         keys = ["pmap_diff", "mesh_diff", "mesh_vocab_diff"] + ["mesh_2d_diff"] * (devices >= 4)
         for key in keys:
