@@ -1,8 +1,9 @@
 """Run as a script with N simulated CPU devices: single vs pmap vs mesh steps.
 
 ``python tests/multidevice_check.py N [LOSSES [OPTIMIZERS [MODELS]]]`` prints one JSON
-object per (model, loss, optimizer) with the max abs difference to the single-device step
-and whether pmap replicas are bit-identical. tests/test_multidevice.py runs it in a
+object per (model, loss, optimizer) with the max abs difference to the single-device step,
+whether pmap replicas are bit-identical (`pmap_replicas_identical`) and the max abs
+difference between them (`pmap_replica_diff`). tests/test_multidevice.py runs it in a
 subprocess (XLA_FLAGS must be set before JAX starts).
 """
 
@@ -80,11 +81,13 @@ def main():
                     jax.block_until_ready(st)
                 host = jax.device_get(st.params)
                 identical = all(bool(np.all(v == v[:1])) for v in host.values())
+                replica_diff = max(float(np.max(np.abs(v - v[:1]))) for v in host.values())
                 pm_p = {k: v[0] for k, v in host.items()}
 
                 out = {"model": model_name, "loss": loss, "optimizer": optimizer}
                 out["pmap_diff"] = max_diff(ref_p, pm_p)
                 out["pmap_replicas_identical"] = identical
+                out["pmap_replica_diff"] = replica_diff
                 meshes = {"mesh_diff": (False, 1), "mesh_vocab_diff": (True, N)}
                 if N >= 4:  # batch split over 2 and tables over N / 2: both exchanges
                     meshes["mesh_2d_diff"] = (True, N // 2)
