@@ -220,8 +220,9 @@ def scaled_floor(b, m, n: int):
     """floor(b·m / n) for 0 <= b < n and 0 <= m < 2^31, exact in int32 (jittable).
 
     b·m overflows int32 (and float32 rounds it), so this is b·(m // n) + floor(b·r / n)
-    with r = m mod n, the second term by binary long multiplication over the bits of b:
-    every intermediate stays below n or below the result, for any static n < 2^31.
+    with r = m mod n. For n <= 2^16 the second term is one uint32 product (b·r < 2^32);
+    beyond, binary long multiplication over the bits of b, whose every intermediate stays
+    below n or below the result, for any static n < 2^31.
 
     Args:
         b: int32 [...] the row indices, in [0, n).
@@ -230,6 +231,9 @@ def scaled_floor(b, m, n: int):
     """
     b, m = jnp.asarray(b, jnp.int32), jnp.asarray(m, jnp.int32)
     r = m % n
+    if n <= 1 << 16:  # b·r < n² <= 2^32: one exact uint32 product (every batch size used)
+        product = b.astype(jnp.uint32) * r.astype(jnp.uint32)
+        return b * (m // n) + (product // jnp.uint32(n)).astype(jnp.int32)
     quotient = jnp.zeros_like(b)  # invariant: quotient·n + rest = (b's bits so far)·r
     rest = jnp.zeros_like(b)
     for bit in reversed(range(max(n - 1, 1).bit_length())):

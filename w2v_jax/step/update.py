@@ -237,7 +237,7 @@ def _to_shards(grads: rows.RowGrads, params: dict, table: str, axes: Axes) -> ro
 
 
 def _global_rows(params: dict, axes: Axes) -> dict:
-    """{"in_embed": V, "out": rows of the output table} before any sharding."""
+    """{params key: rows of that table before any sharding}."""
     m = 1 if axes.vocab is None else jax.lax.axis_size(axes.vocab)
     return {k: v.shape[0] * (m if k in axes.sharded else 1) for k, v in params.items()}
 
@@ -287,11 +287,9 @@ def train_step(
         sq_in = psum(_sum_sq(grads["in"]))
         sq_out = psum(_sum_sq({k: v for k, v in grads.items() if k != "in"}))
         row_grads = fns.row_grads(grads)
-        if axes.data is not None and jax.lax.axis_size(axes.data) > 1:
-            out_key = layer.table if row_grads.out_ids is not None else None
+        if axes.data is not None and jax.lax.axis_size(axes.data) > 1:  # else: nothing to send
             num = _global_rows(params, axes)
-            num["out"] = num[layer.table] if out_key else 0
-            row_grads = exchange.share(row_grads, num, axes.data)
+            row_grads = exchange.share(row_grads, {**num, "out": num[layer.table]}, axes.data)
         if axes.sharded:
             row_grads = _to_shards(row_grads, params, layer.table, axes)
         params, opt_state = rows.update_rows(
