@@ -115,7 +115,7 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
       inputs [E, D], labels [E] (the centre words; V on a padding row), weights [E] (0 for
       padding). A padding slot's id V reads a zero vector.
     """
-    rows_in = jnp.asarray(params["in_embed"]).at[batch.contexts].get(mode="fill", fill_value=0)
+    rows_in = losses.take(params["in_embed"], batch.contexts)
     mask = jnp.asarray(batch.mask, rows_in.dtype)
     inputs, weights, row = model_lib.example_inputs(
         rows_in, mask, model, cbow_mean, True, params.get("ctx_matrices")
@@ -125,8 +125,8 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
 
 def _score(inputs, out, bias, labels):
     """s(label | input) [E] for inputs [E, D]; 0 for a padding label (V)."""
-    score = jnp.einsum("ed,ed->e", inputs, out.at[labels].get(mode="fill", fill_value=0))
-    return score if bias is None else score + bias.at[labels].get(mode="fill", fill_value=0)
+    score = jnp.einsum("ed,ed->e", inputs, losses.take(out, labels))
+    return score if bias is None else score + losses.take(bias, labels)
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size", "rows"))
@@ -166,9 +166,9 @@ def example_terms(params, batch, tree, log_z_words, *, model, loss_name, cbow_me
     if layer.tree:  # normalised by construction: log Z = 0
         codes, points, path_mask = tree  # a padding label (V) gets the empty path
         path = (
-            codes.at[labels].get(mode="fill", fill_value=0),
+            losses.take(codes, labels),
             points.at[labels].get(mode="fill", fill_value=points.shape[0] - 1),
-            path_mask.at[labels].get(mode="fill", fill_value=0),
+            losses.take(path_mask, labels),
         )
         nll = layer.per_example(inputs, params[layer.table], labels, path=path)
         return nll, jnp.zeros_like(nll), weights

@@ -58,16 +58,16 @@ class Constants(NamedTuple):
 
     def log_q_at(self, ids: jax.Array) -> jax.Array:
         """log q of word ``ids`` (any shape); 0 at an id outside [0, V) (padding)."""
-        return jnp.asarray(self.log_q).at[ids].get(mode="fill", fill_value=0)
+        return losses.take(self.log_q, ids)
 
     def paths(self, words: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(codes, points, path_mask), each [..., L], of ``words`` [...]; a word id outside
         [0, V) (padding) gets the empty path: codes 0, points V - 1, mask 0."""
         inner = self.points.shape[0] - 1  # V - 1 inner nodes: the padding point
         return (
-            jnp.asarray(self.codes).at[words].get(mode="fill", fill_value=0),
+            losses.take(self.codes, words),
             jnp.asarray(self.points).at[words].get(mode="fill", fill_value=inner),
-            jnp.asarray(self.path_mask).at[words].get(mode="fill", fill_value=0),
+            losses.take(self.path_mask, words),
         )
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from w2v_jax.model import output_layers, word2vec
+from w2v_jax.model import losses, output_layers, word2vec
 from w2v_jax.model.losses import terms
 from w2v_jax.step import rows as rows_lib
 
@@ -73,12 +73,12 @@ def gather(
     Biases ``pos_bias`` / ``neg_bias`` come along when the model has them, and the
     log-bilinear model's context matrices as ``ctx`` (whole: a dense parameter)."""
     in_ids, pos_ids = (batch.centers, batch.contexts) if centre_input else (batch.contexts, None)
-    rows = {"in": params["in_embed"].at[in_ids].get(mode="fill", fill_value=0)}  # V: zeros
+    rows = {"in": losses.take(params["in_embed"], in_ids)}  # V: zeros
     if "ctx_matrices" in params:
         rows["ctx"] = params["ctx_matrices"]
     if layer.tree:
         points = constants.paths(batch.centers)[1]  # [B, L]; V - 1 on padding
-        rows["path"] = params[layer.table].at[points].get(mode="fill", fill_value=0)
+        rows["path"] = losses.take(params[layer.table], points)
         return rows
     pos_ids = batch.centers if pos_ids is None else pos_ids
     rows["pos"], pos_bias = rows_lib.output_rows(params, layer.table, pos_ids)

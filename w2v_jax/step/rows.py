@@ -24,7 +24,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from w2v_jax.model import output_layers, word2vec
+from w2v_jax.model import losses, output_layers, word2vec
 from w2v_jax.step import optimizers
 
 
@@ -112,13 +112,13 @@ def output_rows(params: dict, table: str, ids) -> tuple[jax.Array, jax.Array | N
     bias = params.get("out_bias")
     if ids is None:
         return params[table], bias
-    rows = params[table].at[ids].get(mode="fill", fill_value=0)
-    return rows, (None if bias is None else bias.at[ids].get(mode="fill", fill_value=0))
+    rows = losses.take(params[table], ids)
+    return rows, (None if bias is None else losses.take(bias, ids))
 
 
 def gather(params: dict, contexts: jax.Array, targets: Targets, table: str) -> dict:
     """The rows a batch touches: ``in`` [B, C, D], ``out`` [M, D] (or the full table), ``bias``."""
-    rows = {"in": params["in_embed"].at[contexts].get(mode="fill", fill_value=0)}  # V: zeros
+    rows = {"in": losses.take(params["in_embed"], contexts)}  # V: zeros
     if "ctx_matrices" in params:  # the log-bilinear model's C_i, whole (dense)
         rows["ctx"] = params["ctx_matrices"]
     rows["out"], bias = output_rows(params, table, targets.out_ids)

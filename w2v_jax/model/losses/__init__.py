@@ -34,17 +34,22 @@ from w2v_jax.model.losses import checks, terms
 def _scores(h: jax.Array, weights: jax.Array, biases: jax.Array, ids: jax.Array) -> jax.Array:
     """s(ids) = weights[ids] · h + biases[ids]; ``ids`` [] or [K] -> [] or [K]; 0 at an
     id outside the rows."""
-    return _take(weights, ids) @ h + _take(biases, ids)
+    return take(weights, ids) @ h + take(biases, ids)
 
 
-def _take(table: jax.Array, ids: jax.Array) -> jax.Array:
-    """``table[ids]`` reading zeros at an id outside ``[0, len(table))`` (padding)."""
+def take(table, ids) -> jax.Array:
+    """``table[ids]`` reading zeros at an id outside ``[0, len(table))`` (the padding ids V
+    and V - 1). ``table``: a NumPy or JAX array, or a view with JAX's ``.at`` (a
+    vocabulary-sharded table, `step.exchange.ShardedRows`). Every gather by batch ids goes
+    through here: plain ``table[ids]`` clamps an out-of-range id to the last row."""
+    if not hasattr(table, "at"):
+        table = jnp.asarray(table)
     return table.at[ids].get(mode="fill", fill_value=0)
 
 
 def _softmax_one(h, label, weights, biases):
     logits = weights @ h + biases  # [V]
-    return jax.nn.logsumexp(logits) - _take(logits, label)
+    return jax.nn.logsumexp(logits) - take(logits, label)
 
 
 def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
@@ -70,7 +75,7 @@ def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, 
 
 def _softmax_penalty_one(h, label, weights, biases, penalty):
     logits = weights @ h + biases  # [V]
-    return terms.penalised_nll(jax.nn.logsumexp(logits), _take(logits, label), penalty)
+    return terms.penalised_nll(jax.nn.logsumexp(logits), take(logits, label), penalty)
 
 
 def _softmax_penalty_chunked_one(
@@ -94,9 +99,9 @@ def _vocab_blocks(weights, biases, chunk_size):
 
 def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
     k = sampled_ids.shape[-1]
-    true_logit = terms.log_q_correction(_scores(h, weights, biases, label), _take(log_q, label), k)
+    true_logit = terms.log_q_correction(_scores(h, weights, biases, label), take(log_q, label), k)
     noise = terms.log_q_correction(
-        _scores(h, weights, biases, sampled_ids), _take(log_q, sampled_ids), k
+        _scores(h, weights, biases, sampled_ids), take(log_q, sampled_ids), k
     )
     hits = (sampled_ids == label) if remove_accidental_hits else None  # [K]
     return terms.sampled_softmax_terms(true_logit, noise, hits)
@@ -104,9 +109,9 @@ def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_a
 
 def _nce_one(h, label, sampled_ids, weights, biases, log_q):
     k = sampled_ids.shape[-1]
-    true_logit = terms.log_kq_correction(_scores(h, weights, biases, label), _take(log_q, label), k)
+    true_logit = terms.log_kq_correction(_scores(h, weights, biases, label), take(log_q, label), k)
     noise = terms.log_kq_correction(
-        _scores(h, weights, biases, sampled_ids), _take(log_q, sampled_ids), k
+        _scores(h, weights, biases, sampled_ids), take(log_q, sampled_ids), k
     )
     true_term, noise_term = terms.sigmoid_terms(true_logit, noise)
     return true_term + noise_term
@@ -121,7 +126,7 @@ def _negative_sampling_one(h, label, sampled_ids, weights, biases):
 
 
 def _hierarchical_softmax_one(h, codes, points, mask, node_weights):
-    return terms.tree_terms(_take(node_weights, points) @ h, codes, mask)
+    return terms.tree_terms(take(node_weights, points) @ h, codes, mask)
 
 
 # ---------------------------------------------------------------------------------------
