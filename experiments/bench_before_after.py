@@ -50,24 +50,28 @@ def main(argv):
     del argv
     checkouts = [pathlib.Path(c).resolve() for c in _CHECKOUTS.value]
     variants = dict(v.split(":", 1) for v in _VARIANTS.value.split(";"))
-    runs = {(v, str(c)): [] for v in variants for c in checkouts}
+    runs = {(v, i): [] for v in variants for i in range(len(checkouts))}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(_REPEATS.value):
             for name, overrides in variants.items():
                 for i, checkout in enumerate(checkouts):
                     workdir = pathlib.Path(tmp) / f"{name}_{i}_{r}"
-                    runs[name, str(checkout)].append(_run(checkout, overrides.split(), workdir))
+                    runs[name, i].append(_run(checkout, overrides.split(), workdir))
     out = {}
     for name in variants:
         base = None
-        for checkout in checkouts:
-            rows = runs[name, str(checkout)]
-            med = {k: statistics.median(r[k] for r in rows if r[k] is not None) for k in KEYS}
+        for i, checkout in enumerate(checkouts):
+            rows = runs[name, i]
+            med = {}
+            for k in KEYS:  # a metric the run does not report (no analogy file): None
+                values = [r[k] for r in rows if r[k] is not None]
+                med[k] = statistics.median(values) if values else None
             base = base or med
             med["speed_vs_first"] = med["train/words_per_s"] / base["train/words_per_s"]
             med["all_words_per_s"] = [r["train/words_per_s"] for r in rows]
-            out[f"{name} @ {checkout}"] = med
-            print(f"{name:>8} {checkout}: " + json.dumps(med), flush=True)
+            label = f"{name} @ {checkout}" + (f" #{i}" if checkouts.count(checkout) > 1 else "")
+            out[label] = med
+            print(f"{label}: " + json.dumps(med), flush=True)
     if _OUTPUT_JSON.value:
         pathlib.Path(_OUTPUT_JSON.value).write_text(json.dumps(out, indent=1) + "\n")
 
