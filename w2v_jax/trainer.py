@@ -183,12 +183,11 @@ class Run:
 
     def learning_rates(self, item: input_pipeline.Item, n: int) -> np.ndarray:
         """word2vec's decay by words processed, interpolated across the call's sub-steps:
-        float32 [n], bit for bit `update.learning_rate` of each sub-step (one NumPy
-        expression, no Python loop over the steps)."""
+        float32 [n], `update.learning_rate` of every sub-step at once."""
         loop = self.settings.loop
         fractions = (np.arange(n) / n) * (item.tokens - self.tokens_done)
-        progress = np.clip((self.tokens_done + fractions) / self.planned, 0.0, 1.0)  # float64
-        return (loop.alpha - (loop.alpha - loop.min_alpha) * progress).astype(np.float32)
+        progress = (self.tokens_done + fractions) / self.planned  # float64 [n]
+        return update.learning_rate(loop.alpha, loop.min_alpha, progress)
 
     def record(self, item: input_pipeline.Item, n: int, metrics: dict, index=None) -> int:
         """After a call of ``n`` steps on ``item`` whose device ``metrics`` have a leading

@@ -29,7 +29,6 @@ gathered updates, the ids a shard owns (the rest become out-of-range ids, droppe
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import jax
@@ -97,17 +96,11 @@ def shard_start(shard_rows: int, axis_name) -> jax.Array:
 class ShardedRows:
     """A table sharded along V over ``axis_name``, indexed as if whole: ``view[ids]`` is
     ``table[ids]`` (ids of any shape; out-of-range ids give zeros), for the step's
-    gathers inside `jax.shard_map`. Each shard fills the rows it owns and one ``psum``
-    over the shards assembles them: O(ids · D) traffic."""
+    gathers (`losses.take`) inside `jax.shard_map`. Each shard fills the rows it owns and
+    one ``psum`` over the shards assembles them: O(ids · D) traffic."""
 
     def __init__(self, shard: jax.Array, axis_name):
         self.shard, self.axis_name = shard, axis_name
-
-    @property
-    def at(self):
-        """``view.at[ids].get(mode="fill", fill_value=0)``, as the gathers of a whole table
-        are written (out-of-range ids always give zeros here)."""
-        return _At(self)
 
     def __getitem__(self, ids) -> jax.Array:
         n = self.shard.shape[0]
@@ -115,18 +108,6 @@ class ShardedRows:
         local = jnp.where((local >= 0) & (local < n), local, n)
         mine = self.shard.at[local].get(mode="fill", fill_value=0)
         return jax.lax.psum(mine, self.axis_name)
-
-
-class _At(NamedTuple):
-    view: ShardedRows
-
-    def __getitem__(self, ids):
-        def get(mode="fill", fill_value=0):
-            if mode != "fill" or fill_value != 0:
-                raise NotImplementedError("a sharded table's rows fill zeros out of range")
-            return self.view[ids]
-
-        return SimpleNamespace(get=get)
 
 
 def local_ids(ids: jax.Array, shard_rows: int, axis_name) -> jax.Array:

@@ -322,7 +322,9 @@ def train_step(
     return TrainState(state.step + 1, params, opt_state, state.key), metrics
 
 
-def learning_rate(alpha: float, min_alpha: float, progress: float) -> np.float32:
-    """word2vec's linear decay from ``alpha`` to ``min_alpha`` as ``progress`` goes 0 → 1."""
-    p = min(max(progress, 0.0), 1.0)
-    return np.float32(alpha - (alpha - min_alpha) * p)
+def learning_rate(alpha: float, min_alpha: float, progress):
+    """word2vec's linear decay from ``alpha`` to ``min_alpha`` as ``progress`` goes 0 → 1:
+    float32, of the shape of ``progress`` (a number, or float64 [n] for a call's steps),
+    computed in float64 and rounded once."""
+    p = np.clip(progress, 0.0, 1.0)
+    return np.float32(alpha - (alpha - min_alpha) * p)  # an array stays an array

@@ -24,6 +24,7 @@ logits-level core in `losses.terms`, which the grouped kernels of `step.grouped`
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from w2v_jax.model.losses import checks, terms
 
@@ -39,12 +40,15 @@ def _scores(h: jax.Array, weights: jax.Array, biases: jax.Array, ids: jax.Array)
 
 def take(table, ids) -> jax.Array:
     """``table[ids]`` reading zeros at an id outside ``[0, len(table))`` (the padding ids V
-    and V - 1). ``table``: a NumPy or JAX array, or a view with JAX's ``.at`` (a
-    vocabulary-sharded table, `step.exchange.ShardedRows`). Every gather by batch ids goes
-    through here: plain ``table[ids]`` clamps an out-of-range id to the last row."""
-    if not hasattr(table, "at"):
+    and V - 1). ``table``: a NumPy or JAX array, or a view whose own ``view[ids]`` reads
+    zeros out of range (a vocabulary-sharded table, `step.exchange.ShardedRows`). Every
+    gather by batch ids goes through here: plain ``array[ids]`` clamps an out-of-range id
+    to the last row."""
+    if isinstance(table, np.ndarray):
         table = jnp.asarray(table)
-    return table.at[ids].get(mode="fill", fill_value=0)
+    if isinstance(table, jax.Array):
+        return table.at[ids].get(mode="fill", fill_value=0)
+    return table[ids]
 
 
 def _softmax_one(h, label, weights, biases):
