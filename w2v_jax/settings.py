@@ -75,6 +75,7 @@ def validate(config) -> None:
     _at_least("loss.k", config.loss.k, 1)
     _at_least("loss.block_size", config.loss.block_size, 1)
     _at_least("corpus.min_count", config.corpus.min_count, 1)
+    _at_least("corpus.workers", config.corpus.workers, 0)
     for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
         _at_least(name, config[name], 0)
     _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
@@ -248,6 +249,8 @@ def resolve(config) -> Settings:
     corpus_options = sources.CorpusOptions(
         name=c.name,
         data_dir=c.data_dir or None,
+        cache_dir=c.cache_dir or None,
+        workers=c.workers or None,
         download=c.download,
         min_count=c.min_count,
         max_vocab_size=c.max_vocab_size or None,

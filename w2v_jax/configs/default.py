@@ -13,9 +13,14 @@ def get_config() -> ml_collections.ConfigDict:
     # ---- data ------------------------------------------------------------------------
     config.corpus = ml_collections.ConfigDict()
     # "synthetic" (embedded, no download), "text8", "text8-head", "wiki-60m", "ptb",
-    # or a path to a text file / directory of text files.
+    # a path to a text file / directory of text files, or a pre-encoded corpus folder
+    # (ids.npy, offsets.npy, vocab.tsv: docs/data.md, "Pre-encoded corpora").
     config.corpus.name = "text8-head"
     config.corpus.data_dir = ""  # "" = $W2V_DATA_DIR, else ~/.cache/w2v_jax
+    # where encoded corpora are cached (ids.npy, offsets.npy, vocab.tsv per entry; builds
+    # shared between processes through a lock file); "" = ~/.cache/w2v_jax/cache
+    config.corpus.cache_dir = ""
+    config.corpus.workers = 0  # processes tokenising a directory of text; 0 = min(4, CPUs)
     config.corpus.download = False  # fetch text8.zip when missing (main program only)
     config.corpus.min_count = 5  # min_count: drop words rarer than this
     config.corpus.max_vocab_size = 0  # max_final_vocab-like cap; 0 = no cap

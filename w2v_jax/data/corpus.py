@@ -25,21 +25,36 @@ the data directory, which may be shared. The key hashes each source file's path,
 and modification time (reading content to hash it would cost as much as the load it
 saves) with every setting that changes the result. Entries are written to a temporary
 directory and renamed into place, so a crash never leaves half a cache; an entry that
-fails its checks is rebuilt. ids are memory-mapped.
-The cache itself is `corpus_cache`.
+fails its checks is rebuilt; processes that load the same corpus at once build it once
+(`cache.load_or_build`). ids are memory-mapped.
+
+The build. The text is read once into provisional ids spilled to a file in the entry's
+temporary folder (a temporary directory without the cache), in worker processes for a
+directory of files (`readers`); the vocabulary is counted from that file and the ids and
+offsets streamed out of it (`encoding`), so memory stays bounded whatever the corpus
+size. Building "train" for a positionally split corpus also writes the "heldout" entry
+(encoded with the new vocabulary) from the same file, so asking for "heldout" next reads
+no text.
+
+Pre-encoded corpora. A directory holding ids.npy, offsets.npy and vocab.tsv (the cache's
+format; meta.json optional) is loaded as it is: ids memory-mapped, every file checked.
+Its splits are positional like a text's: "heldout" is its last `heldout_fraction` of
+tokens, "train" the rest, "all" everything, all with its own vocab.tsv; min_count,
+max_vocab_size, eos and lowercase do not apply.
 """
 
 import math
 import os
 import pathlib
+import shutil
+import tempfile
 import time
-from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
-from w2v_jax.data import cache, readers, vocab
+from w2v_jax.data import cache, download, encoding, readers, vocab
 
 EOS = "<eos>"
 HELDOUT_FRACTION = 0.01
@@ -53,7 +68,7 @@ _NAMED_FILES = {
 
 
 TEXT8_URL = "http://mattmahoney.net/dc/text8.zip"
-TEXT8_CHECK = readers.ZipCheck(
+TEXT8_CHECK = download.ZipCheck(
     size=31_344_016, member="text8", member_size=100_000_000, crc32=0x7D6BE66F
 )
 
@@ -90,6 +105,7 @@ class ReadOptions(NamedTuple):
     heldout_fraction: float = HELDOUT_FRACTION  # share of the tokens kept for "heldout"
     download: bool = False  # fetch text8.zip into the data directory if it is missing
     chunk_bytes: int = readers.CHUNK_BYTES  # read size; results do not depend on it
+    workers: int | None = None  # tokenising processes (a directory); None: min(4, CPUs)
 
 
 def load_corpus(
@@ -106,7 +122,8 @@ def load_corpus(
     Args:
       name_or_path: "text8", "text8-head", "wiki-60m", "ptb", or a file or directory.
       split: "train", "valid" or "test" for ptb; "train", "heldout" or "all" otherwise.
-        "heldout" is encoded with the vocabulary of "train" (via `encode_corpus`).
+        "heldout" is encoded with the vocabulary of "train" (via `encode_corpus`); with
+        the cache, building "train" has written it already.
       min_count, max_vocab_size: vocabulary settings, as in `vocab.Vocab.from_counts`.
       options: how the text is read (`ReadOptions`; None = its defaults). ``**fields``
         overrides any of its fields by name:
@@ -153,7 +170,7 @@ def download_text8(dest_dir: str | os.PathLike) -> pathlib.Path:
     Never called implicitly: only `load_corpus("text8", download=True)` or a user does.
     """
     path = pathlib.Path(dest_dir).expanduser() / "text8.zip"
-    return readers.download(TEXT8_URL, path, TEXT8_CHECK)
+    return download.download(TEXT8_URL, path, TEXT8_CHECK)
 
 
 def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
@@ -163,63 +180,141 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
         raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
     if not 0 <= fraction < 1:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {fraction}")
-    data_dir, lowercase = options["data_dir"], options["lowercase"]
+    if options["workers"] is not None and options["workers"] < 1:
+        raise ValueError(f"workers must be >= 1 (or None: min(4, CPUs)), got {options['workers']}")
+    data_dir = options["data_dir"]
     path, label, is_ptb = _resolve(name_or_path, split, data_dir, options["download"])
-    positional = split in ("train", "heldout") and not is_ptb
-    eos_token = EOS if (is_ptb if options["eos"] is None else options["eos"]) else None
-    key = cache.make_key(
-        path,
+    if path.is_dir() and (path / "ids.npy").is_file():
+        return _pre_encoded(path, split, given_vocab, settings, options)
+    eos = EOS if (is_ptb if options["eos"] is None else options["eos"]) else None
+    source = _Source(path, label, is_ptb, eos, options)
+    root = None
+    if options["use_cache"]:
+        root = cache.root(options["cache_dir"], lambda: [user_cache_dir() / "cache"])
+    if root is None:
+        with tempfile.TemporaryDirectory(prefix="w2v_jax-corpus-") as tmp:
+            v = _build(source, split, given_vocab, settings, pathlib.Path(tmp), None)
+            # Memory-mapped: the map keeps the data of the file deleted with the folder.
+            ids = np.load(pathlib.Path(tmp) / "ids.npy", mmap_mode="r")
+            return Corpus(ids, np.load(pathlib.Path(tmp) / "offsets.npy"), v)
+
+    def heldout_entry(v: vocab.Vocab, write: cache.Build) -> None:
+        heldout_key = _key(source, "heldout", {"vocab": cache.vocab_digest(v)})
+        entry = cache.entry_path(root, label, "heldout", heldout_key)
+        cache.load_or_build(entry, heldout_key, v, write)
+
+    def build(folder: pathlib.Path) -> vocab.Vocab:
+        return _build(source, split, given_vocab, settings, folder, heldout_entry)
+
+    key = _key(source, split, settings)
+    entry = cache.entry_path(root, label, split, key)
+    return Corpus(*cache.load_or_build(entry, key, given_vocab, build))
+
+
+class _Source(NamedTuple):
+    """A text corpus and how it is read."""
+
+    path: pathlib.Path
+    label: str  # the name of its cache entries
+    is_ptb: bool  # ptb has split files, every other text is split by position
+    eos: str | None  # appended to every line
+    options: dict  # ReadOptions._asdict()
+
+
+def _key(source: _Source, split: str, settings: dict) -> dict:
+    """The cache key of ``split`` of ``source`` built with ``settings``."""
+    positional = split in ("train", "heldout") and not source.is_ptb
+    return cache.make_key(
+        source.path,
         split=split,
-        heldout_fraction=fraction if positional else None,
-        lowercase=lowercase,
-        eos=eos_token,
-        max_sentence_length=max_sentence_length,
+        heldout_fraction=source.options["heldout_fraction"] if positional else None,
+        lowercase=source.options["lowercase"],
+        eos=source.eos,
+        max_sentence_length=source.options["max_sentence_length"],
         **settings,
     )
 
-    def build(out):
-        start = time.perf_counter()
+
+def _split_range(path, split: str, n: int, fraction: float, positional: bool) -> tuple[int, int]:
+    """The tokens [lo, hi) of ``split`` among n (see the module doc, Splits)."""
+    k = math.ceil(n * fraction) if positional else 0
+    if split == "heldout" and k == 0:
+        raise ValueError(f"{path}: heldout_fraction=0 leaves no held-out tokens")
+    if k >= n:
+        raise ValueError(
+            f"{path}: heldout_fraction={fraction} of {n} tokens "
+            "leaves nothing to train on; lower heldout_fraction"
+        )
+    return (n - k, n) if split == "heldout" else (0, n - k)
+
+
+def _build(source, split, given_vocab, settings, folder, heldout_entry) -> vocab.Vocab:
+    """Reads the text once and writes ``split``'s ids.npy and offsets.npy into ``folder``;
+    returns its vocabulary. Building "train" of a positional split also hands the
+    held-out tail to ``heldout_entry(vocab, write)`` when one is given."""
+    start = time.perf_counter()
+    options, max_len = source.options, source.options["max_sentence_length"]
+    positional = split in ("train", "heldout") and not source.is_ptb
+    spill = folder / "provisional"
+    try:
         tokens = readers.read_tokens(
-            path, eos=eos_token, lowercase=lowercase, chunk_bytes=options["chunk_bytes"]
+            source.path,
+            spill,
+            eos=source.eos,
+            lowercase=options["lowercase"],
+            chunk_bytes=options["chunk_bytes"],
+            workers=options["workers"] or readers.default_workers(),
         )
         n = tokens.num_tokens
-        k = math.ceil(n * fraction) if positional else 0
-        if split == "heldout" and k == 0:
-            raise ValueError(f"{path}: heldout_fraction=0 leaves no held-out tokens")
-        if k >= n:
-            raise ValueError(
-                f"{path}: heldout_fraction={fraction} of {n} tokens "
-                "leaves nothing to train on; lower heldout_fraction"
-            )
-        lo, hi = (n - k, n) if split == "heldout" else (0, n - k)
+        lo, hi = _split_range(source.path, split, n, options["heldout_fraction"], positional)
+        counts = encoding.count(tokens, lo, hi)
         v = given_vocab
         if v is None:
-            counts = readers.count_ids(tokens, lo, hi).tolist()
-            seen = {w: c for w, c in zip(tokens.table, counts, strict=True) if c}
+            seen = {w: c for w, c in zip(tokens.table, counts.tolist(), strict=True) if c}
             try:
                 v = vocab.Vocab.from_counts(seen, **settings)
             except ValueError as e:
-                raise ValueError(f"{path}: {e}") from None
-        ids, offsets = readers.encode(tokens, v.words, lo, hi, max_sentence_length, out)
+                raise ValueError(f"{source.path}: {e}") from None
+            del seen
+        ids_of = encoding.remap(tokens.table, v.words)
+        size = int(counts[ids_of >= 0].sum())
+        num_sentences = encoding.encode(tokens, ids_of, lo, hi, max_len, folder, size)
         logging.info(
             "encoded %s (%s): N=%d S=%d V=%d in %.1fs",
-            path,
-            split,
-            len(ids),
-            len(offsets) - 1,
-            len(v),
-            time.perf_counter() - start,
-        )
-        return Corpus(ids, offsets, v)
+            source.path, split, size, num_sentences, len(v), time.perf_counter() - start,
+        )  # fmt: skip
+        if heldout_entry is not None and split == "train" and positional and hi < n:
 
-    root = None
-    if options["use_cache"]:
-        root = cache.root(options["cache_dir"], lambda: _default_cache_dirs(data_dir))
-    if root is None:
-        return build(lambda n: np.empty(n, np.int32))
-    entry = cache.entry_path(root, label, split, key)
-    found = cache.read(entry, key, given_vocab)
-    return Corpus(*(found or cache.write(entry, key, given_vocab, build)))
+            def write_heldout(heldout: pathlib.Path) -> vocab.Vocab:
+                kept = int(encoding.count(tokens, hi, n)[ids_of >= 0].sum())
+                encoding.encode(tokens, ids_of, hi, n, max_len, heldout, kept)
+                return v
+
+            heldout_entry(v, write_heldout)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return v
+
+
+def _pre_encoded(path, split, given_vocab, settings, options) -> Corpus:
+    """``split`` of the pre-encoded corpus folder ``path`` (see the module doc)."""
+    ids, offsets, v = cache.read_encoded(path)
+    if given_vocab is not None and given_vocab != v:
+        raise ValueError(
+            f"{path}: a pre-encoded corpus is read with its own vocab.tsv, and the vocabulary "
+            f"given ({given_vocab!r}) is another; encode with {path / 'vocab.tsv'}"
+        )
+    unused = [k for k in ("min_count", "max_vocab_size") if settings.get(k) not in (None, 1)]
+    if unused and given_vocab is None:
+        logging.info("%s is pre-encoded: its vocab.tsv is used as it is (%s ignored)", path, unused)
+    if not len(ids):
+        raise ValueError(f"{path}: ids.npy holds no tokens; pass a non-empty corpus")
+    n, fraction = len(ids), options["heldout_fraction"]
+    lo, hi = _split_range(path, split, n, fraction, split in ("train", "heldout"))
+    inner = offsets[(offsets > lo) & (offsets < hi)]
+    bounds = np.concatenate([np.array([lo]), inner, np.array([hi])]) - lo
+    starts = encoding.sentence_starts(bounds, options["max_sentence_length"])
+    return Corpus(ids[lo:hi], np.append(starts, hi - lo).astype(np.int64), given_vocab or v)
 
 
 def _check_split(name_or_path, split) -> None:
@@ -252,10 +347,3 @@ def _resolve(name_or_path, split, data_dir, download) -> tuple[pathlib.Path, str
     if name == "text8":
         how += f"; or download it: load_corpus('text8', download=True) fetches {TEXT8_URL}"
     raise FileNotFoundError(f"corpus {name!r} not found: expected {root / files[0]}; {how}")
-
-
-def _default_cache_dirs(data_dir) -> Iterable[pathlib.Path]:
-    """Where the cache goes without a `cache_dir`: the user cache, never the data directory
-    (a shared, read-only-by-intent corpus folder must not be written to)."""
-    del data_dir
-    return (user_cache_dir() / "cache",)

@@ -1,64 +1,98 @@
-"""Streaming readers: UTF-8 text in files, .gz, .zip and directories -> token ids.
+"""Streaming readers: UTF-8 text in files, .gz, .zip and directories -> provisional ids.
 
-Shape letters: N tokens, P provisional types (distinct words in the text), V vocabulary
-size, S sentences.
+Shape letters: N tokens, P provisional types (distinct words in the text), L line ends.
 
 A token is what `str.split()` returns: a maximal run of non-whitespace characters
 (Unicode whitespace, as Python defines it). A line ends at "\\n" and so does every file;
 `read_tokens` records where lines end, and `corpus` turns lines into sentences (a text8
 file is a single line). Text is read in byte chunks (`CHUNK_BYTES`), decoded
 incrementally, and a word cut by a chunk boundary is carried to the next chunk, so the
-result never depends on the chunk size. Memory stays at one chunk of text plus the
-int32 ids: the whole text is never held.
+result never depends on the chunk size.
 
-Tokens get *provisional* ids in the order they are first met; `encode` remaps them to
-vocabulary ids with one vectorised take, drops the rest and cuts lines into sentences.
-`download` and `verify_zip` fetch and check an archive such as text8.zip.
+Tokens get *provisional* ids in the order they are first met. They are not kept in
+memory: `read_tokens` appends them to a raw int32 file and the line ends to a raw int64
+file in a folder the caller gives (`blocks` reads them back a block at a time), so what
+it holds is one chunk of text and the word table, whatever the corpus size.
+
+Workers. The text is cut into pieces: a member (file or archive member), or for a plain
+file over 2 x `PIECE_BYTES`, runs of whole lines (cut just after a "\\n"). With
+``workers > 1`` and more than one piece, worker processes (spawned, so safe beside JAX's
+threads) tokenise pieces into their own files with their own word tables, and the pieces
+are merged in order: a piece's words not met before get the next ids in the order the
+piece first met them, which is the order a serial read meets them, so the merged files
+are byte for byte those of a serial read. Below `PARALLEL_MIN_BYTES` of input, starting
+processes costs more than it saves and the read is serial.
 """
 
 import codecs
 import collections
 import contextlib
 import gzip
+import multiprocessing
 import os
 import pathlib
-import shutil
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
 from absl import logging
 
-from w2v_jax import files
+from w2v_jax.data import blocks
 
 CHUNK_BYTES = 4 << 20  # bytes read and tokenised at a time
 MAX_TOKEN_CHARS = 1 << 20  # a longer run without whitespace means this is not text
+PIECE_BYTES = 256 << 20  # a plain file over twice this is cut into pieces of about this
+PARALLEL_MIN_BYTES = 32 << 20  # less input than this is read by one process
+_NEWLINE_SEARCH = 16 << 20  # how far past a cut point a "\n" is looked for
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZIP_MAGIC = b"PK\x03\x04"
-
-Opener = Callable[[], contextlib.AbstractContextManager[BinaryIO]]
 
 
 class Member(NamedTuple):
     """One stream of text: a plain or gzip file, or one member of a zip archive."""
 
     name: str  # for messages, e.g. "data/text8.zip:text8"
-    open: Opener  # returns a binary stream of the uncompressed text
+    path: str  # the file on disk
+    kind: str  # "plain", "gzip" or "zip"
+    inner: str  # the member's name inside a zip archive ("" otherwise)
     stat: tuple[str, int, int]  # (absolute path, size, mtime_ns) of the file on disk
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[BinaryIO]:
+        """A binary stream of the uncompressed text."""
+        if self.kind == "zip":
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.inner) as f:
+                yield f
+        else:
+            with (gzip.open if self.kind == "gzip" else open)(self.path, "rb") as f:
+                yield f
+
+
+class Piece(NamedTuple):
+    """Bytes [start, stop) of a member's text (stop None: to its end); a piece other than
+    a member's first starts just after a "\\n"."""
+
+    member: Member
+    start: int
+    stop: int | None
 
 
 class Tokens(NamedTuple):
-    """Token ids of a whole source, before any vocabulary is chosen."""
+    """Token ids of a whole source, before any vocabulary is chosen, spilled to files."""
 
-    chunks: list[np.ndarray]  # int32 provisional ids, in text order; N in all
+    ids: pathlib.Path  # raw int32 [N] provisional ids, in text order
+    line_ends: pathlib.Path  # raw int64 [L] ends of non-empty lines, increasing, last == N
     table: dict[str, int]  # word -> provisional id; list(table)[p] is the word of id p
-    line_ends: np.ndarray  # int64 [L] token position just after each line, last == N
     num_tokens: int  # N
+    num_lines: int  # L
+
+
+def default_workers() -> int:
+    """Worker processes when none are given: min(4, the CPU count)."""
+    return min(4, os.cpu_count() or 1)
 
 
 def members(path: str | os.PathLike) -> list[Member]:
@@ -69,14 +103,14 @@ def members(path: str | os.PathLike) -> list[Member]:
     """
     path = pathlib.Path(path)
     if path.is_dir():
-        files = sorted(
+        found = sorted(
             p
             for p in path.rglob("*")
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
-        if not files:
+        if not found:
             raise ValueError(f"{path}: directory has no files; put UTF-8 text files in it")
-        return [m for p in files for m in _file_members(p)]
+        return [m for p in found for m in _file_members(p)]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or directory")
     return _file_members(path)
@@ -88,7 +122,7 @@ def _file_members(path: pathlib.Path) -> list[Member]:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic.startswith(_GZIP_MAGIC):
-        return [Member(str(path), lambda: gzip.open(path, "rb"), stat)]
+        return [Member(str(path), str(path), "gzip", "", stat)]
     if magic == _ZIP_MAGIC:
         try:
             with zipfile.ZipFile(path) as zf:
@@ -97,27 +131,53 @@ def _file_members(path: pathlib.Path) -> list[Member]:
             raise ValueError(f"{path}: not a readable zip archive ({e})") from None
         if not names:
             raise ValueError(f"{path}: zip archive has no files")
-        return [Member(f"{path}:{n}", _zip_opener(path, n), stat) for n in names]
-    return [Member(str(path), lambda: open(path, "rb"), stat)]
+        return [Member(f"{path}:{n}", str(path), "zip", n, stat) for n in names]
+    return [Member(str(path), str(path), "plain", "", stat)]
 
 
-def _zip_opener(path: pathlib.Path, name: str) -> Opener:
-    @contextlib.contextmanager
-    def open_member():
-        with zipfile.ZipFile(path) as zf, zf.open(name) as f:
-            yield f
+def pieces(source: list[Member], piece_bytes: int | None = None) -> list[Piece]:
+    """The members, plain files over 2 x ``piece_bytes`` (None: `PIECE_BYTES`) cut into
+    runs of whole lines."""
+    piece_bytes, out = piece_bytes or PIECE_BYTES, []
+    for member in source:
+        size = member.stat[1]
+        cuts = [0]
+        if member.kind == "plain" and size > 2 * piece_bytes:
+            for target in range(piece_bytes, size - piece_bytes // 2, piece_bytes):
+                cut = _line_start_after(member.path, max(target, cuts[-1]))
+                if cut is None or cut >= size:
+                    break
+                cuts.append(cut)
+        out += [Piece(member, a, b) for a, b in zip(cuts, [*cuts[1:], None], strict=True)]
+    return out
 
-    return open_member
+
+def _line_start_after(path: str, pos: int) -> int | None:
+    """The byte just after the first "\\n" at or after ``pos`` (None if none is near)."""
+    with open(path, "rb") as f:
+        f.seek(pos)
+        for at in range(pos, pos + _NEWLINE_SEARCH, 1 << 20):
+            data = f.read(1 << 20)
+            i = data.find(b"\n")
+            if i >= 0:
+                return at + i + 1
+            if not data:
+                return None
+    return None
 
 
-def _decoded(member: Member, chunk_bytes: int) -> Iterator[str]:
-    """Yields the member's text in pieces of about `chunk_bytes` bytes."""
+def _decoded(piece: Piece, chunk_bytes: int) -> Iterator[str]:
+    """Yields the piece's text in pieces of about `chunk_bytes` bytes."""
+    member = piece.member
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
+    offset = piece.start
+    left = None if piece.stop is None else piece.stop - piece.start
     try:
         with member.open() as f:
+            if offset:
+                f.seek(offset)
             while True:
-                data = f.read(chunk_bytes)
+                data = f.read(chunk_bytes if left is None else min(chunk_bytes, left))
                 nul = data.find(b"\x00")
                 if nul >= 0:
                     raise ValueError(
@@ -133,6 +193,8 @@ def _decoded(member: Member, chunk_bytes: int) -> Iterator[str]:
                         "or check that it is a text file"
                     ) from None
                 offset += len(data)
+                if left is not None:
+                    left -= len(data)
                 if text:
                     yield text
                 if not data:
@@ -141,178 +203,153 @@ def _decoded(member: Member, chunk_bytes: int) -> Iterator[str]:
         raise ValueError(f"{member.name}: cannot read it ({type(e).__name__}: {e})") from None
 
 
+class _Spill:
+    """Appends provisional ids (raw int32) and line ends (raw int64) to two files.
+
+    A line end equal to the one before (an empty line) is not written, so the ends are
+    increasing; ``n`` tokens and ``last_end`` so far start at 0.
+    """
+
+    def __init__(self, folder: pathlib.Path, prefix: str = ""):
+        self.ids_path = folder / f"{prefix}ids.i32"
+        self.ends_path = folder / f"{prefix}ends.i64"
+        self.n = self.last_end = self.num_lines = 0
+        self._ids = open(self.ids_path, "wb")  # noqa: SIM115 (closed by close)
+        self._ends = open(self.ends_path, "wb")  # noqa: SIM115
+
+    def add_ids(self, ids: np.ndarray) -> None:
+        self._ids.write(np.ascontiguousarray(ids, np.int32))
+        self.n += len(ids)
+
+    def add_ends(self, ends) -> None:
+        ends = np.asarray(ends, np.int64)
+        ends = ends[np.diff(ends, prepend=self.last_end) > 0]
+        if len(ends):
+            self._ends.write(ends)
+            self.last_end = int(ends[-1])
+            self.num_lines += len(ends)
+
+    def close(self) -> None:
+        self._ids.close()
+        self._ends.close()
+
+
+def _new_table() -> collections.defaultdict:
+    table = collections.defaultdict()
+    table.default_factory = table.__len__  # a new word gets the next provisional id
+    return table
+
+
+def _tokenise(piece, table, out: _Spill, eos, lowercase, chunk_bytes) -> None:
+    """Appends the piece's tokens and line ends to ``out``, new words to ``table``."""
+    carry = ""  # a word cut by the chunk boundary
+    for text in _decoded(piece, chunk_bytes):
+        lines = (carry + (text.lower() if lowercase else text)).split("\n")
+        words: list[str] = []
+        ends: list[int] = []
+        for line in lines[:-1]:
+            words += line.split()
+            if eos is not None:
+                words.append(eos)
+            ends.append(out.n + len(words))
+        tail_words = lines[-1].split()
+        carry = ""
+        if tail_words and not lines[-1][-1].isspace():
+            carry = tail_words.pop()
+            if len(carry) > MAX_TOKEN_CHARS:
+                raise ValueError(
+                    f"{piece.member.name}: over {MAX_TOKEN_CHARS:,} characters without "
+                    "whitespace, so this is not whitespace-tokenised text"
+                )
+        words += tail_words
+        out.add_ids(np.fromiter(map(table.__getitem__, words), np.int32, len(words)))
+        out.add_ends(ends)
+    last = [carry] if carry else []
+    if last or out.n > out.last_end:  # the text ends an unfinished line
+        if eos is not None:
+            last.append(eos)
+        out.add_ids(np.fromiter(map(table.__getitem__, last), np.int32, len(last)))
+        out.add_ends([out.n])
+
+
 def read_tokens(
     path: str | os.PathLike,
+    spill_dir: str | os.PathLike,
     *,
     eos: str | None = None,
     lowercase: bool = False,
     chunk_bytes: int = CHUNK_BYTES,
+    workers: int = 1,
 ) -> Tokens:
-    """Tokenises every member of `path` into provisional ids.
+    """Tokenises every member of `path` into provisional ids, spilled to ``spill_dir``.
 
     Args:
       path: a text file (plain, gzip or zip) or a directory of them.
+      spill_dir: a folder (created) for the ids and line-end files; the caller deletes it.
       eos: if given, this token is appended to every line, blank lines and a final line
         without "\\n" included, as the PTB convention does with "<eos>".
       lowercase: lowercase the text before splitting.
       chunk_bytes: bytes read at a time; results do not depend on it.
+      workers: processes that tokenise pieces at once (see the module doc); results do
+        not depend on it.
 
     Raises:
       ValueError: binary or non-UTF-8 input, unreadable archives, or no tokens at all.
     """
-    table: dict[str, int] = collections.defaultdict()
-    table.default_factory = table.__len__  # a new word gets the next provisional id
-    chunks: list[np.ndarray] = []
-    ends: list[int] = []
-    n = 0
-
-    def emit(words: list[str]) -> None:
-        nonlocal n
-        chunks.append(np.fromiter(map(table.__getitem__, words), np.int32, len(words)))
-        n += len(words)
-
+    spill_dir = pathlib.Path(spill_dir)
+    spill_dir.mkdir(parents=True, exist_ok=True)
     source = members(path)
-    for member in source:
-        carry = ""  # a word cut by the chunk boundary
-        for text in _decoded(member, chunk_bytes):
-            lines = (carry + (text.lower() if lowercase else text)).split("\n")
-            words: list[str] = []
-            for line in lines[:-1]:
-                words += line.split()
-                if eos is not None:
-                    words.append(eos)
-                ends.append(n + len(words))
-            tail_words = lines[-1].split()
-            carry = ""
-            if tail_words and not lines[-1][-1].isspace():
-                carry = tail_words.pop()
-                if len(carry) > MAX_TOKEN_CHARS:
-                    raise ValueError(
-                        f"{member.name}: over {MAX_TOKEN_CHARS:,} characters without whitespace,"
-                        " so this is not whitespace-tokenised text"
-                    )
-            words += tail_words
-            if words:
-                emit(words)
-        last = [carry] if carry else []
-        if last or n > (ends[-1] if ends else 0):  # the file ends an unfinished line
-            if eos is not None:
-                last.append(eos)
-            if last:
-                emit(last)
-            ends.append(n)
-    if n == 0:
+    work = pieces(source)
+    workers = min(workers, len(work))
+    table = _new_table()
+    out = _Spill(spill_dir)
+    try:
+        size = sum(stat[1] for stat in {m.stat for m in source})  # a zip counted once
+        if workers > 1 and size >= PARALLEL_MIN_BYTES:
+            _read_parallel(work, table, out, workers, (eos, lowercase, chunk_bytes))
+        else:
+            for piece in work:
+                _tokenise(piece, table, out, eos, lowercase, chunk_bytes)
+    finally:
+        out.close()
+    if out.n == 0:
         raise ValueError(
             f"{path}: no tokens (the file is empty or only whitespace); pass a non-empty text file"
         )
-    logging.info("read %s tokens, %s types, %s lines from %s", n, len(table), len(ends), path)
-    return Tokens(chunks, dict(table), np.array(ends, dtype=np.int64), n)
+    table.default_factory = None  # a plain mapping from now on
+    logging.info(
+        "read %s tokens, %s types, %s lines from %s", out.n, len(table), out.num_lines, path
+    )
+    return Tokens(out.ids_path, out.ends_path, table, out.n, out.num_lines)
 
 
-def count_ids(tokens: Tokens, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """int64 [P] occurrences of each provisional id among tokens [start, stop)."""
-    stop = tokens.num_tokens if stop is None else stop
-    counts = np.zeros(len(tokens.table), dtype=np.int64)
-    pos = 0
-    for chunk in tokens.chunks:
-        lo, hi = max(start - pos, 0), min(stop - pos, len(chunk))
-        if lo < hi:
-            counts += np.bincount(chunk[lo:hi], minlength=len(counts))
-        pos += len(chunk)
-    return counts
-
-
-def encode(
-    tokens: Tokens,
-    words: tuple[str, ...],
-    lo: int,
-    hi: int,
-    max_sentence_length: int,
-    out: Callable[[int], np.ndarray] = lambda n: np.empty(n, np.int32),
-) -> tuple[np.ndarray, np.ndarray]:
-    """Vocabulary ids of tokens [lo, hi) and their sentence offsets; consumes `tokens`.
-
-    Args:
-      tokens: from `read_tokens`; its chunks are freed as they are used.
-      words: [V] the vocabulary; token ids are positions in it, other tokens are dropped.
-      lo, hi: the token range to encode.
-      max_sentence_length: lines longer than this (after dropping) are cut.
-      out: allocates the int32 [N] result, e.g. as a memmap.
-
-    Returns:
-      ids: int32 [N] vocabulary ids of the kept tokens.
-      offsets: int64 [S+1], sentence s is ids[offsets[s]:offsets[s+1]]; sentences are
-        lines cut into max_sentence_length pieces, lines left empty are dropped.
-    """
-    prov = np.fromiter(map(tokens.table.get, words, [-1] * len(words)), np.int64, len(words))
-    remap = np.full(len(tokens.table), -1, np.int32)  # provisional id -> vocab id or -1
-    remap[prov[prov >= 0]] = np.flatnonzero(prov >= 0)
-    ids = out(int(count_ids(tokens, lo, hi)[remap >= 0].sum()))
-    ends = tokens.line_ends
-    cuts = [np.zeros(1, np.int64)]  # positions among kept tokens where lines end
-    pos = filled = 0
-    for i, chunk in enumerate(tokens.chunks):
-        a, b = max(lo, pos), min(hi, pos + len(chunk))
-        if a < b:
-            mapped = remap[chunk[a - pos : b - pos]]
-            keep = mapped >= 0
-            kept_before = np.cumsum(keep)
-            e = ends[np.searchsorted(ends, a, "right") : np.searchsorted(ends, b, "right")]
-            cuts.append(filled + kept_before[e - a - 1])
-            ids[filled : filled + kept_before[-1]] = mapped[keep]
-            filled += int(kept_before[-1])
-        pos += len(chunk)
-        tokens.chunks[i] = None  # free the provisional ids as we go
-    cuts.append(np.array([filled], np.int64))
-    bounds = np.unique(np.concatenate(cuts))  # sorted; a repeated cut is an empty line
-    pieces = -(-np.diff(bounds) // max_sentence_length)  # [lines] sentences per line
-    within = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-    starts = np.repeat(bounds[:-1], pieces) + max_sentence_length * within
-    return ids, np.append(starts, filled).astype(np.int64)
-
-
-class ZipCheck(NamedTuple):
-    """What a downloaded archive must be: its size and its one member's size and CRC-32."""
-
-    size: int
-    member: str
-    member_size: int
-    crc32: int
-
-
-def verify_zip(path: str | os.PathLike, check: ZipCheck) -> None:
-    """Checks an archive's size and its member's size and CRC-32; ValueError if wrong."""
-    size = os.path.getsize(path)
-    if size != check.size:
-        raise ValueError(f"{path}: {size:,} bytes, expected {check.size:,}; delete it and retry")
-    crc, n = 0, 0
+def _read_piece(task) -> tuple[list[str], int, int]:
+    """In a worker: tokenises one piece into its own files; (its words, N, L)."""
+    piece, folder, prefix, how = task
+    table = _new_table()
+    out = _Spill(folder, prefix)
     try:
-        with zipfile.ZipFile(path) as zf, zf.open(check.member) as f:
-            while block := f.read(1 << 22):
-                crc, n = zlib.crc32(block, crc), n + len(block)
-    except (KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not the expected archive ({e}); delete it and retry") from None
-    if (n, crc) != (check.member_size, check.crc32):
-        raise ValueError(
-            f"{path}: member {check.member!r} has {n:,} bytes and CRC-32 0x{crc:08x}, expected "
-            f"{check.member_size:,} and 0x{check.crc32:08x}; delete it and retry"
-        )
+        _tokenise(piece, table, out, *how)
+    finally:
+        out.close()
+    return list(table), out.n, out.num_lines
 
 
-def download(url: str, path: str | os.PathLike, check: ZipCheck) -> pathlib.Path:
-    """Fetches `url` to `path`; the file gets its name only once `verify_zip` accepts it."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    logging.info("downloading %s to %s", url, path)
-    try:
-        with files.atomic_file(path) as f, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, f, 1 << 20)
-            f.flush()
-            verify_zip(f.name, check)  # the file gets its name only if this passes
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        reason = getattr(e, "reason", e)
-        raise OSError(
-            f"could not download {url} ({reason}); check the network, or fetch it by hand "
-            f"and put it at {path}"
-        ) from None
-    return path
+def _read_parallel(work: list[Piece], table, out: _Spill, workers: int, how) -> None:
+    """Tokenises the pieces in ``workers`` processes and merges them into ``out``."""
+    folder = out.ids_path.parent
+    tasks = [(piece, folder, f"piece{i:06d}-", how) for i, piece in enumerate(work)]
+    logging.info("tokenising %d pieces in %d worker processes", len(tasks), workers)
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for (_, _, prefix, _), (words, n, num_lines) in zip(
+            tasks, pool.imap(_read_piece, tasks), strict=True
+        ):
+            remap = np.fromiter(map(table.__getitem__, words), np.int32, len(words))
+            base = out.n
+            ids_path, ends_path = folder / f"{prefix}ids.i32", folder / f"{prefix}ends.i64"
+            for _, local in blocks.chunks(ids_path, np.int32, 0, n):
+                out.add_ids(remap[local])
+            for _, ends in blocks.chunks(ends_path, np.int64, 0, num_lines):
+                out.add_ends(ends + base)
+            ids_path.unlink()
+            ends_path.unlink()

@@ -23,6 +23,8 @@ class CorpusOptions(NamedTuple):
 
     name: str  # "synthetic", a named corpus ("text8", "ptb", ...) or a path
     data_dir: str | None  # None: $W2V_DATA_DIR, else the user cache
+    cache_dir: str | None  # encoded corpora; None: ~/.cache/w2v_jax/cache
+    workers: int | None  # processes tokenising a directory; None: min(4, CPUs)
     download: bool  # fetch text8.zip when missing
     min_count: int  # drop words rarer than this
     max_vocab_size: int | None  # None: no cap
@@ -68,7 +70,12 @@ def load(options: CorpusOptions) -> Data:
     """Loads the training corpus, its held-out text and (synthetic only) the truth."""
     if options.name == "synthetic":
         return _synthetic(options)
-    common = dict(data_dir=options.data_dir, max_sentence_length=options.max_sentence_length)
+    common = dict(
+        data_dir=options.data_dir,
+        cache_dir=options.cache_dir,
+        workers=options.workers,
+        max_sentence_length=options.max_sentence_length,
+    )
     train = corpus_lib.load_corpus(
         options.name,
         split="train",
