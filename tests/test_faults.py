@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +32,8 @@ import pytest
 from absl import logging
 from conftest import cpu_bitwise
 
-from w2v_jax import checkpoint, files, interrupt, progress, resume, run_folder, trainer
+from w2v_jax import files, interrupt, progress, resume, run_folder, trainer
+from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 
@@ -44,9 +47,11 @@ def _config(**overrides):
 
 
 def _snapshot(folder: pathlib.Path) -> dict:
-    """Every file's bytes and mode, to check that nothing changed."""
+    """Every file's bytes and mode (in subfolders too), to check that nothing changed."""
     return {
-        p.name: (p.read_bytes(), p.stat().st_mode) for p in sorted(folder.iterdir()) if p.is_file()
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mode)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -59,9 +64,7 @@ def finished(tmp_path_factory) -> pathlib.Path:
 
 
 def _copy(src: pathlib.Path, dst: pathlib.Path) -> pathlib.Path:
-    dst.mkdir(parents=True)
-    for p in src.iterdir():
-        (dst / p.name).write_bytes(p.read_bytes())
+    shutil.copytree(src, dst)
     return dst
 
 
@@ -95,56 +98,72 @@ def test_atomic_file_keeps_the_old_file_when_the_writer_fails(tmp_path):
 def test_atomic_files_get_the_permissions_of_plain_files(tmp_path):
     (tmp_path / "plain").write_bytes(b"")
     files.write_atomic(tmp_path / "atomic", b"")
-    checkpoint.save(tmp_path / "c.npz", {"a": np.zeros(2)}, {})
-    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
-    assert modes["c.npz"] == modes["atomic"] == modes["plain"]
+    writer.save(tmp_path / "c", {"a": np.zeros(2)}, 1, {})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.rglob("*") if p.is_file()}
+    assert modes["leaf_000.0-2.npy"] == modes["COMMITTED"] == modes["atomic"] == modes["plain"]
 
 
-CORRUPT_CHECKPOINTS = {
-    "empty": lambda good: b"",
-    "truncated": lambda good: good[: len(good) // 2],
-    "garbage": lambda good: b"\x80\x04 not a zip file, maybe a pickle" * 10,
-    "not ours": lambda good: _npz_without_meta(),
+def _flip_a_byte(path: pathlib.Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# A damaged piece (file) of the newest committed step, and what each does to it.
+DAMAGES = {
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[:-8]),
+    "missing": lambda p: p.unlink(),
+    "flipped byte": _flip_a_byte,  # same size: only the CRC-32 tells
+    "garbage marker": lambda p: (p.parent / "COMMITTED").write_text('{"format": 2, "st'),
 }
+ADVICE = r"; mv (\S+) (\S+\.bad) to (resume from step \d+|start again from step 0), or use a new"
 
 
-def _npz_without_meta() -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, leaf_00000=np.zeros(3))
-    return buf.getvalue()
-
-
-@pytest.mark.parametrize("damage", sorted(CORRUPT_CHECKPOINTS))
-def test_corrupt_checkpoint_is_named_with_the_fix(tmp_path, damage):
-    path = tmp_path / "checkpoint.npz"
-    checkpoint.save(path, {"a": np.arange(1000.0)}, {"step": 1})
-    path.write_bytes(CORRUPT_CHECKPOINTS[damage](path.read_bytes()))
-    with pytest.raises(checkpoint.CorruptCheckpointError, match=rf"{path} is not a readable .*mv"):
-        checkpoint.load(path, {"a": np.zeros(1000)})
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_piece_is_one_line_whose_advice_works(tmp_path, damage):
+    """Each kind of damage to the newest step is one line naming the file and the way out:
+    moving the whole step folder aside, after which the previous step (kept) loads; with
+    no previous step, the run starts from step 0."""
+    folder, template = tmp_path / "checkpoint", {"a": np.zeros(1000)}
+    for step in (1, 2):
+        writer.save(folder, {"a": np.arange(1000.0) * step}, step, {})
+    DAMAGES[damage](folder / "step_000000002" / "leaf_000.0-1000.npy")
+    for expected_then in ("resume from step 1", "start again from step 0"):
+        with pytest.raises(store.CorruptCheckpointError) as info:
+            store.load(folder, template)
+        message = str(info.value)
+        assert "\n" not in message and "step_00000000" in message, message
+        mv = re.search(ADVICE, message)
+        assert mv and mv.group(3) == expected_then, message
+        shutil.move(mv.group(1), mv.group(2))  # the advice, as the user would follow it
+        if expected_then == "resume from step 1":
+            state, meta = store.load(folder, template)
+            assert meta["step"] == 1 and np.array_equal(state["a"], np.arange(1000.0))
+            DAMAGES[damage](folder / "step_000000001" / "leaf_000.0-1000.npy")
+    assert store.latest(folder) is None  # both moved aside: a run starts from step 0
 
 
 def test_non_finite_parameters_never_replace_the_last_good_checkpoint(tmp_path):
-    path = tmp_path / "checkpoint.npz"
-    checkpoint.save(path, {"a": np.ones(3)}, {"step": 1})
-    good = path.read_bytes()
-    with pytest.raises(FloatingPointError, match="holds NaN or inf"):
-        checkpoint.save(path, {"a": np.array([1.0, np.nan, 0.0])}, {"step": 2})
-    assert path.read_bytes() == good
+    folder = tmp_path / "checkpoint"
+    writer.save(folder, {"a": np.ones(3)}, 1, {})
+    good = _snapshot(folder)
+    with pytest.raises(FloatingPointError, match="hold NaN or inf"):
+        writer.save(folder, {"a": np.array([1.0, np.nan, 0.0])}, 2, {})
+    assert _snapshot(folder) == good
 
 
 def test_checkpoint_schedule_by_steps_and_by_wall_time():
     now = [0.0]
-    schedule = checkpoint.Schedule(every_steps=100, every_secs=60.0, clock=lambda: now[0])
-    assert not schedule.due(0, 50) and schedule.due(90, 100)
+    when = schedule.Schedule(every_steps=100, every_secs=60.0, clock=lambda: now[0])
+    assert not when.due(0, 50) and when.due(90, 100)
     now[0] = 59.0
-    assert not schedule.due(100, 150)
+    assert not when.due(100, 150)
     now[0] = 61.0
-    assert schedule.due(150, 151)  # a minute since the last save, whatever the steps
-    schedule.saved()
-    assert not schedule.due(151, 152)
-    assert not checkpoint.Schedule(0, 0.0).due(0, 10**9)
+    assert when.due(150, 151)  # a minute since the last save, whatever the steps
+    when.saved()
+    assert not when.due(151, 152)
+    assert not schedule.Schedule(0, 0.0).due(0, 10**9)
 
 
 def test_loss_guard_is_relative_to_the_first_step():
@@ -312,9 +331,18 @@ def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_pat
     result = trainer.train_and_evaluate(_config(max_steps=70), str(workdir))
     steps = [r["step"] for r in run_folder.read_metrics(workdir)]
     assert result["step"] == 70 and steps == sorted(steps) and 61 not in steps
-    (workdir / "checkpoint.npz").write_bytes((workdir / "checkpoint.npz").read_bytes()[:100])
-    with pytest.raises(checkpoint.CorruptCheckpointError, match=r"checkpoint.npz is not a"):
+    newest = store.latest(workdir / "checkpoint")
+    assert newest.name == "step_000000070"
+    piece = sorted(newest.glob("leaf_*.npy"))[-1]
+    piece.write_bytes(piece.read_bytes()[:100])
+    before = _snapshot(workdir)
+    with pytest.raises(store.CorruptCheckpointError, match=rf"{piece} is damaged") as info:
         trainer.train_and_evaluate(_config(max_steps=80), str(workdir))
+    assert _snapshot(workdir) == before  # refused before anything was written
+    mv = re.search(ADVICE, str(info.value))
+    assert mv.group(3) == "resume from step 60", str(info.value)
+    shutil.move(mv.group(1), mv.group(2))  # the advice works: the run goes on from step 60
+    assert trainer.train_and_evaluate(_config(max_steps=80), str(workdir))["step"] == 80
 
 
 def test_large_k_does_not_trip_the_divergence_guard(tmp_path):
@@ -370,8 +398,8 @@ def sigint_run(tmp_path_factory) -> SigintRun:
         except interrupt.Interrupted as e:
             error = e
     handler_restored = signal.getsignal(signal.SIGINT) is before
-    saved = cut / "checkpoint.npz"
-    checkpoint_step = checkpoint.read_meta(saved)["step"] if saved.is_file() else None
+    saved = store.latest(store.folder_in(cut))
+    checkpoint_step = None if saved is None else store.read_meta(saved)["step"]
     trainer.train_and_evaluate(_config(), str(cut))
     return SigintRun(clean, cut, error, checkpoint_step, handler_restored)
 
@@ -421,7 +449,7 @@ def test_sigterm_from_the_command_line_is_one_line_and_exit_143(tmp_path):
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("stopped at step ")
     assert "Traceback" not in err and "Unable to initialize backend" not in err
-    assert (workdir / "checkpoint.npz").exists()
+    assert store.latest(store.folder_in(workdir)) is not None
 
 
 # ---- the command line: one line, exit 1, traceback only with --verbose -------------------

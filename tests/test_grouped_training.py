@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from conftest import assert_same, cpu_bitwise
 
-from w2v_jax import checkpoint, run_folder, trainer
+from w2v_jax import run_folder, trainer
 from w2v_jax.analysis import sweep
+from w2v_jax.checkpoint import store
 from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.point_groups import sweep as point_groups
@@ -73,8 +74,8 @@ def _assert_same_run(grouped, alone, exact: bool):
     for a, b in zip(_state(grouped), _state(alone), strict=True):
         assert_same(a, b, exact, **GROUP_TOLERANCE)
     assert (
-        checkpoint.read_meta(checkpoint.path_in(grouped))["position"]
-        == (checkpoint.read_meta(checkpoint.path_in(alone))["position"])
+        store.read_meta(store.latest(store.folder_in(grouped)))["position"]
+        == store.read_meta(store.latest(store.folder_in(alone)))["position"]
     )
     rows_g, rows_a = trainer.read_metrics(grouped), trainer.read_metrics(alone)
     assert [r["step"] for r in rows_g] == [r["step"] for r in rows_a]

@@ -11,7 +11,8 @@ import optax
 import pytest
 from conftest import EXACTNESS, assert_same, cpu_bitwise
 
-from w2v_jax import checkpoint, settings, trainer
+from w2v_jax import settings, trainer
+from w2v_jax.checkpoint import store, writer
 from w2v_jax.configs import tiny
 from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import keyed_vectors
@@ -351,11 +352,11 @@ def test_untouched_rows_keep_weights_and_accumulators_through_train_step():
 def test_train_state_with_accumulators_round_trips_through_a_checkpoint(tmp_path):
     cfg = update.StepConfig(loss="nce", k=3, optimizer="adagrad")
     state = _run_steps(cfg, steps=2, use_bias=True)
-    path = tmp_path / "checkpoint.npz"
-    checkpoint.save(path, state, {"step": 2})
+    path = store.folder_in(tmp_path)
+    writer.save(path, state, 2, {"note": "x"})
     template = jax.device_get(update.init_state(jax.random.PRNGKey(5), V, D, cfg, True))
-    loaded, meta = checkpoint.load(path, template)
-    assert meta == {"step": 2}
+    loaded, meta = store.load(path, template)
+    assert meta["step"] == 2 and meta["note"] == "x"
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert jax.tree.structure(loaded) == jax.tree.structure(state)

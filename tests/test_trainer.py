@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import cpu_bitwise
 
-from w2v_jax import checkpoint, trainer
+from w2v_jax import trainer
+from w2v_jax.checkpoint import store
 from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 
@@ -45,7 +46,7 @@ def test_tiny_run_writes_every_output(tmp_path):
     binary, text = _vectors(tmp_path), keyed_vectors.load_word2vec(tmp_path / "vectors.txt")
     assert binary.words == text.words
     np.testing.assert_allclose(binary.vectors, text.vectors, rtol=1e-5, atol=1e-6)
-    state, meta = checkpoint.load(checkpoint.path_in(tmp_path), _template(tmp_path))
+    state, meta = store.load(store.folder_in(tmp_path), _template(tmp_path))
     np.testing.assert_array_equal(binary.vectors, state.params["in_embed"])
     vocab_lines = (tmp_path / "vocab.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in vocab_lines] == list(binary.words)
@@ -131,9 +132,9 @@ def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd(killed), cwd=ROOT, env=env, stderr=subprocess.PIPE)
-    ckpt = checkpoint.path_in(killed)
+    ckpt = store.folder_in(killed)
     deadline = time.time() + 300
-    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+    while store.latest(ckpt) is None and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
@@ -147,14 +148,19 @@ def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
     trainer.train_and_evaluate(_config(max_steps=20), str(tmp_path))
-    ckpt = checkpoint.path_in(tmp_path)
-    before = ckpt.read_bytes()
+    ckpt = store.folder_in(tmp_path)
+    before = _files(ckpt)
     with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
         trainer.train_and_evaluate(
             _config(**{"optimizer.alpha": 1e30, "max_loss": 0.0, "resume_override": True}),
             str(tmp_path),
         )
-    assert ckpt.read_bytes() == before
+    assert _files(ckpt) == before
+
+
+def _files(folder) -> dict:
+    """Every file under ``folder`` and its bytes."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def test_a_finite_but_diverged_loss_stops_the_run(tmp_path):

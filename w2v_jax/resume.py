@@ -9,14 +9,19 @@ one line naming the fields. Only the learning-rate schedule (``epochs``, ``alpha
 ``min_alpha``) may change, and only with ``config.resume_override=True``; the message
 says how the rate jumps.
 
-A run of several processes saves sharded checkpoints (`checkpoint.save_shards`), which
-also record their layout (processes, mesh, each array's partition); they resume only
-onto the same layout, and a one-process checkpoint only in one process (and vice versa):
-anything else is one line naming both layouts.
+Checkpoints (`w2v_jax.checkpoint`) are step folders of array pieces under a commit
+marker, saved while training goes on: the loop waits only for the state's copy to host
+memory (`checkpoint.writer`). Each also records its layout (processes, mesh, each array's
+partition), only to say so when a run resumes it on another one: any number of processes
+on any mesh (or one device) reads a checkpoint any other wrote, each process reading only
+the pieces its devices need. A damaged piece stops every process with the same line,
+which names the step folder to move aside (the run then resumes from the committed step
+before it).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +32,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from w2v_jax import checkpoint
+from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.data import vocab
 from w2v_jax.step import update
 
@@ -135,14 +140,22 @@ def _lr_note(stored: dict, current: dict, tokens: int, stored_planned, planned: 
 class Resumed(NamedTuple):
     """What a run continues from."""
 
-    state: object  # the train state, host arrays
-    position: tuple[int, int]  # input_pipeline.Position: the next batch
+    state: object  # the train state: host arrays, or global arrays laid out as asked
+    position: tuple[int, ...]  # input_pipeline.Position: the next batch (process 0's)
     tokens: int  # corpus tokens consumed
     initial_loss: float | None  # the first step's loss (the divergence guard's reference)
+    meta: dict = {}  # everything the checkpoint was committed with (with `save`'s extra)
+    processes: int = 1  # how many processes wrote it
 
 
 class Checkpoints:
-    """The run's ``checkpoint.npz``: resume from it, and save it by steps or wall time."""
+    """The run's checkpoints (``checkpoint/``): resume from the newest, save by steps or
+    wall time while training goes on.
+
+    Every process of a run creates it at the same point and saves at the same steps.
+    After `save` returns the state's buffers may be donated; `wait` (or leaving
+    `waiting`) blocks until the save in flight is committed.
+    """
 
     def __init__(
         self,
@@ -153,53 +166,50 @@ class Checkpoints:
         every_secs: float,
         shardings=None,
     ):
-        """``shardings``: the state's NamedShardings when several processes hold it (sharded
-        checkpoints under ``checkpoint/``); None: one process, ``checkpoint.npz``."""
+        """``shardings``: the state's NamedShardings on a mesh (a resumed state comes back
+        as global arrays laid out so); None: host arrays (one device, pmap, point groups)."""
         self.shardings = shardings
-        self.layout = None if shardings is None else layout(shardings)
-        one, many = checkpoint.path_in(workdir), checkpoint.folder_in(workdir)
-        self.path, self.other = (one, many) if shardings is None else (many, one)
+        self.layout = layout(shardings)
+        self.processes = jax.process_count()
+        self.path = store.folder_in(workdir)
         self.manifest, self.planned = manifest, int(planned)
-        self.schedule = checkpoint.Schedule(every_steps, every_secs)
-        self.last_good: int | None = None  # the step of the checkpoint on disk
+        self.schedule = schedule.Schedule(every_steps, every_secs)
+        self.writer = writer.Writer(self.path)  # a broadcast when several processes
+        self.last_good: int | None = None  # the step of the newest finite save
 
     def resume(self, template, override: bool) -> Resumed | None:
-        """The state saved in the checkpoint (None if there is none); raises
-        ResumeMismatch or checkpoint.CorruptCheckpointError before anything is written."""
-        if self.other.exists():
-            this = "one process" if self.layout is None else describe(self.layout)
-            other = "one process" if self.layout is not None else "several processes"
+        """The state saved in the newest committed checkpoint (None if there is none) in
+        this run's layout; raises ResumeMismatch, checkpoint.store.CorruptCheckpointError
+        or ValueError (one line each, the same on every process) before anything is
+        written."""
+        old = self.path.parent / store.OLD_FILE
+        if old.exists():
             raise ResumeMismatch(
-                f"{self.other} was written by {other}; this run is {this}: run it the way "
-                "it was started (parallel.*), or use a new --workdir"
+                f"{old} was written by an older w2v_jax (one .npz file); this version keeps "
+                f"step folders in {self.path}: finish that run with the version that "
+                "started it, or use a new --workdir"
             )
-        found = self.path if self.layout is None else checkpoint.latest_committed(self.path)
-        if found is None or not found.exists():
+        found = store.latest(self.path)
+        if found is None:
             return None
-        if self.layout is None:
-            meta = checkpoint.read_meta(found)
-        else:
-            meta = checkpoint.read_shards_meta(found)
+        meta = store.read_meta(found)
         stored = meta.get("manifest")
         note = _lr_note(
             stored or {}, self.manifest, meta["tokens"], meta.get("planned"), self.planned
         )
         check(self.path.parent, stored, self.manifest, override, note)
-        if self.layout is None:
-            state, meta = checkpoint.load(found, template)
-        else:
-            if meta.get("layout") != self.layout:
-                raise ResumeMismatch(
-                    f"{found} was saved by {describe(meta.get('layout'))}; this run is "
-                    f"{describe(self.layout)}: resume with the parallel.* settings it was "
-                    "started with, or use a new --workdir"
-                )
-            state, _ = checkpoint.load_shards(found, template, self.shardings)
+        if meta.get("layout") != self.layout:
+            logging.info(
+                "resharding step %d: written by %s, read by %s",
+                meta["step"], describe(meta.get("layout")), describe(self.layout),
+            )  # fmt: skip
+        state = _agreed(lambda: store.read(found, meta, template, self.shardings))
         self.last_good = int(meta["step"])
         logging.info("resumed from %s at step %d", found, self.last_good)
         return Resumed(
-            state, tuple(meta["position"]), int(meta["tokens"]), meta.get("initial_loss")
-        )
+            state, tuple(meta["position"]), int(meta["tokens"]), meta.get("initial_loss"),
+            meta, int(meta["processes"]),
+        )  # fmt: skip
 
     def due(self, before: int, step: int) -> bool:
         """Whether to save after the call that took the run from ``before`` to ``step``.
@@ -207,7 +217,7 @@ class Checkpoints:
         Several processes must all save or none: there the clock of process 0 decides,
         asked (one small broadcast) only when the step crosses a multiple of `AGREE_EVERY`.
         """
-        if self.layout is None:
+        if self.processes == 1:
             return self.schedule.due(before, step)
         if self.schedule.due_by_steps(before, step):
             return True
@@ -216,21 +226,53 @@ class Checkpoints:
         mine = np.asarray(self.schedule.due_by_time())
         return bool(multihost_utils.broadcast_one_to_all(mine))
 
-    def save(self, host_state, position, tokens: int, initial_loss: float | None) -> None:
+    def save(self, state, position, tokens: int, initial_loss: float | None, extra=None) -> None:
+        """Starts saving ``state`` (device arrays, global ones, or host arrays) at
+        ``position`` (process 0's) and returns once it is copied to host memory: the
+        write and the commit go on in the background (`checkpoint.writer`). ``extra``:
+        further JSON-ready metadata (e.g. every process's input position), returned
+        in `Resumed.meta`.
+
+        Raises FloatingPointError (on every process, nothing written) when the state
+        holds NaN or inf, and the previous save's error if it failed.
+        """
+        step = _step(state.step)
         meta = {
+            **(extra or {}),
             "position": list(position),
             "tokens": int(tokens),
-            "step": int(host_state.step),
+            "step": step,
             "planned": self.planned,
             "initial_loss": initial_loss,
             "manifest": self.manifest,
+            "layout": self.layout,
         }
-        if self.layout is None:
-            checkpoint.save(self.path, host_state, meta)
-        else:
-            checkpoint.save_shards(self.path, host_state, {**meta, "layout": self.layout})
+        self.writer.save(state, step, meta)
         self.schedule.saved()
-        self.last_good = int(host_state.step)
+        self.last_good = step
+
+    def wait(self) -> None:
+        """Blocks until the save in flight is committed; raises its error."""
+        self.writer.wait()
+
+    def close(self) -> None:
+        """`wait`, then frees the host copy of the state kept between saves."""
+        self.writer.close()
+
+    @contextlib.contextmanager
+    def waiting(self):
+        """A block (the training loop) on whose every way out, an error or an interrupt
+        included, the save in flight is committed before anything else happens; a
+        failed save is raised, or logged when the block itself raised."""
+        try:
+            yield self
+        except BaseException:
+            try:
+                self.writer.wait()
+            except Exception as e:  # noqa: BLE001  (the block's error is the one to raise)
+                logging.error("the checkpoint in flight failed too: %s", e)
+            raise
+        self.writer.wait()
 
     def where(self) -> str:
         """The last good checkpoint, for error messages."""
@@ -239,9 +281,51 @@ class Checkpoints:
         return f"{self.path} (step {self.last_good}), left intact"
 
 
+def _step(x) -> int:
+    """The step counter of a saved state as an int (a global array: this process's copy)."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        x = x.addressable_data(0)
+    return int(np.asarray(x))
+
+
+# Bytes of the message `_agreed` shares: a corrupt piece's one line fits.
+_MESSAGE_BYTES = 2048
+
+
+def _agreed(read):
+    """``read()``, with every process agreeing on the outcome: when one process fails
+    (e.g. a piece it reads is damaged), every process raises the same one line (that
+    process's CorruptCheckpointError or ValueError) before any of them resumes."""
+    error: BaseException | None = None
+    try:
+        result = read()
+    except Exception as e:  # noqa: BLE001  (shared below, then raised)
+        error, result = e, None
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return result
+    kind = "C" if isinstance(error, store.CorruptCheckpointError) else "E"
+    mine = b"" if error is None else (kind + str(error)).encode("utf-8", "replace")
+    buf = np.zeros(_MESSAGE_BYTES, np.uint8)
+    buf[: len(mine)] = np.frombuffer(mine[:_MESSAGE_BYTES], np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, _MESSAGE_BYTES)
+    failed = [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in every]
+    first = next((m for m in failed if m), None)
+    if first is None:
+        return result
+    if error is not None:
+        raise error
+    if first[0] == "C":
+        raise store.CorruptCheckpointError(first[1:])
+    raise ValueError(f"process {failed.index(first)} could not restore: {first[1:]}")
+
+
 def layout(shardings) -> dict:
-    """What a sharded checkpoint's files depend on: the processes, the mesh and how each
-    array is partitioned (JSON-ready)."""
+    """How a checkpoint's arrays were held: the processes, the mesh and how each array is
+    partitioned (JSON-ready; mesh and specs None for host arrays)."""
+    if shardings is None:
+        return {"processes": jax.process_count(), "mesh": None, "specs": None}
     leaves = jax.tree_util.tree_leaves(shardings)
     mesh = leaves[0].mesh
     return {
@@ -252,12 +336,15 @@ def layout(shardings) -> dict:
 
 
 def describe(layout: dict | None) -> str:
-    """``layout`` in words, for error messages."""
+    """``layout`` in words, for log lines and errors."""
     if not layout:
         return "an unknown layout"
+    processes = f"{layout['processes']} process{'es' if layout['processes'] > 1 else ''}"
+    if not layout.get("mesh"):
+        return f"{processes} holding whole arrays"
     mesh = " x ".join(f"{k}={v}" for k, v in layout["mesh"].items())
     sharded = any("model" in s for s in layout["specs"])
     return (
-        f"{layout['processes']} processes on a {mesh} mesh with the tables "
+        f"{processes} on a {mesh} mesh with the tables "
         f"{'sharded along V' if sharded else 'replicated'}"
     )

@@ -4,7 +4,8 @@ Files (all written atomically with `files`, except the appended metrics):
 
   config.json     the config, written once the resume check passed (`write_config`)
   metrics.jsonl   one JSON object per logged step (`MetricsLog`, `read_metrics`)
-  checkpoint.npz  the train state and its metadata, with the manifest (`checkpoint`)
+  checkpoint/     the train state's committed steps and their metadata, with the manifest
+                  (`checkpoint.store`)
   vectors.txt, vectors.bin, vocab.tsv   the exports at the end (`export`)
 
 What a checkpoint may be resumed by (its manifest) is `resume`'s concern.
@@ -26,7 +27,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import checkpoint, files, settings
+from w2v_jax import files, settings
+from w2v_jax.checkpoint import store
 from w2v_jax.configs import default
 from w2v_jax.data import sources, vocab
 from w2v_jax.evaluation import keyed_vectors
@@ -77,7 +79,7 @@ def prepare(workdir: str | os.PathLike) -> pathlib.Path:
         ) from None
     except OSError as e:
         raise ValueError(f"--workdir={workdir} cannot be created ({e.strerror})") from None
-    if not checkpoint.path_in(workdir).exists():  # a run to resume is probed at its first write
+    if not store.folder_in(workdir).exists():  # a run to resume is probed at its first write
         probe = workdir / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
             probe.write_bytes(b"")
@@ -163,7 +165,7 @@ def summary(workdir: str | os.PathLike, result: dict) -> str:
         and isinstance(result[key], float)
     ]  # fmt: skip
     lines = [f"run finished at step {result.get('step', '?')}: " + ", ".join(shown)]
-    names = [n for n in (*EXPORTS, METRICS, checkpoint.FILENAME, CONFIG) if (workdir / n).exists()]
+    names = [n for n in (*EXPORTS, METRICS, store.FOLDER, CONFIG) if (workdir / n).exists()]
     lines.append(f"files in {workdir}: {', '.join(names)}")
     if (workdir / EXPORTS[1]).exists():
         lines.append(
@@ -177,9 +179,9 @@ def summary(workdir: str | os.PathLike, result: dict) -> str:
 def load_run(run_dir: str | os.PathLike) -> Run:
     """The config, the data (from the corpus cache) and the checkpointed state of a run."""
     config = read_config(run_dir)
-    path = checkpoint.path_in(run_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; the run has not saved a checkpoint yet")
+    path = store.folder_in(run_dir)
+    if store.latest(path) is None:
+        raise FileNotFoundError(f"{path} holds no checkpoint; the run has not saved one yet")
     run = settings.resolve(config)
     dataset = sources.load(run.corpus)
     vocab_size = len(dataset.train.vocab)
@@ -188,5 +190,5 @@ def load_run(run_dir: str | os.PathLike) -> Run:
             jax.random.PRNGKey(0), vocab_size, run.loop.dim, run.step, run.loop.use_bias
         )
     )
-    state, _ = checkpoint.load(path, template)
+    state, _ = store.load(path, template)
     return Run(config, run, dataset, state)

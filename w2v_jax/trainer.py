@@ -90,7 +90,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Ctrl-C, SIGTERM: finish the call, save, stop (one process; several would have to
     # agree on the step first, so there a signal stops the process as usual).
     catcher = _NoCatcher() if run.many else interrupt.Catcher()
-    with catcher as stop:
+    with catcher as stop, run.checkpoints.waiting():  # on every way out: the save committed
         while True:
             wait_start = time.perf_counter()
             item, n = next(items, (None, 0))
@@ -251,8 +251,11 @@ class Run:
         }
 
     def save(self, state_to_save) -> None:
-        """Saves ``state_to_save`` (host arrays, or global ones) at the current position,
-        after checking the pending losses: a diverged state is never saved."""
+        """Starts saving ``state_to_save`` (`runners.Runner.state_to_save`: device arrays,
+        or host ones) at the current position, after checking the pending losses: a
+        diverged state is never saved. Returns once the state is copied to the host (the
+        write goes on in the background, `resume.Checkpoints.save`); the meter excludes
+        only that."""
         self.flush()
         save_start = time.perf_counter()
         self.checkpoints.save(state_to_save, self.position, self.tokens_done, self.guard.initial)
@@ -271,6 +274,7 @@ class Run:
             "train/tokens": self.tokens_done,
             **self.evaluate(params),
         }
+        self.checkpoints.close()  # the final checkpoint is committed before the last row
         self.metrics_log.write(self.step, final)
         self.meter.report(self.step, final, final=True)
         if self.settings.loop.export and self.chief:
@@ -325,7 +329,7 @@ def open_run(
     manifest = resume.manifest(config.to_dict(), vocab, len(corpus.ids))
     checkpoints = resume.Checkpoints(
         workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs,
-        shardings=runner.shardings if many else None,
+        shardings=None if runner is None else runner.shardings,
     )  # fmt: skip
     position, tokens_done = input_pipeline.Position(0, 0), 0
     guard = progress.LossGuard(loop.max_loss)

@@ -181,8 +181,8 @@ class Runner:
     scan: Callable[..., tuple[Any, dict]] | None = None  # scan_steps, when S > 1
     sync: bool = False  # block after every call (multi-device CPU, see the module doc)
     on_device: bool = False  # step_call's batch is an `on_device.Feed` (device_scan_steps)
-    # What a checkpoint saves: host arrays (one process), or the global arrays themselves
-    # when other processes hold part of them (`checkpoint.save_shards`).
+    # What a checkpoint saves: the state's device arrays themselves (the checkpoint writer
+    # copies the blocks it writes to the host); pmap: one replica. None: the state as is.
     saved_state: Callable[[Any], Any] | None = None
     shardings: Any = None  # mesh: the state's NamedShardings (a sharded restore needs them)
     # init () -> state, run so that the state is born in the runner layout: each device
@@ -194,7 +194,8 @@ class Runner:
         return placement.bytes_per_device(abstract_state, self.shardings)
 
     def state_to_save(self, state):
-        return (self.saved_state or self.host_state)(state)
+        """The arrays a checkpoint saves of ``state`` (device arrays, not fetched here)."""
+        return state if self.saved_state is None else self.saved_state(state)
 
     def host_params(self, state) -> dict:
         return self.host_state(state).params
@@ -322,6 +323,7 @@ def make_runner(
             put_state=lambda s: replicate(s, devices),
             host_state=lambda s: jax.device_get(unreplicate(s)),
             put_aux=lambda a: replicate(a, devices),  # on every device once, not every step
+            saved_state=unreplicate,
             create_state=create,
         )
     if mode == "mesh":
@@ -360,7 +362,6 @@ def make_runner(
             steps_per_call=options.steps_per_call,
             scan=scan,
             sync=sync,
-            saved_state=(lambda s: s) if many else None,
             shardings=st_sh,
             create_state=lambda init: placement.create(init, st_sh),
         )
