@@ -28,6 +28,7 @@ import codecs
 import collections
 import contextlib
 import gzip
+import itertools
 import multiprocessing
 import os
 import pathlib
@@ -235,9 +236,10 @@ class _Spill:
 
 
 def _new_table() -> collections.defaultdict:
-    table = collections.defaultdict()
-    table.default_factory = table.__len__  # a new word gets the next provisional id
-    return table
+    """word -> provisional id; a new word gets the next id. (A factory of ``table.__len__``
+    would make a reference cycle, which only the cyclic collector frees: a worker then
+    kept every piece's table.)"""
+    return collections.defaultdict(itertools.count().__next__)
 
 
 def _tokenise(piece, table, out: _Spill, eos, lowercase, chunk_bytes) -> None:
