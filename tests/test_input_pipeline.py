@@ -198,7 +198,7 @@ def test_determinism_and_fresh_draws_per_epoch():
             np.testing.assert_array_equal(u, v)
     d0, d1 = draws_of(corpus, 0, sample=1e-2), draws_of(corpus, 1, sample=1e-2)
     assert not np.array_equal(d0.keep, d1.keep) and not np.array_equal(d0.span, d1.span)
-    epoch0 = [x for x in a if x.position.epoch == 0 or x.position == (1, 0)]
+    epoch0 = [x for x in a if x.position.epoch == 0 or x.position == (1, 0, 0, 0)]
     epoch1 = a[len(epoch0) :]
     assert not np.array_equal(real_rows(epoch0)[0], real_rows(epoch1)[0])
     other_seed = collect(seed=2, **kw)
@@ -226,8 +226,8 @@ def test_positions_and_token_progress():
     tokens = [it.tokens for it in items]
     assert tokens == sorted(tokens) and tokens[-1] == 2 * n
     per_epoch = sum(1 for it in items if it.position.epoch == 0) + 1
-    assert items[per_epoch - 1].position == (1, 0) and items[per_epoch - 1].tokens == n
-    assert [it.position for it in items[:3]] == [(0, 1), (0, 2), (0, 3)]
+    assert items[per_epoch - 1].position == (1, 0, 0, 0) and items[per_epoch - 1].tokens == n
+    assert [it.position[:2] for it in items[:3]] == [(0, 1), (0, 2), (0, 3)]
 
 
 @pytest.mark.parametrize("layout", ["grouped", "pairs"])
@@ -247,16 +247,22 @@ def test_resume_continues_exactly(layout, shuffle_buffer):
     assert collect(start=input_pipeline.Position(2, 0), **kw) == []
 
 
-def test_resume_builds_only_the_chunks_it_needs(monkeypatch):
+@pytest.mark.parametrize("where", [0.5, -2])
+def test_resume_draws_only_the_chunk_it_starts_in(monkeypatch, where):
     corpus = make_corpus(seed=8, sentences=200)
     kw = dict(corpus=corpus, layout="grouped", sample=1e-2, chunk_tokens=100)
     full = collect(**kw)
     calls = []
-    make_rows = windows.make_rows
-    monkeypatch.setattr(windows, "make_rows", lambda *a, **k: calls.append(1) or make_rows(*a, **k))
+    draw = windows.draw
+    monkeypatch.setattr(windows, "draw", lambda *a, **k: calls.append(1) or draw(*a, **k))
     chunks = len(windows.make_plan(*corpus, window=3, sample=1e-2, seed=1, chunk_tokens=100).bounds)
-    collect(start=full[-2].position, **kw)
-    assert chunks > 20 and len(calls) <= 2
+    j = int(where * len(full)) if where > 0 else len(full) + where
+    start = full[j].position
+    rest = collect(start=start, epochs=start.epoch + 1, **kw)
+    # O(1): the chunk the position names and the ones its first batch reaches, never the
+    # earlier chunks of the epoch (a batch of 32 rows spans at most two 100-token chunks).
+    assert chunks > 20 and start.chunk > 10 and len(calls) <= len(rest) + 2
+    assert len(rest) <= 2 or len(calls) < chunks - start.chunk + 1
 
 
 def test_padding_and_fixed_shapes():
@@ -278,7 +284,7 @@ def test_padding_and_fixed_shapes():
             assert np.all(it.batch.contexts[it.batch.mask == 0] == vocab)
         dropped = collect(corpus=corpus, layout=layout, batch_size=16, drop_remainder=True)
         assert len(dropped) == len(items) - 1
-        assert dropped[-1].position == (1, 0)
+        assert dropped[-1].position == (1, 0, 0, 0)
 
 
 def test_batches_per_epoch_pads_or_truncates():
@@ -286,11 +292,11 @@ def test_batches_per_epoch_pads_or_truncates():
     natural = len(collect(corpus=corpus, layout="grouped"))
     longer = collect(corpus=corpus, layout="grouped", batches_per_epoch=natural + 3, epochs=2)
     assert len(longer) == 2 * (natural + 3)
-    assert not longer[natural + 1].batch.mask.any() and longer[natural + 2].position == (1, 0)
+    assert not longer[natural + 1].batch.mask.any() and longer[natural + 2].position[:2] == (1, 0)
     filler = longer[natural + 1].batch
     assert np.all(filler.centers == len(corpus[2])) and np.all(filler.contexts == len(corpus[2]))
     shorter = collect(corpus=corpus, layout="grouped", batches_per_epoch=2, epochs=2)
-    assert [it.position for it in shorter] == [(0, 1), (1, 0), (1, 1), (2, 0)]
+    assert [it.position[:2] for it in shorter] == [(0, 1), (1, 0), (1, 1), (2, 0)]
 
 
 def test_shard_batch_shapes():
@@ -305,16 +311,102 @@ def test_shard_batch_shapes():
         input_pipeline.shard_batch(batch, 3)
 
 
-def test_process_slices_are_disjoint_covering_and_balanced():
+def _naive_share(offsets, max_length, p, count):
+    """Piece boundaries of share p: split every sentence into pieces, then give each piece
+    to the process whose token range [p·N/P, (p + 1)·N/P) holds its start."""
+    pieces = windows.split_sentences(offsets, max_length)
+    n = int(offsets[-1])
+    starts = pieces[:-1]
+    mine = (starts >= n * p // count) & (starts < n * (p + 1) // count)
+    if not mine.any():
+        return None
+    first, last = np.flatnonzero(mine)[[0, -1]]
+    return pieces[first : last + 2]
+
+
+@pytest.mark.parametrize("max_length", [1, 7, 30, 10_000])
+def test_shares_match_a_naive_split_and_are_balanced(max_length):
     _, offsets, _ = make_corpus(sentences=100)
-    for count in (1, 2, 3, 7):
-        slices = [windows.process_sentences(offsets, p, count) for p in range(count)]
-        assert slices[0].start == 0 and slices[-1].stop == len(offsets) - 1
-        assert all(a.stop == b.start for a, b in itertools.pairwise(slices))
-        tokens = [offsets[s.stop] - offsets[s.start] for s in slices]
-        assert max(tokens) - min(tokens) <= 2 * 30  # within two sentence lengths
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(0, 40, size=60)  # some sentences empty
+    ragged = np.concatenate([[0], np.cumsum(lengths)])
+    for offs in (offsets, ragged, np.array([0, 1000])):  # the last: one long line
+        for count in (1, 2, 3, 7):
+            shares = [windows.share_pieces(offs, max_length, p, count) for p in range(count)]
+            for p, share in enumerate(shares):
+                naive = _naive_share(offs, max_length, p, count)
+                if naive is None:
+                    assert share[0] == share[-1]  # an empty share
+                else:
+                    np.testing.assert_array_equal(share, naive)
+            assert shares[0][0] == 0 and shares[-1][-1] == offs[-1]
+            assert all(a[-1] == b[0] for a, b in itertools.pairwise(shares))
+            tokens = [int(s[-1] - s[0]) for s in shares]
+            longest = min(max_length, int(np.diff(offs).max()))  # a piece is not cut
+            assert max(tokens) - min(tokens) <= 2 * longest
     with pytest.raises(ValueError):
-        windows.process_sentences(offsets, 3, 3)
+        windows.share_pieces(offsets, 10, 3, 3)
+
+
+def test_a_share_reads_only_its_tokens():
+    ids, offsets, counts = make_corpus(sentences=100)
+    for p in range(3):
+        share = windows.share_pieces(offsets, 10_000, p, 3)
+        poisoned = np.full_like(ids, -1)  # anything read outside the share is -1
+        poisoned[share[0] : share[-1]] = ids[share[0] : share[-1]]
+        items = collect(
+            corpus=(poisoned, offsets, counts), layout="grouped", process_index=p, process_count=3
+        )
+        centres, contexts, _ = real_rows(items)
+        assert centres.min() >= 0 and contexts.min() >= 0
+
+
+def test_shares_agree_on_tokens_and_rows():
+    corpus = make_corpus(sentences=100)
+    ids, offsets, counts = corpus
+    options = input_pipeline.PipelineOptions(
+        layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
+        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
+        epochs=2, process_count=3,
+    )  # fmt: skip
+    expected = [
+        input_pipeline.share_rows(options._replace(process_index=p), ids, offsets, counts)
+        for p in range(3)
+    ]
+    whole = input_pipeline.expected_rows_per_epoch(options, counts)
+    assert sum(expected) == pytest.approx(whole, rel=1e-9)
+    for p in range(3):  # the expectation is close to what a share yields
+        kw = dict(corpus=corpus, layout="grouped", sample=1e-2, process_index=p, process_count=3)
+        actual = len(real_rows(collect(**kw))[0])
+        assert actual == pytest.approx(expected[p], rel=0.15)
+    # With a fixed number of batches and the corpus's tokens, every share reports the
+    # same progress after each batch: the same learning rate everywhere.
+    kw = dict(corpus=corpus, layout="grouped", batch_size=16, epochs=2, batches_per_epoch=5)
+    kw["epoch_tokens"] = len(ids)
+    runs = [collect(process_index=p, process_count=3, **kw) for p in range(3)]
+    assert [len(r) for r in runs] == [10, 10, 10]
+    tokens = [[it.tokens for it in r] for r in runs]
+    assert tokens[0] == tokens[1] == tokens[2] and tokens[0][4] == len(ids)
+    assert tokens[0][-1] == 2 * len(ids)
+
+
+def test_position_at_a_fraction_of_the_share():
+    corpus = make_corpus(sentences=200)
+    ids, offsets, counts = corpus
+    options = input_pipeline.PipelineOptions(
+        layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
+        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
+        epochs=2, process_index=1, process_count=2, batches_per_epoch=40,
+    )  # fmt: skip
+    at = input_pipeline.position_at(options, ids, offsets, counts, 1, 0.5)
+    assert at.epoch == 1 and at.batch == 20 and at.row == 0
+    plan = windows.make_plan(ids, offsets, counts, window=3, sample=1e-2, seed=1,
+                             process_index=1, process_count=2)  # fmt: skip
+    first = plan.pieces[plan.bounds[at.chunk]] - plan.pieces[0]
+    assert first >= 0.5 * plan.tokens
+    assert (
+        at.chunk == 0 or plan.pieces[plan.bounds[at.chunk - 1]] - plan.pieces[0] < 0.5 * plan.tokens
+    )
 
 
 def test_processes_together_see_the_whole_corpus():

@@ -22,6 +22,7 @@ import jax
 from w2v_jax import distributed, evaluator
 from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
+from w2v_jax.parallel import placement
 from w2v_jax.step import optimizers, runners, update
 
 SHARES = ("pair", "row", "block")
@@ -259,30 +260,6 @@ def resolve(config) -> Settings:
         synthetic=spec,
         synthetic_heldout_tokens=s.heldout_tokens,
     )
-    pipeline = input_pipeline.PipelineOptions(
-        layout=config.layout,
-        rows_per_call=config.batch_size * config.steps_per_call,
-        window=config.window,
-        sample=config.sample,
-        dynamic_window=config.dynamic_window,
-        left_only=config.left_only,
-        max_sentence_length=c.max_sentence_length,
-        shuffle_buffer=config.shuffle_buffer,
-        prefetch=config.prefetch,
-        seed=config.seed,
-        epochs=config.epochs,
-        # Every process builds the same global batches (the whole corpus) and feeds its
-        # devices their rows (runners.global_rows): a run of any number of processes
-        # sees the one-process run's batches.
-        process_index=0,
-        process_count=1,
-    )
-    evaluation = evaluator.EvalOptions(
-        analogies=config.eval.analogies,
-        similarity=tuple(p for p in config.eval.similarity.split(",") if p),
-        restrict_vocab=config.eval.restrict_vocab,
-        heldout_batches=config.eval.heldout_batches,
-    )
     p = config.parallel
     parallel = runners.ParallelOptions(
         mode=p.mode,
@@ -293,6 +270,33 @@ def resolve(config) -> Settings:
     )
     if p.mode == "mesh":
         runners.mesh_shape(parallel, config.batch_size)  # one line if the mesh cannot be
+    share, shares = 0, 1
+    if p.mode == "mesh" and jax.process_count() > 1:
+        mesh = placement.make_mesh(jax.device_count(), p.model_axis)
+        share, shares = placement.input_share(mesh)
+    pipeline = input_pipeline.PipelineOptions(
+        layout=config.layout,
+        # Each process reads its share of the corpus and batches only its devices' rows
+        # (runners.local_rows); the shares' batches together are the step's.
+        rows_per_call=config.batch_size * config.steps_per_call // shares,
+        window=config.window,
+        sample=config.sample,
+        dynamic_window=config.dynamic_window,
+        left_only=config.left_only,
+        max_sentence_length=c.max_sentence_length,
+        shuffle_buffer=config.shuffle_buffer,
+        prefetch=config.prefetch,
+        seed=config.seed,
+        epochs=config.epochs,
+        process_index=share,
+        process_count=shares,
+    )
+    evaluation = evaluator.EvalOptions(
+        analogies=config.eval.analogies,
+        similarity=tuple(p for p in config.eval.similarity.split(",") if p),
+        restrict_vocab=config.eval.restrict_vocab,
+        heldout_batches=config.eval.heldout_batches,
+    )
     loop = LoopSettings(
         seed=config.seed,
         dim=config.dim,
@@ -340,19 +344,20 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
         )
     options = settings.pipeline
     rows = input_pipeline.expected_rows_per_epoch(options, train.vocab.counts)
-    if options.rows_per_call > rows:
+    call = options.rows_per_call * options.process_count  # every share's rows of a call
+    if call > rows:
         s = settings.parallel
         raise ValueError(
-            f"config.batch_size={options.rows_per_call // s.steps_per_call} x "
-            f"steps_per_call={s.steps_per_call} = {options.rows_per_call} rows is larger than "
+            f"config.batch_size={call // s.steps_per_call} x "
+            f"steps_per_call={s.steps_per_call} = {call} rows is larger than "
             f"the ~{rows:.0f} rows one epoch of this corpus yields; lower batch_size or "
             f"steps_per_call (or sample={options.sample})"
         )
     # The planned steps, from the expected rows (a call's rounding as margin): the step
     # counter and fold_in(key, step) are int32, so refuse before anything is allocated.
     s, loop = settings.parallel, settings.loop
-    batch = options.rows_per_call // s.steps_per_call
-    per_epoch = math.ceil(rows / options.process_count / batch) + s.steps_per_call
+    batch = call // s.steps_per_call
+    per_epoch = math.ceil(rows / batch) + s.steps_per_call
     steps = loop.epochs * per_epoch
     if loop.max_steps:
         steps = min(steps, loop.max_steps + s.steps_per_call - 1)

@@ -35,6 +35,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from w2v_jax import (
     distributed,
@@ -46,7 +47,7 @@ from w2v_jax import (
     run_folder,
     settings,
 )
-from w2v_jax.data import input_pipeline, on_device, sources
+from w2v_jax.data import input_pipeline, on_device, sources, windows
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import placement
 from w2v_jax.step import runners, update
@@ -258,7 +259,10 @@ class Run:
         only that."""
         self.flush()
         save_start = time.perf_counter()
-        self.checkpoints.save(state_to_save, self.position, self.tokens_done, self.guard.initial)
+        extra = _input_record(self.settings.pipeline, self.position)
+        self.checkpoints.save(
+            state_to_save, self.position, self.tokens_done, self.guard.initial, extra
+        )
         self.meter.exclude(time.perf_counter() - save_start)
 
     def finish(self, params, last_window, rates, loop_wall, input_wait) -> dict:
@@ -320,12 +324,10 @@ def open_run(
         runner = runners.make_runner(run.parallel, step_cfg, abstract, device_spec)  # checks it
     if loop.input_mode != "device":
         _check_state_fits(run, abstract, runner)
-    planned = loop.epochs * input_pipeline.tokens_per_epoch(
-        corpus.offsets,
-        process_index=pipeline.process_index,
-        process_count=pipeline.process_count,
-        max_sentence_length=pipeline.max_sentence_length,
-    )
+    if pipeline.process_count > 1:  # input shares: every one takes the same steps
+        pipeline = _agree_on_batches(pipeline, corpus)
+        run = run._replace(pipeline=pipeline)
+    planned = loop.epochs * len(corpus.ids)  # the learning rate's tokens: the whole corpus's
     manifest = resume.manifest(config.to_dict(), vocab, len(corpus.ids))
     checkpoints = resume.Checkpoints(
         workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs,
@@ -335,8 +337,8 @@ def open_run(
     guard = progress.LossGuard(loop.max_loss)
     resumed = checkpoints.resume(abstract, loop.resume_override)
     if resumed is not None:
-        state, tokens_done = resumed.state, resumed.tokens
-        position = input_pipeline.Position(*resumed.position)
+        state = resumed.state
+        position, tokens_done = _resume_position(run, corpus, resumed)
         guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
         state = state if runner is None else runner.put_state(state)
     else:  # born in the runner's layout: each device computes its own shard or replica
@@ -394,6 +396,81 @@ def _check_state_fits(run: settings.Settings, abstract, runner) -> None:
         ways.append("optimizer.name=rowwise_adagrad (one accumulator per row, not per element)")
     ways.append("a smaller dim or corpus.max_vocab_size")
     placement.check_fits(need, what, ways, cap_bytes=int(loop.device_memory_gib * 2**30))
+
+
+def _agree_on_batches(pipeline: input_pipeline.PipelineOptions, corpus):
+    """Several input shares: the batches per epoch every process takes (the least any
+    share fills, `input_pipeline.batches_per_share`; a small all-gather) and the corpus's
+    tokens, from which every process computes the same learning rate."""
+    mine = input_pipeline.batches_per_share(
+        pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts
+    )
+    every = multihost_utils.process_allgather(np.asarray(mine, np.int64))
+    agreed = int(np.min(every))
+    logging.info(
+        "input: share %d of %d reads tokens %s; %d batches of %d rows per epoch on every "
+        "process (this share fills ~%d)",
+        pipeline.process_index, pipeline.process_count,
+        _share_range(pipeline, corpus.offsets), agreed, pipeline.rows_per_call, mine,
+    )  # fmt: skip
+    return pipeline._replace(batches_per_epoch=agreed, epoch_tokens=len(corpus.ids))
+
+
+def _share_range(pipeline: input_pipeline.PipelineOptions, offsets) -> str:
+    """ "[lo, hi) of N": the tokens this process's input share reads."""
+    pieces = windows.share_pieces(
+        offsets, pipeline.max_sentence_length, pipeline.process_index, pipeline.process_count
+    )
+    return f"[{int(pieces[0])}, {int(pieces[-1])}) of {int(offsets[-1])}"
+
+
+def _input_record(pipeline: input_pipeline.PipelineOptions, position) -> dict:
+    """What a checkpoint records of the input besides ``position`` (process 0's): with
+    several shares, every process's position (a small all-gather; every process calls
+    this at the same step)."""
+    if pipeline.process_count == 1:
+        return {}
+    every = multihost_utils.process_allgather(np.asarray(position, np.int64))  # [P, 4]
+    return {
+        "input": {
+            "shares": pipeline.process_count,
+            "processes": jax.process_count(),
+            "batches_per_epoch": pipeline.batches_per_epoch,
+            "positions": np.asarray(every).reshape(jax.process_count(), -1).tolist(),
+        }
+    }
+
+
+def _resume_position(run: settings.Settings, corpus, resumed):
+    """(position, tokens done) to continue from ``resumed``: the saved position when the
+    processes and their input shares are the ones that saved it (exact); on another
+    number of shares, the same fraction of the epoch in the new share (the batch
+    sequence then differs from the one the run would have seen)."""
+    p, n = run.pipeline, len(corpus.ids)
+    saved = input_pipeline.Position(*resumed.position)
+    record = resumed.meta.get("input", {"shares": 1, "processes": 1})
+    if record["shares"] == p.process_count and record["processes"] == jax.process_count():
+        if p.process_count > 1:
+            saved = input_pipeline.Position(*record["positions"][jax.process_index()])
+        if len(resumed.position) == 2 and saved.batch and run.loop.input_mode == "host":
+            raise resume.ResumeMismatch(
+                "the checkpoint was written by an older w2v_jax whose data position lacks "
+                "the chunk and row; resume it with that version, or use a new --workdir"
+            )
+        return saved, resumed.tokens
+    fraction = min(max(resumed.tokens / n - saved.epoch, 0.0), 1.0)
+    at = input_pipeline.position_at(
+        p, corpus.ids, corpus.offsets, corpus.vocab.counts, saved.epoch, fraction
+    )
+    tokens = saved.epoch * n + (
+        n * at.batch // p.batches_per_epoch if p.batches_per_epoch else int(fraction * n)
+    )
+    logging.warning(
+        "resuming %d input share(s) saved by %d process(es) on %d share(s): each share "
+        "continues %.1f%% into epoch %d at a chunk boundary (not the exact batch sequence)",
+        record["shares"], record["processes"], p.process_count, 100 * fraction, saved.epoch,
+    )  # fmt: skip
+    return at, tokens
 
 
 def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:

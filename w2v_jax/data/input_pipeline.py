@@ -7,8 +7,16 @@ NumPy on the host; the device only sees `Batch`es of one shape.
 An epoch is cut into chunks of whole sentences (about ``chunk_tokens`` tokens each; longer
 sentences are first split into ``max_sentence_length`` pieces). Chunk c of epoch e draws
 its subsampling, windows and shuffle from its own generator seeded with (seed, e, first
-token of c), so batches are a pure function of (seed, epoch, batch index) and a resume
-regenerates one chunk, not an epoch.
+token of c), so batches are a pure function of (seed, epoch, batch index). A `Position`
+names the chunk and the row within it where the next batch starts, so a resume builds
+that one chunk: O(1) in the corpus size.
+
+Several processes. With P input shares (`PipelineOptions.process_count`) each process
+reads only its share of the corpus (`windows.share_pieces`: 1/P of the tokens) and makes
+its own rows; step t of the run takes every share's t-th batch. Every share yields the
+same number of batches per epoch (``batches_per_epoch``, agreed before training), and an
+`Item`'s ``tokens`` then counts the whole group's progress from the batch index, so every
+process takes the same learning rate.
 
 Shape letters: B batch rows, C context slots, N tokens, S sentences, V vocabulary.
 """
@@ -39,7 +47,9 @@ class PipelineOptions(NamedTuple):
     seed: int  # subsampling, windows, shuffle
     epochs: int  # passes over the corpus
     process_index: int = 0  # this process's share of the corpus ...
-    process_count: int = 1  # ... out of this many
+    process_count: int = 1  # ... out of this many (rows_per_call is then this share's)
+    batches_per_epoch: int | None = None  # several shares: every share yields this many
+    epoch_tokens: int | None = None  # several shares: the whole corpus's tokens (for lr)
 
 
 class Batch(NamedTuple):
@@ -57,10 +67,14 @@ class Batch(NamedTuple):
 
 
 class Position(NamedTuple):
-    """Where an iteration stands: the next batch to yield is ``batch`` of ``epoch``."""
+    """Where an iteration stands: the next batch to yield is ``batch`` of ``epoch``, and
+    its first row is row ``row`` of chunk ``chunk`` of this process's share (in the
+    chunk's shuffled order), so resuming builds one chunk."""
 
     epoch: int = 0
     batch: int = 0
+    chunk: int = 0
+    row: int = 0
 
 
 class Item(NamedTuple):
@@ -68,7 +82,9 @@ class Item(NamedTuple):
 
     batch: Batch
     position: Position  # the position after this batch: start there to continue
-    tokens: int  # raw tokens of this process's share consumed since epoch 0, this batch incl.
+    tokens: int  # raw tokens consumed since epoch 0, this batch incl.: this process's
+    # share's, or with ``epoch_tokens`` the whole group's, (epoch + (batch + 1) /
+    # batches_per_epoch) · epoch_tokens
 
 
 def tokens_per_epoch(
@@ -82,9 +98,8 @@ def tokens_per_epoch(
 
     For word2vec's linear learning-rate decay: progress = tokens / (epochs · this).
     """
-    pieces = windows.split_sentences(offsets, max_sentence_length)
-    mine = windows.process_sentences(pieces, process_index, process_count)
-    return int(pieces[mine.stop] - pieces[mine.start])
+    pieces = windows.share_pieces(offsets, max_sentence_length, process_index, process_count)
+    return int(pieces[-1] - pieces[0])
 
 
 def _empty_batch(batch_size: int, slots: int, pad_id: int) -> Batch:
@@ -99,30 +114,27 @@ def _empty_batch(batch_size: int, slots: int, pad_id: int) -> Batch:
 def _epoch(
     plan: windows.Plan,
     epoch: int,
-    first_batch: int,
+    start: Position,
     *,
     batch_size: int,
     layout: str,
     left_only: bool,
     shuffle_buffer: int,
     drop_remainder: bool,
-) -> Iterator[tuple[Batch, int]]:
-    """Yields (batch, raw tokens consumed in this epoch) from batch ``first_batch`` on."""
+) -> Iterator[tuple[Batch, int, int, int]]:
+    """Yields (batch, raw tokens consumed in this epoch, chunk, row) from ``start`` on;
+    (chunk, row) is where the next batch starts."""
     size, num_chunks = batch_size, plan.bounds.shape[0] - 1
-    skip, k = first_batch * size, 0
-    while skip and k < num_chunks:  # resume: count rows without building them
-        rows = windows.num_rows(plan.chunk(epoch, k)[0], layout=layout, left_only=left_only)
-        if rows > skip:
-            break
-        skip, k = skip - rows, k + 1
+    skip = start.row  # rows of the first chunk that earlier batches took
     parts, have = [], 0  # rows carried over to the next batch
-    for chunk in range(k, num_chunks):
+    for chunk in range(start.chunk, num_chunks):
         draws, rng, lo, hi = plan.chunk(epoch, chunk)
         rows = windows.make_rows(
             draws, layout=layout, window=plan.window, left_only=left_only, pad_id=plan.vocab_size
         )
         rows = windows.shuffle_rows(rng, rows, shuffle_buffer)
-        n, i, skip = rows[0].shape[0], skip, 0
+        n = rows[0].shape[0]
+        i, skip = min(skip, n), 0
         done = lo - int(plan.pieces[0])  # tokens before this chunk; row j ends at
         width = hi - lo  # done + width · (j + 1) / n (interpolated)
         if have:
@@ -132,16 +144,22 @@ def _epoch(
             if have < size:
                 continue
             batch = Batch(*(np.concatenate(p) for p in zip(*parts, strict=True)))
-            yield batch, done + width * i // n
+            yield batch, done + width * i // n, chunk, i
             parts, have = [], 0
         while n - i >= size:
-            yield Batch(*(a[i : i + size] for a in rows)), done + width * (i + size) // n
+            yield (
+                Batch(*(a[i : i + size] for a in rows)),
+                done + width * (i + size) // n,
+                chunk,
+                i + size,
+            )
             i += size
         if i < n:
             parts, have = [tuple(a[i:] for a in rows)], n - i
     if have and not drop_remainder:
         pad = _empty_batch(size - have, parts[0][1].shape[1], plan.vocab_size)
-        yield Batch(*(np.concatenate(p) for p in zip(*parts, pad, strict=True))), plan.tokens
+        batch = Batch(*(np.concatenate(p) for p in zip(*parts, pad, strict=True)))
+        yield batch, plan.tokens, num_chunks, 0
 
 
 def iterate_batches(
@@ -161,6 +179,7 @@ def iterate_batches(
     shuffle_buffer: int = 0,
     drop_remainder: bool = False,
     batches_per_epoch: int | None = None,
+    epoch_tokens: int | None = None,
     process_index: int = 0,
     process_count: int = 1,
     chunk_tokens: int = 1 << 16,
@@ -184,7 +203,7 @@ def iterate_batches(
         seed: with the epoch and the chunk, determines every random draw.
         epochs: the epoch to stop before (None: forever).
         start: the position to start from (default the beginning), e.g. the ``position``
-            of the last `Item` a previous run consumed.
+            of the last `Item` a previous run consumed (or `position_at`).
         dynamic_window: window b uniform in 1..W per kept centre (word2vec); else b = W.
         left_only: contexts are only the previous words (n-gram / log-bilinear LM setup:
             use with ``dynamic_window=False``).
@@ -192,10 +211,13 @@ def iterate_batches(
             chunk (0: keep corpus order).
         drop_remainder: drop the last partial batch of an epoch instead of padding it.
         batches_per_epoch: if set, every epoch has exactly this many batches: padded with
-            padding batches (ids V, mask 0), or truncated (logged). Multi-host runs need
-            it so that all processes step in lockstep.
-        process_index, process_count: this process reads only its `process_sentences`
-            (of the sentence pieces).
+            padding batches (ids V, mask 0), or truncated (logged). Several processes
+            need it so that all of them step in lockstep (`batches_per_epoch`).
+        epoch_tokens: with ``batches_per_epoch``: an Item's ``tokens`` are
+            (epoch + (batch + 1) / batches_per_epoch) · epoch_tokens, the same on every
+            process (pass the whole corpus's tokens).
+        process_index, process_count: this process reads only its share of the sentence
+            pieces (`windows.share_pieces`).
         chunk_tokens: about how many tokens each independently seeded chunk holds.
         max_sentence_length: longer sentences are cut into pieces of this many tokens.
 
@@ -203,8 +225,8 @@ def iterate_batches(
     V = len(counts), never a word's id (`Batch`).
 
     Yields:
-        `Item`(batch, position after the batch, cumulative raw tokens of this process).
-        The position after the last batch of epoch e is Position(e + 1, 0).
+        `Item`(batch, position after the batch, cumulative raw tokens). The position after
+        the last batch of epoch e is Position(e + 1).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -233,31 +255,47 @@ def iterate_batches(
     )
     slots = 1 if layout == "pairs" else (window if left_only else 2 * window)
     total = plan.tokens
-    epoch, index = start
+    if epoch_tokens is not None and batches_per_epoch is None:
+        raise ValueError("epoch_tokens needs batches_per_epoch")
+
+    def tokens(epoch: int, index: int, within: int) -> int:  # after batch ``index``
+        if epoch_tokens is None:
+            return epoch * total + within
+        return epoch * epoch_tokens + epoch_tokens * (index + 1) // batches_per_epoch
+
+    epoch, at = start.epoch, start
     while epochs is None or epoch < epochs:
-        stream = _epoch(plan, epoch, index, **opts)
+        stream = _epoch(plan, epoch, at, **opts)
         if batches_per_epoch is not None:
             stream = _exactly(
                 stream,
-                batches_per_epoch - index,
-                _empty_batch(batch_size, slots, plan.vocab_size),
-                total,
+                batches_per_epoch - at.batch,
+                (
+                    _empty_batch(batch_size, slots, plan.vocab_size),
+                    total,
+                    plan.bounds.shape[0] - 1,
+                    0,
+                ),
                 epoch,
             )
-        previous = None
+        index, previous = at.batch, None
         for current in stream:
             if previous is not None:
-                yield Item(previous[0], Position(epoch, index), epoch * total + previous[1])
+                batch, within, chunk, row = previous
+                yield Item(
+                    batch, Position(epoch, index, chunk, row), tokens(epoch, index - 1, within)
+                )
             previous, index = current, index + 1
         if previous is not None:
-            yield Item(previous[0], Position(epoch + 1, 0), epoch * total + previous[1])
-        epoch, index = epoch + 1, 0
+            yield Item(previous[0], Position(epoch + 1), tokens(epoch, index - 1, previous[1]))
+        epoch, at = epoch + 1, Position(epoch + 1)
 
 
-def _exactly(stream: Iterator, count: int, empty: Batch, total: int, epoch: int) -> Iterator:
-    """Pads ``stream`` with empty batches, or truncates it, to ``count`` batches."""
+def _exactly(stream: Iterator, count: int, empty: tuple, epoch: int) -> Iterator:
+    """Pads ``stream`` with ``empty`` (an empty batch as `_epoch` yields it), or truncates
+    it, to ``count`` batches."""
     for _ in range(count):
-        yield next(stream, (empty, total))
+        yield next(stream, empty)
     if next(stream, None) is not None:
         logging.warning("epoch %d has more than batches_per_epoch batches; truncated", epoch)
 
@@ -270,14 +308,56 @@ def shard_batch(batch: Batch, num_devices: int) -> Batch:
     return Batch(*(a.reshape(num_devices, rows // num_devices, *a.shape[1:]) for a in batch))
 
 
+def _rows_per_kept(options: PipelineOptions) -> float:
+    """Expected rows per kept token: 1 (grouped) or the mean number of contexts (pairs)."""
+    if options.layout == "grouped":
+        return 1.0
+    mean_window = (options.window + 1) / 2 if options.dynamic_window else options.window
+    return mean_window if options.left_only else 2 * mean_window
+
+
 def expected_rows_per_epoch(options: PipelineOptions, counts: np.ndarray) -> float:
     """Expected batch rows per epoch over the whole corpus: kept centre words (grouped)
     or kept pairs (pairs)."""
     kept = float(np.sum(counts * windows.keep_probabilities(counts, options.sample)))
-    if options.layout == "grouped":
-        return kept
-    mean_window = (options.window + 1) / 2 if options.dynamic_window else options.window
-    return kept * (mean_window if options.left_only else 2 * mean_window)
+    return kept * _rows_per_kept(options)
+
+
+def share_rows(options: PipelineOptions, ids, offsets, counts, block: int = 1 << 24) -> float:
+    """Expected rows of this process's share in one epoch (`expected_rows_per_epoch` of
+    its tokens), read in blocks of ``block`` tokens."""
+    pieces = windows.share_pieces(
+        np.asarray(offsets, np.int64), options.max_sentence_length, options.process_index,
+        options.process_count,
+    )  # fmt: skip
+    keep = windows.keep_probabilities(counts, options.sample)
+    lo, hi, kept = int(pieces[0]), int(pieces[-1]), 0.0
+    for a in range(lo, hi, block):
+        kept += float(np.bincount(ids[a : min(a + block, hi)], minlength=len(keep)) @ keep)
+    return kept * _rows_per_kept(options)
+
+
+def batches_per_share(options: PipelineOptions, ids, offsets, counts) -> int:
+    """How many calls of ``rows_per_call`` rows this share fills in an epoch: 99% of its
+    expected rows (so a share rarely needs padding). Several processes take the least of
+    theirs (`PipelineOptions.batches_per_epoch`)."""
+    return max(int(0.99 * share_rows(options, ids, offsets, counts) / options.rows_per_call), 1)
+
+
+def position_at(options: PipelineOptions, ids, offsets, counts, epoch: int, fraction: float):
+    """The `Position` ``fraction`` of the way through ``epoch`` in this share: batch
+    ``fraction`` · batches_per_epoch, at the first chunk that starts at or after that
+    fraction of the share's tokens. For resuming on another number of processes, where
+    the saved chunk and row of each share no longer apply."""
+    plan = windows.make_plan(
+        ids, offsets, counts, window=options.window, sample=options.sample,
+        seed=options.seed, process_index=options.process_index,
+        process_count=options.process_count, max_sentence_length=options.max_sentence_length,
+    )  # fmt: skip
+    starts = plan.pieces[plan.bounds[:-1]] - plan.pieces[0]  # [K] first token of each chunk
+    chunk = int(np.searchsorted(starts, fraction * plan.tokens, "left"))
+    batch = int(round(fraction * (options.batches_per_epoch or 0)))
+    return Position(epoch, batch, chunk, 0)
 
 
 def _iterate(options: PipelineOptions, ids, offsets, counts, **overrides) -> Iterator[Item]:
@@ -309,9 +389,10 @@ def batches(
     """Training batches of ``rows_per_call`` rows from ``start`` to the end of the last
     epoch, prefetched on a thread when ``options.prefetch``."""
     overrides = {"start": start}
-    if options.process_count > 1:  # every process must take the same number of steps
-        rows = expected_rows_per_epoch(options, counts) / options.process_count
-        overrides["batches_per_epoch"] = max(int(0.98 * rows / options.rows_per_call), 1)
+    if options.batches_per_epoch is not None:  # every process takes the same steps
+        overrides.update(
+            batches_per_epoch=options.batches_per_epoch, epoch_tokens=options.epoch_tokens
+        )
     items = _iterate(options, ids, offsets, counts, **overrides)
     if options.prefetch:
         return prefetch.prefetch(items, size=options.prefetch)

@@ -1,9 +1,11 @@
 """Chunks, subsampling and context windows of an epoch, in host NumPy.
 
-A process's share of the corpus (`process_sentences`) is cut into chunks of whole
-sentences (`make_plan`); chunk c of epoch e draws everything from its own generator seeded
-with (seed, e, first token of c). Within a chunk all work is vectorised: no Python loop runs
-per token or per pair. `input_pipeline` turns the rows made here into fixed-shape batches.
+A process's share of the corpus (`share_pieces`) is cut into chunks of whole sentences
+(`make_plan`) on a grid of token positions common to every process, so a chunk's tokens
+do not depend on the number of processes unless a share's edge cuts it; chunk c of
+epoch e draws everything from its own generator seeded with (seed, e, first token of c).
+Within a chunk all work is vectorised: no Python loop runs per token or per pair.
+`input_pipeline` turns the rows made here into fixed-shape batches.
 
 Shape letters: N tokens (of the chunk), S sentences, V vocabulary, M kept tokens, R rows,
 W window, C context slots (2·W, or W when left-only; 1 for pairs).
@@ -207,24 +209,53 @@ def shuffle_rows(rng: np.random.Generator, rows: tuple, buffer: int) -> tuple:
     return tuple(a[order] for a in rows)
 
 
-def process_sentences(offsets: np.ndarray, process_index: int, process_count: int) -> slice:
-    """The sentences of one process: contiguous, disjoint, covering, near-equal in tokens.
+def share_pieces(
+    offsets: np.ndarray, max_length: int, process_index: int, process_count: int
+) -> np.ndarray:
+    """The sentence pieces of one process's share: contiguous, disjoint, covering and
+    near-equal in tokens over the processes.
 
-    Process p gets the sentences that start in tokens [p·N/P, (p + 1)·N/P).
+    The share of process p is the pieces (``split_sentences(offsets, max_length)``) that
+    start in tokens [p·N/P, (p + 1)·N/P). It is found from the share's own sentences: two
+    binary searches in ``offsets`` (which may be memory-mapped) and a split of the
+    sentences that overlap the share, so a process reads O(S/P + P log S) offsets.
+
+    Args:
+      offsets: int[S + 1] sentence boundaries (0 .. N).
+      max_length: the longest piece, in tokens.
+      process_index, process_count: p and P.
+
+    Returns:
+      int64 [S_p + 1] the share's piece boundaries (global token offsets); a share with no
+      piece is ``[t, t]``: zero tokens.
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    offsets = np.asarray(offsets, np.int64)
-    targets = offsets[-1] * np.arange(process_count + 1) // process_count
-    cuts = np.searchsorted(offsets[:-1], targets, side="left")
-    cuts[-1] = offsets.shape[0] - 1
-    return slice(int(cuts[process_index]), int(cuts[process_index + 1]))
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1, got {max_length}")
+    n = int(offsets[-1])
+
+    def cut(target: int) -> int:  # the first piece start >= target (n if none)
+        if target >= n:
+            return n
+        s = int(np.searchsorted(offsets, target, "right")) - 1  # offsets[s] <= target
+        start, end = int(offsets[s]), int(offsets[s + 1])
+        return min(start - (start - target) // max_length * max_length, end)
+
+    lo = cut(n * process_index // process_count)
+    hi = cut(n * (process_index + 1) // process_count)
+    if hi <= lo:
+        return np.array([lo, lo], np.int64)
+    first = int(np.searchsorted(offsets, lo, "right")) - 1
+    last = int(np.searchsorted(offsets, hi, "left"))
+    bounds = np.clip(np.asarray(offsets[first : last + 1], np.int64), lo, hi)
+    return split_sentences(np.append(bounds, hi) if bounds[-1] < hi else bounds, max_length)
 
 
 class Plan(NamedTuple):
     """How one process's share of the corpus is cut into independently seeded chunks."""
 
-    ids: np.ndarray  # int32 [N] the whole corpus
+    ids: np.ndarray  # int32 [N] the whole corpus (maybe a memmap: only the share is read)
     pieces: np.ndarray  # int64 [S' + 1] this process's sentence pieces (global offsets)
     bounds: np.ndarray  # int64 [K + 1] chunk k = pieces bounds[k] .. bounds[k + 1]
     keep_prob: np.ndarray | None  # float32 [V]; None when every word is kept
@@ -270,30 +301,32 @@ def make_plan(
 ) -> Plan:
     """Validates the corpus arrays and cuts this process's share into chunks.
 
-    Arguments as in `input_pipeline.iterate_batches`.
+    Arguments as in `input_pipeline.iterate_batches`. Only the share's ids and offsets
+    are read (they may be memory-mapped): a process's start-up reads 1/P of the corpus.
+    Chunks end at the first piece boundary at or after each multiple of ``chunk_tokens``
+    (global token positions), and at the share's edges.
     """
-    ids, offsets = np.asarray(ids), np.asarray(offsets, np.int64)
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype}{ids.shape}")
-    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != ids.size:
-        raise ValueError("offsets must be 1-D, start at 0 and end at len(ids)")
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets must be non-decreasing")
-    if ids.size and (ids.min() < 0 or ids.max() >= len(counts)):
-        raise ValueError(f"ids must lie in [0, {len(counts)})")
     if window < 1 or seed < 0 or chunk_tokens < 1:
         raise ValueError(
             f"need window, chunk_tokens >= 1 and seed >= 0: {window}, {chunk_tokens}, {seed}"
         )
-    pieces = split_sentences(offsets, max_sentence_length)
-    mine = process_sentences(pieces, process_index, process_count)
-    pieces = pieces[mine.start : mine.stop + 1]
-    rel = pieces - pieces[0]
-    cuts = np.searchsorted(rel, np.arange(chunk_tokens, rel[-1], chunk_tokens))
-    bounds = np.unique(np.concatenate([[0], cuts, [rel.shape[0] - 1]]))
+    ids, offsets = np.asarray(ids), np.asarray(offsets, np.int64)  # memmaps stay unread
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype}{ids.shape}")
+    if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != ids.size:
+        raise ValueError("offsets must be 1-D, start at 0 and end at len(ids)")
+    pieces = share_pieces(offsets, max_sentence_length, process_index, process_count)
+    if np.any(np.diff(pieces) < 0):
+        raise ValueError("offsets must be non-decreasing")
+    mine = ids[pieces[0] : pieces[-1]]
+    if mine.size and (mine.min() < 0 or mine.max() >= len(counts)):
+        raise ValueError(f"ids must lie in [0, {len(counts)})")
+    grid = np.arange((pieces[0] // chunk_tokens + 1) * chunk_tokens, pieces[-1], chunk_tokens)
+    cuts = np.searchsorted(pieces, grid)
+    bounds = np.unique(np.concatenate([[0], cuts, [pieces.shape[0] - 1]]))
     keep_prob = keep_probabilities(counts, sample).astype(np.float32)
     keep_prob = None if np.all(keep_prob >= 1.0) else keep_prob
-    ids = ids.astype(np.int32, copy=False)
+    ids = ids if ids.dtype == np.int32 else ids.astype(np.int32)
     return Plan(ids, pieces, bounds, keep_prob, seed, window, dynamic_window, len(counts))
 
 

@@ -37,6 +37,28 @@ def make_mesh(num_devices: int | None = None, model_axis: int = 1):
     )
 
 
+def input_share(mesh, process_index: int | None = None) -> tuple[int, int]:
+    """(this process's input share, the number of shares) on ``mesh``.
+
+    Each process reads and batches only the rows its devices hold along the mesh's
+    ``data`` axis: processes whose devices hold the same data rows (a model axis that
+    spans them) read the same share; otherwise every process reads its own. A one-line
+    ValueError when processes hold overlapping but different data rows.
+    """
+    me = jax.process_index() if process_index is None else process_index
+    rows: dict[int, set] = {}
+    for (d, _), device in np.ndenumerate(mesh.devices):
+        rows.setdefault(device.process_index, set()).add(d)
+    groups = sorted({tuple(sorted(r)) for r in rows.values()})
+    flat = [d for g in groups for d in g]
+    if len(flat) != len(set(flat)) or len({len(g) for g in groups}) != 1:
+        raise ValueError(
+            f"the mesh gives processes overlapping data rows ({groups}); make "
+            "parallel.model_axis divide each process's devices, or be a multiple of them"
+        )
+    return groups.index(tuple(sorted(rows[me]))), len(groups)
+
+
 def state_specs(state, model: int, shard_vocab: bool):
     """A PartitionSpec per leaf of ``state`` (an `update.TrainState` of arrays or
     `jax.ShapeDtypeStruct`s): with ``shard_vocab`` every table of ``state.params`` and its

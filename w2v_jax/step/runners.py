@@ -10,8 +10,8 @@
   exchange (unique ids, summed rows), O(rows · D) per step, never O(V · D)
   (`exchange`; tests/test_mesh_collectives.py reads it from the compiled program). With
   several processes (`w2v_jax.distributed`) the mesh holds every process's devices; each
-  process builds the same global batch and hands its devices their rows, so the run sees
-  the single-process run's batches.
+  process reads its own share of the corpus and builds only its devices' rows
+  (`local_rows`; `placement.input_share`), so the input work is split like the step.
 
 The state is created where it lives (`Runner.create_state`: each device computes its own
 shard, `parallel.placement`). On the CPU backend with several (simulated) devices every
@@ -228,6 +228,13 @@ def global_rows(sharding, x):
     return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
+def local_rows(sharding, x):
+    """The global batch of which ``x`` is this process's share (the rows its devices
+    hold along the data axis; `placement.input_share`): every process passes as many
+    rows, and the global shape is inferred from the sharding. One process: ``x`` whole."""
+    return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+
 def gather(tree):
     """Host (NumPy) copies of ``tree``'s arrays, gathered from every process if need be.
 
@@ -336,13 +343,13 @@ def make_runner(
             scan_sh = NamedSharding(mesh, P(None, "data"))
 
             def scan(s, batches, a, lrs):
-                # Every process holds the global batches; its devices take their rows.
-                batches = jax.tree_util.tree_map(lambda x: global_rows(scan_sh, x), batches)
+                # Each process holds its share's rows of every step: [S, B / shares].
+                batches = jax.tree_util.tree_map(lambda x: local_rows(scan_sh, x), batches)
                 return scan_fn(s, batches, a, lrs)
 
         def step(s, b, a, lr):
-            # Every process holds the global batch; its devices take their rows.
-            b = jax.tree_util.tree_map(lambda x: global_rows(data_sh, x), b)
+            # Each process holds its share's rows: [B / shares, ...].
+            b = jax.tree_util.tree_map(lambda x: local_rows(data_sh, x), b)
             out = fn(s, b, a, np.float32(lr))
             return jax.block_until_ready(out) if sync else out
 
