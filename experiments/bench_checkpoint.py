@@ -17,6 +17,9 @@ interleaved):
 
 * ``sync_s``: a save that returns once committed (what the loop waited before);
 * ``blocked_s``: the loop blocked in an asynchronous save;
+* ``first_step_s``: the first stand-in step after it returns, against ``step_alone_s``,
+  one step with no save in flight (a step refused its buffers' donation allocates and
+  writes a whole new state);
 * ``lost_s``: what an asynchronous save costs the training loop: from the save's start to
   its commit, the wall time minus the stand-in steps done meanwhile times one step's time
   alone. It includes ``blocked_s`` and whatever the background write does to the steps
@@ -64,9 +67,9 @@ _TAG = flags.DEFINE_string("tag", "cpu", "Results file name.")
 _CHILD = flags.DEFINE_integer("child", 0, "Internal: measure with this many devices.")
 
 ROWS_PER_STEP = 4096
-COLUMNS = ["devices", "layout", "library", "state_gb", "sync_s", "blocked_s", "lost_s",
-           "stall_ratio", "commit_s", "restore_same_s", "restore_other_s", "disk_bytes",
-           "files", "identical"]  # fmt: skip
+COLUMNS = ["devices", "layout", "library", "state_gb", "sync_s", "blocked_s", "first_step_s",
+           "step_alone_s", "lost_s", "stall_ratio", "commit_s", "restore_same_s",
+           "restore_other_s", "disk_bytes", "files", "identical"]  # fmt: skip
 
 
 # ---- the child: one device count -------------------------------------------------------
@@ -205,7 +208,8 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
         name: (_w2v_jax if name == "w2v_jax" else _orbax)(root / f"{name}_{layout}")
         for name in _LIBRARIES.value
     }
-    times = {name: {"sync": [], "blocked": [], "lost": [], "commit": []} for name in savers}
+    times = {name: {"sync": [], "blocked": [], "first": [], "lost": [], "commit": []}
+             for name in savers}  # fmt: skip
     n = 0
     for _ in range(1 + _REPEATS.value):  # the first (buffers allocated, compiled) not kept
         for name, (save, saving, wait, *_) in savers.items():
@@ -219,8 +223,11 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
             save(state, n)
             times[name]["blocked"].append(time.perf_counter() - start)
             steps = 0
-            while saving():
+            while saving() or not steps:
+                step_start = time.perf_counter()
                 state = jax.block_until_ready(step_fn(state, rows()))
+                if not steps:
+                    times[name]["first"].append(time.perf_counter() - step_start)
                 steps += 1
             wait()
             wall = time.perf_counter() - start
@@ -250,12 +257,13 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
             "devices": len(jax.devices()), "layout": layout, "library": name,
             "state_gb": round(sum(x.nbytes for x in jax.tree_util.tree_leaves(saved)) / 1e9, 3),
             "sync_s": round(t["sync"], 3), "blocked_s": round(t["blocked"], 3),
+            "first_step_s": round(t["first"], 4), "step_alone_s": round(step_s, 4),
             "lost_s": round(t["lost"], 3), "stall_ratio": round(t["lost"] / t["sync"], 3),
             "commit_s": round(t["commit"], 3),
             "restore_same_s": round(restores["same"], 3),
             "restore_other_s": round(restores["other"], 3),
             "disk_bytes": disk_bytes, "files": files, "identical": bool(identical),
-            "vocab": vocab, "step_alone_s": round(step_s, 4), "repeats": _REPEATS.value,
+            "vocab": vocab, "repeats": _REPEATS.value,
         })  # fmt: skip
     return out
 
