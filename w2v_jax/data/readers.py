@@ -92,8 +92,9 @@ class Tokens(NamedTuple):
 
 
 def default_workers() -> int:
-    """Worker processes when none are given: min(4, the CPU count)."""
-    return min(4, os.cpu_count() or 1)
+    """Worker processes when none are given: min(4, the CPUs this process may use)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(4, cpus or 1)
 
 
 def members(path: str | os.PathLike) -> list[Member]:
