@@ -3,6 +3,7 @@
 gensim is optional: with it the benchmark runs both sides, without it our side only.
 """
 
+import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +26,7 @@ def _has_gensim() -> bool:
 
 
 HAS_GENSIM = _has_gensim()
+HAS_GRAIN = importlib.util.find_spec("grain") is not None  # optional, as gensim
 BENCHMARK_KEYS = (
     "words_per_s",
     "gensim_words_per_s",
@@ -189,3 +191,41 @@ def test_before_after_compares_checkouts_side_by_side(tmp_path):
         assert len(result["all_words_per_s"]) == 1 and min(result["all_words_per_s"]) > 0
         assert result["eval/analogy/total"] is None  # the synthetic corpus has no analogies
     assert first["speed_vs_first"] == 1.0 and second["speed_vs_first"] > 0
+
+
+def test_bench_input_rows_and_resume_agree(zipf_text_dir, tmp_path):
+    """bench_input.py --quick on the Zipf text cut into ~10 chunks: every variant makes
+    our batches at N = 1, Grain over our per-process plans makes them at every N, every
+    resume's first batch is the uninterrupted run's, and the tables are written. Without
+    grain our side runs alone."""
+    out = tmp_path / "out"
+    args = [
+        f"--corpus={zipf_text_dir / 'tiny.txt'}",
+        "--quick",
+        "--chunk_tokens=2048",
+        "--config.corpus.max_sentence_length=1000",
+        f"--output_dir={out}",
+    ]
+    result = _run("bench_input.py", args, tmp_path)
+    grain_side = ["grain", "grain_thread"] if HAS_GRAIN else []
+    assert result["variants"] == ["ours", "ours_thread", *grain_side]
+    assert result["process_counts"] == [1, 2] and result["settings"]["layout"] == "grouped"
+    assert all(result["identical"]["1"][name] for name in result["variants"])
+    for n in ("1", "2"):
+        at = result["resume_point"][n]
+        assert 0 < at["batch"] < at["of"] and at["chunk"] > 0
+        assert all(at[name] for name in ["ours", "one_chunk", *grain_side])
+        for name in result["variants"]:
+            assert result["throughput"][name][n]["rows_per_s"]["median"] > 0
+    for name in result["variants"]:
+        memory = result["memory"][name]
+        assert memory["peak_rss_bytes"] >= memory["baseline_rss_bytes"] > 0
+    assert result["lines_of_code"]["ours"] > 0
+    if HAS_GRAIN:
+        assert result["identical"]["2"]["grain_on_our_plan"]
+        assert result["lines_of_code"]["grain_adapter"] > 0 and result["grain_version"]
+    else:
+        assert result["grain_version"] is None and result["grain_note"]
+        assert result["lines_of_code"]["grain_adapter"] is None
+    assert json.loads((out / "results.json").read_text())["variants"] == result["variants"]
+    assert "| ours |" in (out / "table.md").read_text()
