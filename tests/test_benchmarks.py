@@ -194,16 +194,17 @@ def test_before_after_compares_checkouts_side_by_side(tmp_path):
 
 
 def test_bench_input_rows_and_resume_agree(zipf_text_dir, tmp_path):
-    """bench_input.py --quick on the Zipf text cut into ~10 chunks: every variant makes
-    our batches at N = 1, Grain over our per-process plans makes them at every N, every
-    resume's first batch is the uninterrupted run's, and the tables are written. Without
-    grain our side runs alone."""
+    """bench_input.py --quick on the Zipf text cut into ~10 chunks, rows shuffled in
+    64-row blocks: every variant makes our batches at N = 1, Grain over our per-process
+    plans makes them at every N, every resume's first batch is the uninterrupted run's,
+    and the tables are written. Without grain our side runs alone."""
     out = tmp_path / "out"
     args = [
         f"--corpus={zipf_text_dir / 'tiny.txt'}",
         "--quick",
         "--chunk_tokens=2048",
         "--config.corpus.max_sentence_length=1000",
+        "--config.shuffle_buffer=64",
         f"--output_dir={out}",
     ]
     result = _run("bench_input.py", args, tmp_path)
