@@ -303,6 +303,15 @@ def test_schedule_change_with_override_continues(finished, tmp_path):
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
 
 
+def test_resume_may_move_the_corpus_cache_or_change_its_workers(finished, tmp_path):
+    """Where the encoded corpus is cached and how many processes tokenise it do not
+    change the data: a run resumes with either changed."""
+    workdir = _copy(finished, tmp_path / "run")
+    overrides = {"corpus.workers": 3, "corpus.cache_dir": str(tmp_path / "cache")}
+    result = trainer.train_and_evaluate(_config(max_steps=70, **overrides), str(workdir))
+    assert result["step"] == 70
+
+
 def test_resume_may_flip_deterministic_but_not_change_matmul_precision(
     finished, tmp_path, monkeypatch
 ):
