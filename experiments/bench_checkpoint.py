@@ -4,16 +4,17 @@
   python experiments/bench_checkpoint.py --quick        # seconds: V = 20,000, D = 16
 
 The state is the sparse-AdaGrad train state (two [V, D] tables, two accumulators of the
-same shapes, the step and the key), random. Each device count N runs in a child process
-(``XLA_FLAGS=--xla_force_host_platform_device_count=N``), on two layouts: ``sharded``
+same shapes, the step and the key), random. Each device count N, layout and library runs
+in a child process of its own (``XLA_FLAGS=--xla_force_host_platform_device_count=N``;
+each child's memory is its own: an Orbax save on the CPU doubles the state for a step),
+one after the other. The layouts: ``sharded``
 (data 1 x model N, the tables split along V) and ``replicated`` (data N x model 1) of
 V / N rows, so that its N copies take the host memory the sharded state takes (a
 simulated device's memory is the host's).
 
 For each library (``w2v_jax``: `checkpoint.writer` / `checkpoint.store`; ``orbax``:
 ``CheckpointManager`` with ``StandardSave`` / ``StandardRestore``, asynchronous, its
-defaults) it measures, as medians over ``--repeats`` saves (the libraries' saves
-interleaved):
+defaults) it measures, as medians over ``--repeats`` saves:
 
 * ``sync_s``: a save that returns once committed (what the loop waited before);
 * ``blocked_s``: the loop blocked in an asynchronous save;
@@ -32,10 +33,11 @@ interleaved):
 * ``disk_bytes`` and ``files`` of one committed step; ``identical``: every restore equals
   the saved arrays bit for bit.
 
-The stand-in step adds to 4,096 random rows of every table (the state donated), as a
-word2vec step does. Rows are written as JSON lines and a markdown table to
-``experiments/results/bench_checkpoint/<--tag>.{jsonl,md}``; the last stdout line is
-the JSON of every row.
+The stand-in step gathers 4,096 random rows, scores them against each other (about
+4 GFLOP: the cores are busy, as in training) and adds an update to those rows of every
+table, the state donated, as a word2vec step does. Rows are written as JSON lines and a
+markdown table to ``experiments/results/bench_checkpoint/<--tag>.{jsonl,md}``; the last
+stdout line is the JSON of every row.
 """
 
 from __future__ import annotations
@@ -121,11 +123,17 @@ def _layout(name: str, vocab: int, dim: int):
 
 
 def _stand_in_step(shardings):
-    """(state, rows [R]) -> state: 1e-3 added to R rows of every table, the state donated."""
+    """(state, rows [R]) -> state, the state donated: as a word2vec step, R rows of the
+    input table gathered, scored against each other (two [R, R] x [R, D] products, about
+    4 GFLOP at R = 4,096, D = 128: the cores are busy, as in training) and an update
+    added to the same rows of every table."""
     import jax
+    import jax.numpy as jnp
 
     def step(state, rows):
-        bump = lambda x: x.at[rows].add(1e-3) if x.ndim == 2 else x  # noqa: E731
+        e = state.params["in_embed"][rows]  # [R, D]
+        update = 1e-6 * jnp.tanh(e @ e.T) @ e  # [R, D]
+        bump = lambda x: x.at[rows].add(update) if x.ndim == 2 else x  # noqa: E731
         return state._replace(
             step=state.step + 1,
             params=jax.tree_util.tree_map(bump, state.params),
@@ -180,14 +188,21 @@ def _orbax(folder: pathlib.Path):
     )
 
 
+def _note(what: str) -> None:
+    """A progress line on stderr with the child's resident memory (GB)."""
+    with open("/proc/self/statm") as f:
+        rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    print(f"bench_checkpoint: {what} (RSS {rss:.1f} GB)", file=sys.stderr, flush=True)
+
+
 def _disk(path: pathlib.Path) -> tuple[int, int]:
     found = [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in found), len(found)
 
 
 def _measure(layout: str, root: pathlib.Path) -> list[dict]:
-    """One row per library on ``layout``; the libraries' saves interleaved, repeat by
-    repeat, so that a machine's drift hits them alike."""
+    """One row per library of ``--libraries`` on ``layout`` (several: their saves
+    interleaved, repeat by repeat, so that a machine's drift hits them alike)."""
     import jax
     import numpy as np
 
@@ -204,6 +219,7 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
         state = jax.block_until_ready(step_fn(state, rows()))
         alone.append(time.perf_counter() - start)
     step_s = statistics.median(alone)
+    _note(f"{layout}: state of {vocab} rows placed, a step alone {step_s:.4f} s")
     savers = {
         name: (_w2v_jax if name == "w2v_jax" else _orbax)(root / f"{name}_{layout}")
         for name in _LIBRARIES.value
@@ -233,6 +249,7 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
             wall = time.perf_counter() - start
             times[name]["commit"].append(wall)
             times[name]["lost"].append(wall - steps * step_s)
+            _note(f"{layout}: {name} saved twice")
     saved = jax.device_get(state)  # the arrays of a last, synchronous save (views: unchanged)
     out = []
     for name, (save, _, wait, restore, close, step_path) in savers.items():
@@ -246,6 +263,7 @@ def _measure(layout: str, root: pathlib.Path) -> list[dict]:
             start = time.perf_counter()
             got = jax.block_until_ready(restore(n, abstract, target))
             restores[which] = time.perf_counter() - start
+            _note(f"{layout}: {name} restored onto the {which} layout")
             identical &= all(
                 np.array_equal(np.asarray(a), b)
                 for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(saved),
@@ -291,7 +309,8 @@ def _child(devices: int) -> None:
 
 def _markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(row[c]) for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(str(row.get(c, row.get("error", ""))) for c in COLUMNS) + " |"
+              for row in rows]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -306,13 +325,19 @@ def main(argv) -> None:
     for devices in map(int, _DEVICES.value):
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        args = [a for a in sys.argv[1:] if not a.startswith("--child")]
-        done = subprocess.run(
-            [sys.executable, __file__, *args, f"--child={devices}", f"--vocab={_V.value}",
-             f"--dim={_D.value}", f"--repeats={_REPEATS.value}", "--noquick"],
-            env=env, stdout=subprocess.PIPE, text=True, check=True,
-        )  # fmt: skip
-        rows += [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+        args = [a for a in sys.argv[1:] if not a.startswith(("--child", "--layouts", "--lib"))]
+        for layout in _LAYOUTS.value:
+            for library in _LIBRARIES.value:  # a process each: its memory its own
+                done = subprocess.run(
+                    [sys.executable, __file__, *args, f"--child={devices}",
+                     f"--layouts={layout}", f"--libraries={library}", f"--vocab={_V.value}",
+                     f"--dim={_D.value}", f"--repeats={_REPEATS.value}", "--noquick"],
+                    env=env, stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                rows += [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
+                if done.returncode:  # e.g. killed for memory: the row says so, the rest run
+                    rows.append({"devices": devices, "layout": layout, "library": library,
+                                 "error": f"child exit status {done.returncode}"})  # fmt: skip
     table = _markdown(rows)
     print(table)
     if _OUT.value:

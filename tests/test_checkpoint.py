@@ -70,6 +70,20 @@ def test_async_save_equals_the_sync_save_bit_for_bit_and_frees_the_buffers(tmp_p
         assert a.dtype == b.dtype and np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_device_state_is_never_saved(tmp_path, bad):
+    """The on-device check (max |x| is not finite) catches NaN and both infinities: the
+    save raises before writing, and the step saved before stays the checkpoint."""
+    saver, state = writer.Writer(tmp_path), _state()
+    saver.save(state, 1, {})
+    table = state.opt_state["out_embed"]
+    broken = state._replace(opt_state={**state.opt_state, "out_embed": table.at[5, 3].set(bad)})
+    with pytest.raises(FloatingPointError, match="hold NaN or inf"):
+        saver.save(broken, 2, {})
+    saver.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["step_000000001"]
+
+
 def test_one_save_in_flight_at_a_time(tmp_path, monkeypatch):
     """A save waits for the one before: the writes never overlap, in order."""
     spans, write_part = [], store.write_part

@@ -15,7 +15,9 @@ background thread, at most one save in flight.
    on an accelerator the transfer is the copy. The caller may donate the state's
    buffers to the next step as soon as `save` returns;
 4. starts a thread that writes the pieces and this process's part (`store.write_part`)
-   and, on process 0, waits for every process's part and commits (`store.commit`).
+   and, on process 0, waits for every process's part and commits (`store.commit`). On
+   Linux the thread runs at a lower priority (nice 10): where training keeps every core
+   busy (XLA:CPU) the step keeps them and the write takes what is left.
 
 The loop is blocked only for steps 1-3. `wait` blocks until the save in flight is
 committed (process 0) or written (the others) and raises its error; `close` also frees
@@ -30,9 +32,11 @@ the checkpoint the interrupt saved, not the one before).
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import pathlib
+import sys
 import threading
 
 import jax
@@ -41,6 +45,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from w2v_jax.checkpoint import store
+
+_BLOCK = 64 * 2**20  # bytes per parallel copy
 
 # folder -> the thread saving there: the one process-wide record, so that a new writer on
 # a folder waits for an old one's save (module doc).
@@ -58,7 +64,9 @@ def _session() -> str:
 
 @jax.jit
 def _finite(x: jax.Array) -> jax.Array:
-    return jnp.all(jnp.isfinite(x))
+    # max |x| is NaN or inf exactly when some element is (max propagates NaN): one
+    # reduction, 3x faster on XLA:CPU than all(isfinite(x)) (0.05 against 0.16 s per GB).
+    return jnp.isfinite(jnp.max(jnp.abs(x)))
 
 
 def _all_finite(leaves: list) -> bool:
@@ -77,8 +85,34 @@ def _all_finite(leaves: list) -> bool:
     return ok
 
 
+def _yield_the_cpu() -> None:
+    """Linux: the calling thread (the writer) runs at nice 10, so that on a machine whose
+    cores the training step keeps busy (XLA:CPU) the step gets them first and the write
+    (page-cache copies, CRC-32) takes what is left; elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except OSError:
+            pass
+
+
 def _start(index: tuple, shape: tuple) -> tuple[int, ...]:
     return tuple(sl.indices(n)[0] for sl, n in zip(index, shape, strict=True))
+
+
+def _copy(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """``np.copyto(dst, src)`` for every pair, in blocks of rows of about `_BLOCK` bytes
+    spread over the cores (NumPy copies without the GIL): about twice one thread's speed
+    on 2 cores."""
+    blocks = []
+    for dst, src in pairs:
+        rows = max(1, _BLOCK // max(1, dst[:1].nbytes)) if dst.ndim else 1
+        if not dst.ndim or rows >= len(dst):
+            blocks.append((dst, src))
+            continue
+        blocks += [(dst[i : i + rows], src[i : i + rows]) for i in range(0, len(dst), rows)]
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(lambda pair: np.copyto(*pair), blocks))
 
 
 class Writer:
@@ -158,7 +192,7 @@ class Writer:
                 if shard.replica_id == 0:  # one copy of a replicated block, in one process
                     shard.data.copy_to_host_async()
                     jobs.append((i, _start(shard.index, x.shape), shard.data))
-        pieces = []
+        pieces, copies = [], []
         for i, start, data in jobs:
             on_cpu = not isinstance(data, jax.Array) or data.device.platform == "cpu"
             host = np.asarray(data)  # an accelerator's transfer; on CPU a view
@@ -166,12 +200,14 @@ class Writer:
                 buffer = self._buffers.get((i, start))
                 if buffer is None or buffer.shape != host.shape or buffer.dtype != host.dtype:
                     buffer = self._buffers[i, start] = np.empty(host.shape, host.dtype)
-                np.copyto(buffer, host)
+                copies.append((buffer, host))
                 host = buffer
             pieces.append(store.Piece(i, start, host))
+        _copy(copies)
         return pieces
 
     def _write(self, step: int, session: str, pieces, arrays, meta) -> None:
+        _yield_the_cpu()
         try:
             store.write_part(self.folder, step, session, self.process, pieces)
             if self.process == 0:
