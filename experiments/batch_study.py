@@ -30,6 +30,7 @@ import sys
 
 from absl import app, flags
 
+from w2v_jax import cli
 from w2v_jax.configs import word2vec
 
 # Recipes: config overrides on top of the project's default config (see configs/default.py)
@@ -295,4 +296,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -30,6 +30,7 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
+from w2v_jax import cli
 from w2v_jax.configs import default
 
 _CONFIG = config_flags.DEFINE_config_dict("config", default.get_config())  # --config.x=y
@@ -99,4 +100,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

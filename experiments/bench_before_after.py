@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
+
+from w2v_jax import cli
 
 _CHECKOUTS = flags.DEFINE_list("checkouts", None, "Two or more repository roots; first = base.")
 _VARIANTS = flags.DEFINE_string(
@@ -78,4 +80,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("checkouts")
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -30,7 +30,9 @@ import threading
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
+
+from w2v_jax import cli
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -257,4 +259,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

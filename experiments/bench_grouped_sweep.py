@@ -24,7 +24,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from w2v_jax import trainer
+from w2v_jax import cli, trainer
 from w2v_jax.point_groups import training
 
 _CONFIG = config_flags.DEFINE_config_file("config", "w2v_jax/configs/synthetic.py")
@@ -98,4 +98,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -63,7 +63,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from w2v_jax import cli
+from w2v_jax import cli, errors
 from w2v_jax.configs import default
 from w2v_jax.data import corpus, input_pipeline, prefetch, windows
 
@@ -632,9 +632,9 @@ def load(corpus_name: str, data_dir: str | None, chunk_tokens: int) -> Setup:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise ValueError(f"unexpected arguments {argv[1:]}")
+        raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
     if not 0 < _RESUME_AT.value < 1:
-        raise ValueError(f"--resume_at must lie in (0, 1), got {_RESUME_AT.value}")
+        raise errors.ConfigError(f"--resume_at must lie in (0, 1), got {_RESUME_AT.value}")
     quick = _QUICK.value
     counts = [1, 2] if quick else [int(x) for x in _PROCESS_COUNTS.value]
     workers = [] if quick else [int(x) for x in _WORKERS.value if x]

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import host_memory
+from w2v_jax import cli, host_memory
 from w2v_jax.analysis import figures
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers, word2vec
@@ -417,4 +417,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -18,8 +18,9 @@ import statistics
 import time
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
+from w2v_jax import cli
 from w2v_jax.data import corpus, input_pipeline
 
 _CORPUS = flags.DEFINE_string("corpus", "text8-head", "Corpus name for corpus.load_corpus.")
@@ -96,4 +97,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

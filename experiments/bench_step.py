@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import host_memory
+from w2v_jax import cli, host_memory
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers
 from w2v_jax.step import update
@@ -103,4 +103,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -72,6 +72,7 @@ import time
 import numpy as np
 from absl import app, flags
 
+from w2v_jax import cli, errors
 from w2v_jax.data import corpus
 from w2v_jax.evaluation import keyed_vectors
 
@@ -143,7 +144,7 @@ def parse_value(text: str, old):
     """``text`` as the type of the field it replaces."""
     if isinstance(old, bool):
         if text.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"expected true or false, got {text!r}")
+            raise errors.ConfigError(f"expected true or false, got {text!r}")
         return text.lower() in ("true", "1")
     return type(old)(text) if isinstance(old, (int, float)) else text
 
@@ -547,4 +548,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

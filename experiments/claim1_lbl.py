@@ -28,10 +28,10 @@ import json
 import math
 import pathlib
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from w2v_jax import run_folder
+from w2v_jax import cli, errors, run_folder, settings
 from w2v_jax.analysis import sweep
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -65,14 +65,16 @@ def best_step(run_dir: pathlib.Path) -> tuple[int, float]:
     """(step, validation perplexity) of the lowest validation perplexity of a run."""
     evals = [r for r in _evaluations(run_dir) if math.isfinite(r["eval/heldout_ppl"])]
     if not evals:
-        raise ValueError(f"{run_dir}: no finite validation perplexity; did the run train?")
+        raise errors.RunFolderError(
+            f"{run_dir}: no finite validation perplexity; did the run train?"
+        )
     best = min(evals, key=lambda r: r["eval/heldout_ppl"])
     return int(best["step"]), float(best["eval/heldout_ppl"])
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+        raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
     base = _CONFIG.value
     base.optimizer.min_alpha = base.optimizer.alpha  # constant: S steps mean the same state
     base.epochs = _MAX_EPOCHS.value
@@ -83,6 +85,10 @@ def main(argv) -> None:
 
     select = base.copy_and_resolve_references()
     select.corpus.heldout = "valid"
+    test = base.copy_and_resolve_references()
+    test.corpus.heldout = "test"
+    for config in (select, test):  # PTB's three splits are there before anything trains
+        settings.check_data(config)
     sweep.run_sweep(select, workdir / "select", points, make_plots=False)
 
     stops = {}
@@ -95,8 +101,6 @@ def main(argv) -> None:
         config.max_steps = stops[point][0]
         config.eval_every = 0  # only the final score, on test
 
-    test = base.copy_and_resolve_references()
-    test.corpus.heldout = "test"
     chosen = [p for p in points if p in stops]
     sweep.run_sweep(test, workdir / "test", chosen, configure=stop_at, make_plots=False)
 
@@ -170,4 +174,4 @@ def plot_validation(workdir: pathlib.Path, points, stops) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

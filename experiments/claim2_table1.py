@@ -24,15 +24,16 @@ machine): `PAPER`, checked against several independent transcriptions of the tab
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pathlib
 import subprocess
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from w2v_jax import cli, files
+from w2v_jax import cli, errors, files, settings
 from w2v_jax.analysis import figures, sweep
 from w2v_jax.data import corpus
 from w2v_jax.evaluation import evaluate, keyed_vectors
@@ -52,7 +53,10 @@ ANALOGIES, WORDSIM = "questions-words.txt", "wordsim353.tsv"
 BENCHMARK = pathlib.Path(__file__).with_name("benchmark.py")
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/wiki_table1.py", "Base config of every run.", lock_config=False
+    "config",
+    str(pathlib.Path(__file__).with_name("configs") / "wiki_table1.py"),
+    "Base config of every run.",
+    lock_config=False,
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/claim2_wiki", "Run folders.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where claim2.json, table.md, claim2.png go.")
@@ -79,7 +83,9 @@ def threshold(text: str, what: str) -> float:
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise ValueError(f"{what}: {text!r} is not a subsampling threshold >= 0 (e.g. 1e-5, 0)")
+        raise errors.ConfigError(
+            f"{what}: {text!r} is not a subsampling threshold >= 0 (e.g. 1e-5, 0)"
+        )
     return value
 
 
@@ -90,7 +96,7 @@ def parse_grid(items) -> dict[str, list[str]]:
     for item in items:
         sample, _, point = item.partition("/")
         if not point:
-            raise ValueError(f"--grid item {item!r} is not SAMPLE/POINT, e.g. 1e-5/neg:15")
+            raise errors.ConfigError(f"--grid item {item!r} is not SAMPLE/POINT, e.g. 1e-5/neg:15")
         threshold(sample, f"--grid item {item!r}")
         grid.setdefault(sample, []).append(point)
     return grid
@@ -113,6 +119,19 @@ def train_grid(base, workdir: pathlib.Path, grid: dict[str, list[str]]) -> int:
         )
         failed += result.failed
     return failed
+
+
+GENSIM_VERSION = "4.4.0"  # the gensim every benchmark here used (pyproject.toml: [peers])
+
+
+def check_gensim() -> None:
+    """One line unless gensim can be imported (it is an extra: ``pip install -e .[peers]``)."""
+    if importlib.util.find_spec("gensim") is None:
+        raise errors.ConfigError(
+            f"--gensim={','.join(_GENSIM.value)} needs gensim, which is not installed; "
+            f"pip install -e .[peers] (gensim=={GENSIM_VERSION}), or pass --gensim= to "
+            "leave out gensim's rows"
+        )
 
 
 def gensim_flags(config, sample: str, data_dir: pathlib.Path) -> list[str]:
@@ -261,16 +280,20 @@ def paper_rows() -> list[dict]:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     grid = parse_grid(_GRID.value)
     gensim_samples = [s for s in _GENSIM.value if s]
     for sample in gensim_samples:
         threshold(sample, "--gensim")
     if _REPORT.value and not _OUT_DIR.value:
-        raise ValueError("--out_dir is required to report; set it or pass --report=false")
+        raise errors.ConfigError("--out_dir is required to report; set it or pass --report=false")
     base = _CONFIG.value
     for sample, specs in grid.items():  # every point validated before any training
         sweep.validated_configs(sweep_config(base, sample), sweep.parse_points(specs, [0]))
+    if _TRAIN.value:  # the data and gensim are there before anything trains
+        settings.check_data(base)
+        if gensim_samples:
+            check_gensim()
     workdir = pathlib.Path(_WORKDIR.value)
     data_dir = corpus.resolve_data_dir(base.corpus.data_dir or None)
     failed = 0

@@ -34,7 +34,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from w2v_jax import cli, files
+from w2v_jax import cli, errors, files
 from w2v_jax.analysis import figures, plots, sweep
 from w2v_jax.configs import default
 
@@ -160,7 +160,7 @@ def main(argv) -> None:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     unknown = sorted(set(_SETTINGS.value) - set(SETTINGS))
     if unknown:
-        raise ValueError(f"--settings: unknown {unknown}; use some of {list(SETTINGS)}")
+        raise errors.ConfigError(f"--settings: unknown {unknown}; use some of {list(SETTINGS)}")
     ks, seeds = [int(k) for k in _KS.value], [int(s) for s in _SEEDS.value]
     workdir, out_dir = pathlib.Path(_WORKDIR.value), pathlib.Path(_OUT_DIR.value)
     base = _CONFIG.value

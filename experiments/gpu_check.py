@@ -45,6 +45,8 @@ import time
 
 from absl import app, flags
 
+from w2v_jax import cli
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # docs/performance.md, "Large-batch training": text8-head, 5 epochs, skip-gram NEG-5, d 100.
 GENSIM = {"analogy": 0.082, "ws353": 0.471, "words_per_s_2_cpu_cores": 611e3}
@@ -480,4 +482,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -33,7 +33,7 @@ import numpy as np
 import scipy.special
 from absl import app, flags, logging
 
-from w2v_jax import cli, run_folder
+from w2v_jax import cli, errors, run_folder
 from w2v_jax.analysis import figures, gradient_bias
 from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import likelihood
@@ -73,7 +73,9 @@ def measure_run(run_dir: str, ks: list[int], key: jax.Array) -> list[dict]:
     """The rows of one trained state: every (loss, k, held-out batch)."""
     config, run, dataset, state = run_folder.load_run(run_dir)
     if dataset.heldout is None:
-        raise ValueError(f"{run_dir} has no held-out text; train it with corpus.heldout set")
+        raise errors.RunFolderError(
+            f"{run_dir} has no held-out text; train it with corpus.heldout set"
+        )
     params = state.params
     heldout = dataset.heldout
     batches = input_pipeline.heldout_batches(

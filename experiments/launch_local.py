@@ -23,6 +23,7 @@ Exit status: 0 when every process exits 0; otherwise the first failing process's
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,7 +32,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from absl import app, flags
+from absl import flags
+
+from w2v_jax import cli, errors
 
 _NUM = flags.DEFINE_integer("num_processes", 2, "Processes to start.")
 _LOCAL = flags.DEFINE_integer(
@@ -115,14 +118,17 @@ def launch(
     status = 0
     try:
         for i, argv in enumerate(commands(command, num_processes, local_devices, port)):
-            p = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                start_new_session=True,  # its own process group: killpg reaches its children
-            )
+            try:
+                p = subprocess.Popen(
+                    argv,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    env=env,
+                    start_new_session=True,  # its own group: killpg reaches its children
+                )
+            except OSError as e:  # no such command, not executable
+                raise errors.ConfigError(_cannot_start(argv[0], e)) from None
             procs.append(p)
             out.write(f"launch_local: process {i} is pid {p.pid}\n")
             relay = threading.Thread(target=_relay, args=(i, p.stdout, out), daemon=True)
@@ -156,12 +162,22 @@ def launch(
     return status
 
 
+def _cannot_start(program: str, error: OSError | None = None) -> str:
+    why = error.strerror if error is not None and error.strerror else "no such command"
+    return (
+        f"cannot run {program!r} ({why}); give the command after --, e.g. "
+        "-- python -m w2v_jax.main --config=w2v_jax/configs/tiny.py --workdir=DIR"
+    )
+
+
 def main(argv: list[str]) -> None:
     command = argv[1:]
     if not command:
-        raise app.UsageError("give the command to run after --, e.g. -- python -m w2v_jax.main")
+        raise errors.ConfigError("give the command to run after --, e.g. -- python -m w2v_jax.main")
     if _NUM.value < 1:
-        raise app.UsageError(f"--num_processes={_NUM.value} must be >= 1")
+        raise errors.ConfigError(f"--num_processes={_NUM.value} must be >= 1")
+    if shutil.which(command[0]) is None:  # before any process starts
+        raise errors.ConfigError(_cannot_start(command[0]))
     sys.exit(
         launch(
             command,
@@ -174,4 +190,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

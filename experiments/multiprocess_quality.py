@@ -21,9 +21,9 @@ import pathlib
 import subprocess
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from w2v_jax import run_folder
+from w2v_jax import cli, run_folder
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where runs, summary and table go.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "One-process seeds (the spread).")
@@ -92,4 +92,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("out_dir")
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

@@ -32,6 +32,7 @@ import sys
 
 from absl import app, flags
 
+from w2v_jax import cli
 from w2v_jax.configs import word2vec
 from w2v_jax.evaluation import analogy, by_frequency, keyed_vectors, similarity
 
@@ -179,4 +180,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)  # one-line errors, tracebacks with --verbose

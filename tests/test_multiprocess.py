@@ -418,7 +418,7 @@ def test_coordinator_that_never_answers_is_one_line(tmp_path):
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 1, proc.stderr[-3000:]
     expected = (
-        r"error: config.parallel.coordinator='localhost:\d+': process 1 of 2 could not join "
+        r"error: --config.parallel.coordinator='localhost:\d+': process 1 of 2 could not join "
         r"within parallel.init_timeout_secs=3"
     )
     assert re.match(expected, err[-1]), err[-1]

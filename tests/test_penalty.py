@@ -167,8 +167,8 @@ def _config(**overrides):
 @pytest.mark.parametrize(
     "value,message",
     [
-        (-0.5, r"^config.loss.penalty=-0.5 must be a finite number >= 0 .*penalty=1.0$"),
-        (float("inf"), r"^config.loss.penalty=inf must be a finite number >= 0"),
+        (-0.5, r"^--config.loss.penalty=-0.5 must be a finite number >= 0 .*penalty=1.0$"),
+        (float("inf"), r"^--config.loss.penalty=inf must be a finite number >= 0"),
     ],
 )
 def test_bad_penalty_in_the_config_is_one_line(value, message):

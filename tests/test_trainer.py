@@ -220,7 +220,7 @@ def test_cli_reports_one_line_errors(tmp_path):
         text=True,
     )
     assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.loss.name='bogus'")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --config.loss.name='bogus'")
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,17 @@
 `run(main)` replaces ``absl.app.run(main)`` in ``w2v_jax.main``, the evaluation CLI and
 ``experiments/*.py``:
 
-* an ordinary mistake (a bad flag, an unknown ``--config.*`` field, a missing config,
-  corpus or evaluation file, an unusable ``--workdir``, no network for a download, a
-  diverged run) ends with one line ``error: ...`` on stderr and exit status 1 (a
-  program may choose another);
+* a mistake of use (`errors.UserError`: a bad flag or ``--config.*`` field, a config
+  file that is not Python, a corpus or evaluation file, an unusable ``--workdir``, a
+  config that cannot fit in memory, a diverged run) and an ``OSError`` (a path the user
+  gave that cannot be read or written, no network for a download) end with one line
+  ``error: ...`` on stderr and exit status 1 (a program may choose another);
+* running out of memory anyway (``MemoryError``, XLA's ``RESOURCE_EXHAUSTED``) is one
+  line with the sizes in the message (`out_of_memory`);
 * an interrupt (`interrupt.Interrupted`: Ctrl-C or SIGTERM, after the trainer saved its
   checkpoint) ends with its one-line message and status 130 (SIGINT) or 143 (SIGTERM);
-* anything else is a bug and keeps its traceback. ``--verbose`` or ``W2V_VERBOSE=1``
+* anything else is a bug and keeps its traceback, JAX's own ``ValueError`` and
+  ``TypeError`` included (they are not `errors.UserError`). ``--verbose`` or ``W2V_VERBOSE=1``
   shows the traceback of every error, and the absl prefix on every log line.
 
 Log lines are the bare message (``warning: `` before warnings), without JAX's
@@ -26,10 +30,11 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 
-from w2v_jax import interrupt
+from w2v_jax import errors, interrupt
 
-# Exceptions that are ordinary mistakes or conditions, not bugs: one line, no traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# Exceptions that are mistakes of use or conditions, not bugs: one line, no traceback.
+# Not ValueError: JAX's shape and sharding errors are ValueErrors, and they are bugs.
+USER_ERRORS = (errors.UserError, OSError)
 
 
 def define_flags() -> None:
@@ -74,14 +79,29 @@ def _flag_error(error: BaseException, argv: Sequence[str]) -> str:
     return one_line(error)
 
 
-def parse_flags(argv: Sequence[str], exit_code: int = 1) -> list[str]:
-    """absl's flag parser, but every failure is one line on stderr and ``exit_code``."""
+def _not_python(error: SyntaxError) -> str:
+    """A one-line message for a ``--config`` file that is not Python."""
+    where = f"{error.filename}, line {error.lineno}" if error.lineno else error.filename
+    return (
+        f"--config={error.filename}: not a Python config file ({where}: {error.msg}); pass "
+        "w2v_jax/configs/<name>.py or a file whose get_config() returns a ConfigDict"
+    )
+
+
+def parse_flags(argv: Sequence[str], exit_code: int = 1, prefix: str = "error") -> list[str]:
+    """absl's flag parser, but every failure is one line ``prefix: ...`` on stderr and
+    ``exit_code``."""
     try:
         return flags.FLAGS(argv)
+    except SyntaxError as e:  # --config= a file that is not Python (flags parse it)
+        if verbose():
+            raise
+        sys.stderr.write(f"{prefix}: {_not_python(e)}\n")
+        sys.exit(exit_code)
     except (flags.Error, AttributeError, KeyError, OSError, ValueError) as e:
         if verbose():
             raise
-        sys.stderr.write(f"error: {_flag_error(e, argv)} (see --helpshort)\n")
+        sys.stderr.write(f"{prefix}: {_flag_error(e, argv)} (see --helpshort)\n")
         sys.exit(exit_code)
 
 
@@ -119,6 +139,26 @@ def load_config(config_flag) -> object:
     return config
 
 
+def out_of_memory(error: BaseException) -> str | None:
+    """One line for an allocation that failed though the config passed the memory checks
+    (``MemoryError``: NumPy on the host; XLA's ``RESOURCE_EXHAUSTED``: a device or XLA:CPU),
+    keeping the sizes the message names; None for any other error."""
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        where = "host"
+    elif "RESOURCE_EXHAUSTED" in text or "Out of memory" in text:
+        where = "device"
+    else:
+        return None
+    sizes = re.findall(r"\d[\d.,]*\s*(?:[KMGTP]i?B|bytes)\b|shape \([^)]*\)", text)
+    what = ", ".join(dict.fromkeys(sizes)) or text[:200]
+    return (
+        f"out of {where} memory ({what}); lower config.dim, config.batch_size, "
+        "config.window or corpus.max_vocab_size, or use more devices (parallel.model_axis "
+        "with parallel.shard_vocab=True)"
+    )
+
+
 def run(main: Callable[[list[str]], None], *, error_code: int = 1, prefix: str = "error") -> None:
     """``absl.app.run(main)`` with one-line errors (see the module doc)."""
     define_flags()
@@ -137,5 +177,11 @@ def run(main: Callable[[list[str]], None], *, error_code: int = 1, prefix: str =
                 raise
             sys.stderr.write(f"{prefix}: {one_line(e)}\n")
             sys.exit(error_code)
+        except Exception as e:  # a bug keeps its traceback, unless memory ran out
+            message = out_of_memory(e)
+            if message is None or verbose():
+                raise
+            sys.stderr.write(f"{prefix}: {message}\n")
+            sys.exit(error_code)
 
-    app.run(guarded, flags_parser=lambda argv: parse_flags(argv, error_code))
+    app.run(guarded, flags_parser=lambda argv: parse_flags(argv, error_code, prefix))

@@ -31,11 +31,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
+import threading
 import time
 from typing import NamedTuple
 
 import jax
 from absl import logging
+
+from w2v_jax import errors
 
 
 class Options(NamedTuple):
@@ -69,8 +73,8 @@ def check_processes(config, count: int) -> None:
         ("input.mode", config.input.mode, "host"),
     ):
         if value != need:
-            raise ValueError(
-                f"config.{name}={value!r}: {count} processes run parallel.mode='mesh' "
+            raise errors.ConfigError(
+                f"--config.{name}={value!r}: {count} processes run parallel.mode='mesh' "
                 f"with input.mode='host'; set {name}={need!r}"
             )
 
@@ -83,30 +87,48 @@ def options(config) -> Options:
         value = p[name]
         low = 1 if name in ("num_processes", "init_timeout_secs") else 0
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"config.parallel.{name}={value!r} must be an integer >= {low}")
+            raise errors.ConfigError(
+                f"--config.parallel.{name}={value!r} must be an integer >= {low}"
+            )
     coordinator = p.coordinator
     if not isinstance(coordinator, str):
-        raise ValueError(f"config.parallel.coordinator={coordinator!r} must be a string")
-    if coordinator not in ("", "auto") and not re.fullmatch(r"[\w.\-\[\]:]+:\d+", coordinator):
-        raise ValueError(
-            f"config.parallel.coordinator={coordinator!r} is not host:port; use e.g. "
-            "'localhost:12355', 'auto' (TPU pod, SLURM) or '' for one process"
-        )
+        raise errors.ConfigError(f"--config.parallel.coordinator={coordinator!r} must be a string")
+    if coordinator not in ("", "auto"):
+        _check_address(coordinator)
     if coordinator == "" and p.num_processes > 1:
-        raise ValueError(
-            f"config.parallel.num_processes={p.num_processes} needs parallel.coordinator="
+        raise errors.ConfigError(
+            f"--config.parallel.num_processes={p.num_processes} needs parallel.coordinator="
             "'host:port' (process 0's address), or 'auto' on a TPU pod or SLURM"
         )
     if coordinator not in ("", "auto") and not p.process_id < p.num_processes:
-        raise ValueError(
-            f"config.parallel.process_id={p.process_id} must be below "
+        raise errors.ConfigError(
+            f"--config.parallel.process_id={p.process_id} must be below "
             f"parallel.num_processes={p.num_processes} (processes are numbered from 0)"
         )
     check_processes(config, p.num_processes)
     if not isinstance(config.deterministic, bool):
-        raise ValueError(f"config.deterministic={config.deterministic!r} must be True or False")
+        raise errors.ConfigError(
+            f"--config.deterministic={config.deterministic!r} must be True or False"
+        )
     return Options(coordinator, p.num_processes, p.process_id, p.local_devices,
                    p.init_timeout_secs, config.deterministic)  # fmt: skip
+
+
+def _check_address(coordinator: str) -> None:
+    """A one-line `errors.ConfigError` unless ``coordinator`` is host:port with a host name
+    or address and a port in 1..65535 (checked before any process tries to join)."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[\w.\-]+):(\d+)", coordinator)
+    if not match:
+        raise errors.ConfigError(
+            f"--config.parallel.coordinator={coordinator!r} is not host:port; use e.g. "
+            "'localhost:12355', 'auto' (TPU pod, SLURM) or '' for one process"
+        )
+    port = int(match.group(2))
+    if not 1 <= port <= 65535:
+        raise errors.ConfigError(
+            f"--config.parallel.coordinator={coordinator!r}: port {port} is not in "
+            "1..65535; use e.g. 'localhost:12355'"
+        )
 
 
 def _flag_setting(flags: str) -> bool | None:
@@ -138,8 +160,8 @@ def set_deterministic(deterministic: bool) -> None:
 
     if xla_bridge.backends_are_initialized():
         if jax.default_backend() == "gpu":
-            raise ValueError(
-                "config.deterministic=True but JAX's GPU backend already started without "
+            raise errors.ConfigError(
+                "--config.deterministic=True but JAX's GPU backend already started without "
                 f"{DETERMINISTIC_FLAG}; set XLA_FLAGS={DETERMINISTIC_FLAG}=true before "
                 "importing JAX, or restart the process (notebook: restart the kernel)"
             )
@@ -162,8 +184,8 @@ def initialize(opts: Options) -> None:
         return
     if jax.distributed.is_initialized():
         if opts.coordinator != "auto" and jax.process_count() != opts.num_processes:
-            raise ValueError(
-                f"config.parallel.num_processes={opts.num_processes} but this process "
+            raise errors.ConfigError(
+                f"--config.parallel.num_processes={opts.num_processes} but this process "
                 f"already joined a run of {jax.process_count()}; start a new process"
             )
         return
@@ -179,21 +201,20 @@ def initialize(opts: Options) -> None:
             num_processes=opts.num_processes,
             process_id=opts.process_id,
         )
-    if opts.coordinator != "auto" and opts.process_id:
-        # JAX aborts the process (a C++ fatal error, no exception) when the coordinator does
-        # not answer in time: wait for it here first, so that case is one line.
-        _wait_for_coordinator(opts)
-    else:
-        logging.info(
-            "waiting up to %ds for %d processes at %s (JAX aborts the process if they do "
-            "not all join in time)", opts.init_timeout_secs, opts.num_processes, opts.coordinator,
-        )  # fmt: skip
+    # JAX aborts the process (a C++ fatal error, rc 134, no exception) when its peers do
+    # not all join within its timeout. So the deadline is ours: JAX gets WATCH_MARGIN_SECS
+    # more, and `_Watch` says every few seconds that this process waits, then ends it with
+    # one line at init_timeout_secs.
+    kwargs["initialization_timeout"] = opts.init_timeout_secs + WATCH_MARGIN_SECS
     try:
-        jax.distributed.initialize(**kwargs)
+        with _Watch(opts):
+            if opts.coordinator != "auto" and opts.process_id:
+                _wait_for_coordinator(opts)  # one line (an exception) if nothing listens
+            jax.distributed.initialize(**kwargs)
     except RuntimeError as e:
         if "before any JAX" in str(e) or "already" in str(e):
-            raise ValueError(
-                "config.parallel.coordinator is set but JAX already started in this process; "
+            raise errors.ConfigError(
+                "--config.parallel.coordinator is set but JAX already started in this process; "
                 "run each process as its own program (experiments/launch_local.py)"
             ) from None
         raise _no_answer(opts, e) from None
@@ -204,6 +225,47 @@ def initialize(opts: Options) -> None:
         jax.process_index(), jax.process_count(), opts.coordinator,
         jax.local_device_count(), jax.device_count(),
     )  # fmt: skip
+
+
+WATCH_MARGIN_SECS = 30  # JAX's own join timeout lies this far beyond ours
+WATCH_EVERY_SECS = 5.0  # how often a waiting process says so
+
+
+class _Watch:
+    """While a process joins: a thread that logs every `WATCH_EVERY_SECS` that it is
+    waiting for its peers, and at ``init_timeout_secs`` prints `_no_answer`'s line to
+    stderr and ends the process with status 1 (``os._exit``: the join cannot be
+    interrupted, and nothing has been written yet)."""
+
+    def __init__(self, opts: Options):
+        self.opts = opts
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._watch, name="w2v-join-watch", daemon=True)
+
+    def __enter__(self):
+        self.start = time.monotonic()
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        o = self.opts
+        deadline = self.start + o.init_timeout_secs
+        while not self.done.wait(min(WATCH_EVERY_SECS, max(deadline - time.monotonic(), 0))):
+            waited = time.monotonic() - self.start
+            if waited >= o.init_timeout_secs:
+                error = _no_answer(o, TimeoutError(f"waited {waited:.0f}s for the others"))
+                sys.stderr.write(f"error: {' '.join(str(error).split())}\n")
+                sys.stderr.flush()
+                os._exit(1)
+            logging.info(
+                "process %d of %d: waiting for the others at %s (%.0fs of "
+                "parallel.init_timeout_secs=%d)",
+                o.process_id, o.num_processes, o.coordinator, waited, o.init_timeout_secs,
+            )  # fmt: skip
 
 
 def _wait_for_coordinator(opts: Options) -> None:
@@ -221,10 +283,10 @@ def _wait_for_coordinator(opts: Options) -> None:
             time.sleep(0.2)
 
 
-def _no_answer(opts: Options, error: BaseException) -> ValueError:
+def _no_answer(opts: Options, error: BaseException) -> errors.ResourceError:
     what = " ".join(str(error).split())[:160]
-    return ValueError(
-        f"config.parallel.coordinator={opts.coordinator!r}: process {opts.process_id} of "
+    return errors.ResourceError(
+        f"--config.parallel.coordinator={opts.coordinator!r}: process {opts.process_id} of "
         f"{opts.num_processes} could not join within parallel.init_timeout_secs="
         f"{opts.init_timeout_secs} ({what}); start all {opts.num_processes} processes with "
         "the same coordinator (process 0 hosts it) or raise the timeout"

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 from absl import logging
 
+from w2v_jax import errors
+
 
 def _fsync_folder(folder: pathlib.Path) -> None:
     try:
@@ -103,7 +105,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         try:
             row = json.loads(line)
             if not isinstance(row, dict):
-                raise ValueError(f"a JSON {type(row).__name__}, not an object")
+                raise errors.RunFolderError(f"a JSON {type(row).__name__}, not an object")
         except ValueError as e:
             if lineno == len(lines):
                 logging.warning(
@@ -111,7 +113,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                     path, e, line,
                 )  # fmt: skip
                 break
-            raise ValueError(
+            raise errors.RunFolderError(
                 f"{path}:{lineno} is not a JSON object ({e}); delete that line (or the "
                 "file) and retry"
             ) from None

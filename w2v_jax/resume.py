@@ -32,6 +32,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from w2v_jax import errors
 from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.data import vocab
 from w2v_jax.step import update
@@ -53,7 +54,7 @@ AGREE_EVERY = 100
 # Every other field (and the vocabulary and corpus size) defines the run.
 
 
-class ResumeMismatch(ValueError):
+class ResumeMismatch(errors.RunFolderError):
     """The run folder holds a run with other settings than the ones given."""
 
 
@@ -318,7 +319,7 @@ def _agreed(read):
         raise error
     if first[0] == "C":
         raise store.CorruptCheckpointError(first[1:])
-    raise ValueError(f"process {failed.index(first)} could not restore: {first[1:]}")
+    raise errors.RunFolderError(f"process {failed.index(first)} could not restore: {first[1:]}")
 
 
 def layout(shardings) -> dict:

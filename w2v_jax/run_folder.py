@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import files, settings
+from w2v_jax import errors, files, settings
 from w2v_jax.checkpoint import store
 from w2v_jax.configs import default
 from w2v_jax.data import sources, vocab
@@ -69,16 +69,20 @@ def prepare(workdir: str | os.PathLike) -> pathlib.Path:
     """Creates ``workdir`` if needed and checks it can be written; one-line ValueError."""
     workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
-        raise ValueError(f"--workdir={workdir} is a file; pass a folder (new or a run's)")
+        raise errors.RunFolderError(
+            f"--workdir={workdir} is a file; pass a folder (new or a run's)"
+        )
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         parent = next(p for p in workdir.parents if p.exists())
-        raise ValueError(
+        raise errors.RunFolderError(
             f"--workdir={workdir} cannot be created: {parent} is a file, not a folder"
         ) from None
     except OSError as e:
-        raise ValueError(f"--workdir={workdir} cannot be created ({e.strerror})") from None
+        raise errors.RunFolderError(
+            f"--workdir={workdir} cannot be created ({e.strerror})"
+        ) from None
     if not store.folder_in(workdir).exists():  # a run to resume is probed at its first write
         probe = workdir / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         try:
@@ -89,8 +93,8 @@ def prepare(workdir: str | os.PathLike) -> pathlib.Path:
     return workdir
 
 
-def _not_writable(workdir, error: OSError) -> ValueError:
-    return ValueError(
+def _not_writable(workdir, error: OSError) -> errors.RunFolderError:
+    return errors.RunFolderError(
         f"--workdir={workdir} is not writable ({error.strerror}); pass a folder you can write to"
     )
 

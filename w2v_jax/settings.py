@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import jax
 
-from w2v_jax import distributed, evaluator
+from w2v_jax import distributed, errors, evaluator
 from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import placement
@@ -36,12 +36,14 @@ MATMUL_PRECISIONS = ("float32", "highest", "tensorfloat32", "high", "bfloat16", 
 
 def _choice(name: str, value, allowed) -> None:
     if value not in allowed:
-        raise ValueError(f"config.{name}={value!r} is not allowed; use one of {list(allowed)}")
+        raise errors.ConfigError(
+            f"--config.{name}={value!r} is not allowed; use one of {list(allowed)}"
+        )
 
 
 def _at_least(name: str, value, low) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
-        raise ValueError(f"config.{name}={value!r} must be a number >= {low}")
+        raise errors.ConfigError(f"--config.{name}={value!r} must be a number >= {low}")
 
 
 def _existing_files(name: str, paths) -> None:
@@ -49,7 +51,7 @@ def _existing_files(name: str, paths) -> None:
     for path in filter(None, paths):
         if not os.path.isfile(path):
             what = "a folder, not a file" if os.path.isdir(path) else "no such file"
-            raise ValueError(f'config.{name}={path!r}: {what}; fix the path or pass ""')
+            raise errors.ConfigError(f'--config.{name}={path!r}: {what}; fix the path or pass ""')
 
 
 def validate(config) -> None:
@@ -82,7 +84,7 @@ def validate(config) -> None:
     _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
     for name in ("resume_override", "deterministic"):
         if not isinstance(config[name], bool):
-            raise ValueError(f"config.{name}={config[name]!r} must be True or False")
+            raise errors.ConfigError(f"--config.{name}={config[name]!r} must be True or False")
     _choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
     _existing_files("eval.analogies", [config.eval.analogies])
     _existing_files("eval.similarity", config.eval.similarity.split(","))
@@ -91,51 +93,57 @@ def validate(config) -> None:
     _at_least("parallel.num_devices", config.parallel.num_devices, 0)
     _at_least("parallel.model_axis", config.parallel.model_axis, 1)
     if not (isinstance(config.optimizer.alpha, float) and config.optimizer.alpha > 0):
-        raise ValueError(f"config.optimizer.alpha={config.optimizer.alpha!r} must be > 0")
+        raise errors.ConfigError(f"--config.optimizer.alpha={config.optimizer.alpha!r} must be > 0")
     _at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
     _at_least("optimizer.duplicate_power", config.optimizer.duplicate_power, 0.0)
     if config.optimizer.duplicate_power and not (
         config.optimizer.name == "sgd" and config.optimizer.sparse
     ):
-        raise ValueError(
-            "config.optimizer.duplicate_power needs the sparse SGD update "
+        raise errors.ConfigError(
+            "--config.optimizer.duplicate_power needs the sparse SGD update "
             "(optimizer.name='sgd', optimizer.sparse=True); set it to 0"
         )
     for name, usual in (("initial_accumulator", 0.1), ("eps", 1e-7)):
         value = config.optimizer[name]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-            raise ValueError(f"config.optimizer.{name}={value!r} must be > 0 (e.g. {usual})")
+            raise errors.ConfigError(
+                f"--config.optimizer.{name}={value!r} must be > 0 (e.g. {usual})"
+            )
     if config.optimizer.sparse and config.optimizer.name not in optimizers.SPARSE:
-        raise ValueError(
-            f"config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
+        raise errors.ConfigError(
+            f"--config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
             f"optimizer.sparse=False or use one of {list(optimizers.SPARSE)}"
         )
     _penalty(config.loss)
     _lbl(config)
     if not math.isfinite(config.loss.ns_exponent):
-        raise ValueError(f"config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite")
+        raise errors.ConfigError(
+            f"--config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite"
+        )
     if config.corpus.name != "synthetic":
         ptb_splits = corpus.PTB_SPLITS[1:] if config.corpus.name == "ptb" else ()
         _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *ptb_splits))
     if config.steps_per_call > 1 and config.parallel.mode == "pmap":
-        raise ValueError(
-            f"config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "
+        raise errors.ConfigError(
+            f"--config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "
             "'mesh'; use steps_per_call=1 with pmap"
         )
     if config.layout == "pairs" and config.model != "skipgram":
-        raise ValueError("config.layout='pairs' needs config.model='skipgram'; use 'grouped'")
+        raise errors.ConfigError(
+            "--config.layout='pairs' needs --config.model='skipgram'; use 'grouped'"
+        )
     if config.loss.share == "block" and config.batch_size % config.loss.block_size:
-        raise ValueError(
-            f"config.batch_size={config.batch_size} must be a multiple of "
-            f"config.loss.block_size={config.loss.block_size} when loss.share='block'"
+        raise errors.ConfigError(
+            f"--config.batch_size={config.batch_size} must be a multiple of "
+            f"--config.loss.block_size={config.loss.block_size} when loss.share='block'"
         )
     if config.input.mode == "device":
         _device_input(config)
     _processes(config)
     if config.parallel.mode == "pmap" and config.parallel.num_devices:
         if config.batch_size % config.parallel.num_devices:
-            raise ValueError(
-                f"config.batch_size={config.batch_size} must be divisible by "
+            raise errors.ConfigError(
+                f"--config.batch_size={config.batch_size} must be divisible by "
                 f"parallel.num_devices={config.parallel.num_devices} under pmap"
             )
 
@@ -144,8 +152,8 @@ def _penalty(loss) -> None:
     """loss.penalty: a finite number >= 0 (softmax_penalty's weight, update.StepConfig)."""
     value = loss.penalty
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < math.inf:
-        raise ValueError(
-            f"config.loss.penalty={value!r} must be a finite number >= 0 (the weight of "
+        raise errors.ConfigError(
+            f"--config.loss.penalty={value!r} must be a finite number >= 0 (the weight of "
             "Z - 1 - log Z; 0 is the plain softmax); e.g. --config.loss.penalty=1.0"
         )
 
@@ -157,19 +165,19 @@ def _lbl(config) -> None:
     if config.model != "lbl":
         for name, default in (("context_matrices", "full"), ("bias_init", "zeros")):
             if config.lbl[name] != default:
-                raise ValueError(
-                    f"config.lbl.{name}={config.lbl[name]!r} applies to model='lbl' only, "
+                raise errors.ConfigError(
+                    f"--config.lbl.{name}={config.lbl[name]!r} applies to model='lbl' only, "
                     f"not {config.model!r}; set model='lbl' or leave lbl.{name}={default!r}"
                 )
         return
     if config.parallel.mode == "pmap" or config.parallel.shard_vocab:
-        raise ValueError(
-            "config.model='lbl' runs with parallel.mode 'single' or 'mesh' (tables not "
+        raise errors.ConfigError(
+            "--config.model='lbl' runs with parallel.mode 'single' or 'mesh' (tables not "
             "sharded); its dense context matrices have no pmap path yet"
         )
     if config.lbl.bias_init == "unigram" and output_layers.get(config.loss.name).tree:
-        raise ValueError(
-            "config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
+        raise errors.ConfigError(
+            "--config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
         )
 
 
@@ -177,8 +185,8 @@ def _processes(config) -> None:
     """What several processes (and sharded tables) need (w2v_jax/distributed.py)."""
     p = config.parallel
     if p.shard_vocab and p.mode != "mesh":
-        raise ValueError(
-            f"config.parallel.shard_vocab=True needs parallel.mode='mesh', not {p.mode!r}"
+        raise errors.ConfigError(
+            f"--config.parallel.shard_vocab=True needs parallel.mode='mesh', not {p.mode!r}"
         )
     distributed.check_processes(config, jax.process_count())
 
@@ -190,8 +198,8 @@ def _device_input(config) -> None:
         ("parallel.mode", config.parallel.mode, "single"),
     ):
         if value != need:
-            raise ValueError(
-                f"config.input.mode='device' needs config.{name}={need!r}, got {value!r}; "
+            raise errors.ConfigError(
+                f"--config.input.mode='device' needs --config.{name}={need!r}, got {value!r}; "
                 "set it or use input.mode='host'"
             )
 
@@ -230,6 +238,20 @@ class Settings(NamedTuple):
     evaluation: evaluator.EvalOptions
     parallel: runners.ParallelOptions
     loop: LoopSettings
+
+
+def check_data(config) -> None:
+    """Raises (one line) unless every file ``config`` reads is there: the corpus's training
+    and held-out splits (`corpus.locate`; a corpus that ``corpus.download`` fetches, and
+    the synthetic one, are not checked) and the evaluation files. Reads nothing: scripts
+    that train many runs call it first, so missing data stops them before any training."""
+    validate(config)
+    c = config.corpus
+    if c.name == "synthetic" or (c.name == "text8" and c.download):
+        return
+    for split in dict.fromkeys(["train", sources.heldout_split(c.name, c.heldout)]):
+        if split:
+            corpus.locate(c.name, split, c.data_dir or None)
 
 
 def resolve(config) -> Settings:
@@ -338,8 +360,8 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
     step counter and ``fold_in(key, step)`` are int32)."""
     vocab_size, k = len(train.vocab), settings.step.k
     if output_layers.get(settings.step.loss).sampled and k > vocab_size:
-        raise ValueError(
-            f"config.loss.k={k} is larger than the vocabulary ({vocab_size:,} words): the "
+        raise errors.ConfigError(
+            f"--config.loss.k={k} is larger than the vocabulary ({vocab_size:,} words): the "
             "noise samples would repeat every word; lower loss.k"
         )
     options = settings.pipeline
@@ -347,8 +369,8 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
     call = options.rows_per_call * options.process_count  # every share's rows of a call
     if call > rows:
         s = settings.parallel
-        raise ValueError(
-            f"config.batch_size={call // s.steps_per_call} x "
+        raise errors.ConfigError(
+            f"--config.batch_size={call // s.steps_per_call} x "
             f"steps_per_call={s.steps_per_call} = {call} rows is larger than "
             f"the ~{rows:.0f} rows one epoch of this corpus yields; lower batch_size or "
             f"steps_per_call (or sample={options.sample})"
@@ -362,8 +384,8 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
     if loop.max_steps:
         steps = min(steps, loop.max_steps + s.steps_per_call - 1)
     if steps >= 2**31 - 1:
-        raise ValueError(
-            f"config.epochs={loop.epochs} x ~{per_epoch:,} steps per epoch (batch_size="
+        raise errors.ConfigError(
+            f"--config.epochs={loop.epochs} x ~{per_epoch:,} steps per epoch (batch_size="
             f"{batch}) reaches {steps:,} steps, past the int32 step counter's limit of "
             f"{2**31 - 2:,}; raise batch_size, lower epochs or set max_steps below it"
         )

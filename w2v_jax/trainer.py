@@ -39,6 +39,7 @@ from jax.experimental import multihost_utils
 
 from w2v_jax import (
     distributed,
+    errors,
     evaluator,
     host_memory,
     interrupt,
@@ -49,7 +50,7 @@ from w2v_jax import (
 )
 from w2v_jax.data import input_pipeline, on_device, sources, windows
 from w2v_jax.model import output_layers, word2vec
-from w2v_jax.parallel import placement
+from w2v_jax.parallel import budget, placement
 from w2v_jax.step import runners, update
 
 # Thin names kept for notebooks and tests: the run folder owns these files.
@@ -70,7 +71,7 @@ def _lbl_init(loop, pipeline, counts) -> dict:
     return out
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.DivergenceError):
     """Training produced a NaN or infinite loss, or one ``config.max_loss`` above the start."""
 
 
@@ -301,6 +302,7 @@ def open_run(
     otherwise ``config.json`` is written (every check passed) and the log is open.
     """
     run = settings.resolve(config)  # one-line ValueError before any work
+    budget.check_run(run)  # what the corpus does not size (windows, batches) fits
     chief, many = distributed.is_chief(), jax.process_count() > 1
     loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
     workdir = run_folder.prepare(workdir)
@@ -324,6 +326,10 @@ def open_run(
         runner = runners.make_runner(run.parallel, step_cfg, abstract, device_spec)  # checks it
     if loop.input_mode != "device":
         _check_state_fits(run, abstract, runner)
+    state_bytes = placement.bytes_per_device(abstract, runner and runner.shardings)
+    budget.check_run(
+        run, vocab_size=len(vocab), num_tokens=len(corpus.ids), state_bytes=state_bytes
+    )
     if pipeline.process_count > 1:  # input shares: every one takes the same steps
         pipeline = _agree_on_batches(pipeline, corpus)
         run = run._replace(pipeline=pipeline)

@@ -36,7 +36,7 @@ from typing import NamedTuple
 import ml_collections
 from absl import logging
 
-from w2v_jax import files, settings, trainer
+from w2v_jax import errors, files, settings, trainer
 from w2v_jax.analysis import plots
 from w2v_jax.model import output_layers
 
@@ -119,7 +119,7 @@ def parse_points(specs: Sequence[str], seeds: Sequence[int]) -> list[Point]:
             loss, _, k = spec.strip().partition(":")
             if loss in REFERENCE_LOSSES or not k:
                 if loss not in REFERENCE_LOSSES:
-                    raise ValueError(f"point {spec!r} needs a k, e.g. {loss}:5")
+                    raise errors.ConfigError(f"point {spec!r} needs a k, e.g. {loss}:5")
                 points.append(Point(loss, None, int(seed)))
             else:
                 points.append(Point(loss, int(k), int(seed)))
@@ -145,13 +145,13 @@ def validated_configs(
 ) -> dict[Point, ml_collections.ConfigDict]:
     """Every point's config, validated; raises ValueError naming the first bad point."""
     if not points:
-        raise ValueError("the sweep has no points; give at least one loss, k and seed")
+        raise errors.ConfigError("the sweep has no points; give at least one loss, k and seed")
     configs = {point: point_config(base, point, configure) for point in points}
     for point, config in configs.items():
         try:
             settings.validate(config)
         except ValueError as e:
-            raise ValueError(f"point {point.name}: {e}") from e
+            raise errors.ConfigError(f"point {point.name}: {e}") from e
     return configs
 
 

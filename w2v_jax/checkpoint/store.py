@@ -45,7 +45,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from w2v_jax import files
+from w2v_jax import errors, files
 
 FOLDER = "checkpoint"  # under the run folder
 COMMITTED = "COMMITTED"
@@ -55,7 +55,7 @@ KEEP = 2  # committed steps kept: the newest and the one before, to fall back to
 _CHUNK = 64 * 2**20  # bytes written (and checksummed) per call
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(errors.RunFolderError):
     """A committed checkpoint cannot be read: a piece missing, cut short or damaged."""
 
 
@@ -228,7 +228,7 @@ def read_meta(found: str | os.PathLike) -> dict:
         why = f"{type(e).__name__}: {' '.join(str(e).split())[:100]}"
         raise _damaged(path, found, why) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(
+        raise errors.RunFolderError(
             f"{found} was written by an older w2v_jax (one .npz per process); resume it with "
             "that version, or use a new --workdir"
         )
@@ -249,14 +249,14 @@ def check(found: pathlib.Path, meta: dict, template) -> list[list[dict]]:
     leaves = jax.tree_util.tree_leaves(template)
     arrays = meta["arrays"]
     if len(arrays) != len(leaves):
-        raise ValueError(
+        raise errors.RunFolderError(
             f"{found} holds {len(arrays)} arrays but this config needs {len(leaves)}; use a "
             "new --workdir or the config that wrote it"
         )
     for i, (saved, ref) in enumerate(zip(arrays, leaves, strict=True)):
         want = (list(np.shape(ref)), _dtype(ref))
         if (saved["shape"], np.dtype(saved["dtype"])) != want:
-            raise ValueError(
+            raise errors.RunFolderError(
                 f"{found}: array {i} is {np.dtype(saved['dtype'])}{saved['shape']}, this config "
                 f"needs {want[1]}{want[0]}; use a new --workdir or the config that wrote it"
             )

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from w2v_jax import errors
 from w2v_jax.checkpoint import store
 
 _BLOCK = 64 * 2**20  # bytes per parallel copy
@@ -148,7 +149,7 @@ class Writer:
             return  # saved just before (the loop's save at its last step, then the final one)
         leaves = jax.tree_util.tree_leaves(tree)
         if not _all_finite(leaves):
-            raise FloatingPointError(
+            raise errors.DivergenceError(
                 f"not saving step {step} to {self.folder}: the parameters hold NaN or inf; "
                 "the checkpoint on disk (if any) is the last good one"
             )

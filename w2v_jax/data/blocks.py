@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from w2v_jax import errors
+
 BLOCK = 1 << 22  # elements per block: 16 MiB of int32, 32 MiB of int64
 
 
@@ -29,9 +31,9 @@ def npy_layout(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...], int]
     try:
         mapped = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+        raise errors.CorpusError(f"{path}: not a readable .npy file ({e})") from None
     if not isinstance(mapped, np.memmap):  # np.load maps every plain .npy
-        raise ValueError(f"{path}: not a .npy file holding one array")
+        raise errors.CorpusError(f"{path}: not a .npy file holding one array")
     return mapped.dtype, mapped.shape, mapped.offset
 
 
@@ -41,7 +43,7 @@ def _read_into(f: BinaryIO, out: np.ndarray, path) -> None:
     while got < len(view):
         n = f.readinto(view[got:])
         if not n:
-            raise ValueError(f"{path}: ends early ({got} of {len(view)} bytes of a block)")
+            raise errors.CorpusError(f"{path}: ends early ({got} of {len(view)} bytes of a block)")
         got += n
 
 

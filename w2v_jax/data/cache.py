@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from absl import logging
 
-from w2v_jax import files
+from w2v_jax import errors, files
 from w2v_jax.data import blocks, readers, vocab
 
 VERSION = 1  # bump when the encoding changes, so that old entries miss
@@ -231,9 +231,9 @@ def _npy(path: pathlib.Path, how: str) -> np.memmap:
     try:
         mapped = np.load(path, mmap_mode="r")
     except (OSError, ValueError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy file ({e}); {how}") from None
+        raise errors.CorpusError(f"{path}: not a readable .npy file ({e}); {how}") from None
     if not isinstance(mapped, np.memmap):
-        raise ValueError(f"{path}: not a .npy file holding one array; {how}")
+        raise errors.CorpusError(f"{path}: not a .npy file holding one array; {how}")
     return mapped
 
 
@@ -244,12 +244,14 @@ def read_encoded(folder: pathlib.Path) -> Entry:
     how = "see docs/data.md, 'Pre-encoded corpora'"
     missing = [f for f in FILES if not (folder / f).is_file()]
     if missing:
-        raise ValueError(f"{folder}: a pre-encoded corpus needs {', '.join(missing)}; {how}")
+        raise errors.CorpusError(
+            f"{folder}: a pre-encoded corpus needs {', '.join(missing)}; {how}"
+        )
     try:
         v = vocab.Vocab.load(folder / "vocab.tsv")
     except (OSError, ValueError) as e:
         where = "" if str(folder / "vocab.tsv") in str(e) else f"{folder / 'vocab.tsv'}: "
-        raise ValueError(f"{where}{e}; {how}") from None
+        raise errors.CorpusError(f"{where}{e}; {how}") from None
     ids, offsets = (_npy(folder / name, how) for name in FILES[:2])
     offsets = np.array(offsets)
     why = problem(ids, offsets, len(v))
@@ -257,6 +259,6 @@ def read_encoded(folder: pathlib.Path) -> Entry:
         sizes = dict(num_tokens=len(ids), num_sentences=len(offsets) - 1, vocab_size=len(v))
         why = _meta_problem(folder / "meta.json", sizes)
     if why is not None:
-        raise ValueError(f"{folder}: {why}; {how}")
+        raise errors.CorpusError(f"{folder}: {why}; {how}")
     logging.info("loaded the pre-encoded corpus %s", folder)
     return ids, offsets, v

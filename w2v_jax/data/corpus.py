@@ -54,6 +54,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
+from w2v_jax import errors
 from w2v_jax.data import cache, download, encoding, readers, vocab
 
 EOS = "<eos>"
@@ -177,11 +178,13 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
     """The corpus for `split`, from the cache or built (with `given_vocab` if any)."""
     max_sentence_length, fraction = options["max_sentence_length"], options["heldout_fraction"]
     if max_sentence_length < 1:
-        raise ValueError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
+        raise errors.CorpusError(f"max_sentence_length must be >= 1, got {max_sentence_length}")
     if not 0 <= fraction < 1:
-        raise ValueError(f"heldout_fraction must be in [0, 1), got {fraction}")
+        raise errors.CorpusError(f"heldout_fraction must be in [0, 1), got {fraction}")
     if options["workers"] is not None and options["workers"] < 1:
-        raise ValueError(f"workers must be >= 1 (or None: min(4, CPUs)), got {options['workers']}")
+        raise errors.CorpusError(
+            f"workers must be >= 1 (or None: min(4, CPUs)), got {options['workers']}"
+        )
     data_dir = options["data_dir"]
     path, label, is_ptb = _resolve(name_or_path, split, data_dir, options["download"])
     if path.is_dir() and (path / "ids.npy").is_file():
@@ -239,9 +242,9 @@ def _split_range(path, split: str, n: int, fraction: float, positional: bool) ->
     """The tokens [lo, hi) of ``split`` among n (see the module doc, Splits)."""
     k = math.ceil(n * fraction) if positional else 0
     if split == "heldout" and k == 0:
-        raise ValueError(f"{path}: heldout_fraction=0 leaves no held-out tokens")
+        raise errors.CorpusError(f"{path}: heldout_fraction=0 leaves no held-out tokens")
     if k >= n:
-        raise ValueError(
+        raise errors.CorpusError(
             f"{path}: heldout_fraction={fraction} of {n} tokens "
             "leaves nothing to train on; lower heldout_fraction"
         )
@@ -274,7 +277,7 @@ def _build(source, split, given_vocab, settings, folder, heldout_entry) -> vocab
             try:
                 v = vocab.Vocab.from_counts(seen, **settings)
             except ValueError as e:
-                raise ValueError(f"{source.path}: {e}") from None
+                raise errors.CorpusError(f"{source.path}: {e}") from None
             del seen
         ids_of = encoding.remap(tokens.table, v.words)
         size = int(counts[ids_of >= 0].sum())
@@ -300,7 +303,7 @@ def _pre_encoded(path, split, given_vocab, settings, options) -> Corpus:
     """``split`` of the pre-encoded corpus folder ``path`` (see the module doc)."""
     ids, offsets, v = cache.read_encoded(path)
     if given_vocab is not None and given_vocab != v:
-        raise ValueError(
+        raise errors.CorpusError(
             f"{path}: a pre-encoded corpus is read with its own vocab.tsv, and the vocabulary "
             f"given ({given_vocab!r}) is another; encode with {path / 'vocab.tsv'}"
         )
@@ -308,7 +311,7 @@ def _pre_encoded(path, split, given_vocab, settings, options) -> Corpus:
     if unused and given_vocab is None:
         logging.info("%s is pre-encoded: its vocab.tsv is used as it is (%s ignored)", path, unused)
     if not len(ids):
-        raise ValueError(f"{path}: ids.npy holds no tokens; pass a non-empty corpus")
+        raise errors.CorpusError(f"{path}: ids.npy holds no tokens; pass a non-empty corpus")
     n, fraction = len(ids), options["heldout_fraction"]
     lo, hi = _split_range(path, split, n, fraction, split in ("train", "heldout"))
     inner = offsets[(offsets > lo) & (offsets < hi)]
@@ -320,7 +323,16 @@ def _pre_encoded(path, split, given_vocab, settings, options) -> Corpus:
 def _check_split(name_or_path, split) -> None:
     splits = PTB_SPLITS if name_or_path == "ptb" else TEXT_SPLITS
     if split not in splits:
-        raise ValueError(f"{name_or_path!r} has splits {', '.join(splits)}; got split={split!r}")
+        raise errors.CorpusError(
+            f"{name_or_path!r} has splits {', '.join(splits)}; got split={split!r}"
+        )
+
+
+def locate(name_or_path, split: str = "train", data_dir=None) -> pathlib.Path:
+    """The file or folder that corpus ``name_or_path``'s ``split`` is read from, without
+    reading or downloading it: a one-line FileNotFoundError naming what is missing and
+    where to put it (a script checks its data before it trains anything)."""
+    return _resolve(name_or_path, split, data_dir, download=False)[0]
 
 
 def _resolve(name_or_path, split, data_dir, download) -> tuple[pathlib.Path, str, bool]:

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from absl import logging
 
-from w2v_jax import files
+from w2v_jax import errors, files
 
 
 class ZipCheck(NamedTuple):
@@ -27,16 +27,20 @@ def verify_zip(path: str | os.PathLike, check: ZipCheck) -> None:
     """Checks an archive's size and its member's size and CRC-32; ValueError if wrong."""
     size = os.path.getsize(path)
     if size != check.size:
-        raise ValueError(f"{path}: {size:,} bytes, expected {check.size:,}; delete it and retry")
+        raise errors.CorpusError(
+            f"{path}: {size:,} bytes, expected {check.size:,}; delete it and retry"
+        )
     crc, n = 0, 0
     try:
         with zipfile.ZipFile(path) as zf, zf.open(check.member) as f:
             while block := f.read(1 << 22):
                 crc, n = zlib.crc32(block, crc), n + len(block)
     except (KeyError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not the expected archive ({e}); delete it and retry") from None
+        raise errors.CorpusError(
+            f"{path}: not the expected archive ({e}); delete it and retry"
+        ) from None
     if (n, crc) != (check.member_size, check.crc32):
-        raise ValueError(
+        raise errors.CorpusError(
             f"{path}: member {check.member!r} has {n:,} bytes and CRC-32 0x{crc:08x}, expected "
             f"{check.member_size:,} and 0x{check.crc32:08x}; delete it and retry"
         )

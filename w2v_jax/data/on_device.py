@@ -65,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2v_jax import errors
 from w2v_jax.data import input_pipeline, windows
 from w2v_jax.parallel import placement
 
@@ -142,7 +143,7 @@ def make_corpus(
         max_sentence_length=max_sentence_length,
     )  # fmt: skip
     if plan.ids.shape[0] >= 2**31 - 1:
-        raise ValueError(
+        raise errors.ConfigError(
             f"input.mode='device' indexes tokens with int32: {plan.ids.shape[0]:,} tokens "
             f"reach its limit of {2**31 - 2:,}; use input.mode='host'"
         )
@@ -429,7 +430,7 @@ def check_fits(
     need = device_bytes(num_tokens, vocab_size)
     free, source = placement.free_bytes(device, cap_bytes)
     if free is not None and need + reserved_bytes > free:
-        raise ValueError(
+        raise errors.ResourceError(
             f"input.mode='device': the corpus of {num_tokens:,} tokens needs "
             f"~{need / 2**30:.2f} GiB on {device.platform} beside "
             f"{reserved_bytes / 2**30:.2f} GiB of tables, but {free / 2**30:.2f} GiB is free "

@@ -40,6 +40,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 from absl import logging
 
+from w2v_jax import errors
 from w2v_jax.data import blocks
 
 CHUNK_BYTES = 4 << 20  # bytes read and tokenised at a time
@@ -111,7 +112,7 @@ def members(path: str | os.PathLike) -> list[Member]:
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
         if not found:
-            raise ValueError(f"{path}: directory has no files; put UTF-8 text files in it")
+            raise errors.CorpusError(f"{path}: directory has no files; put UTF-8 text files in it")
         return [m for p in found for m in _file_members(p)]
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file or directory")
@@ -130,9 +131,9 @@ def _file_members(path: pathlib.Path) -> list[Member]:
             with zipfile.ZipFile(path) as zf:
                 names = sorted(i.filename for i in zf.infolist() if not i.is_dir())
         except zipfile.BadZipFile as e:
-            raise ValueError(f"{path}: not a readable zip archive ({e})") from None
+            raise errors.CorpusError(f"{path}: not a readable zip archive ({e})") from None
         if not names:
-            raise ValueError(f"{path}: zip archive has no files")
+            raise errors.CorpusError(f"{path}: zip archive has no files")
         return [Member(f"{path}:{n}", str(path), "zip", n, stat) for n in names]
     return [Member(str(path), str(path), "plain", "", stat)]
 
@@ -182,14 +183,14 @@ def _decoded(piece: Piece, chunk_bytes: int) -> Iterator[str]:
                 data = f.read(chunk_bytes if left is None else min(chunk_bytes, left))
                 nul = data.find(b"\x00")
                 if nul >= 0:
-                    raise ValueError(
+                    raise errors.CorpusError(
                         f"{member.name}: NUL byte at offset {offset + nul}, so this looks like a "
                         "binary file; pass UTF-8 text (plain, .gz, .zip or a directory of them)"
                     )
                 try:
                     text = decoder.decode(data, final=not data)
                 except UnicodeDecodeError as e:
-                    raise ValueError(
+                    raise errors.CorpusError(
                         f"{member.name}: not UTF-8 text (byte 0x{e.object[e.start]:02x} near "
                         f"offset {offset + e.start}); convert it to UTF-8 (e.g. iconv -t utf-8) "
                         "or check that it is a text file"
@@ -202,7 +203,9 @@ def _decoded(piece: Piece, chunk_bytes: int) -> Iterator[str]:
                 if not data:
                     return
     except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-        raise ValueError(f"{member.name}: cannot read it ({type(e).__name__}: {e})") from None
+        raise errors.CorpusError(
+            f"{member.name}: cannot read it ({type(e).__name__}: {e})"
+        ) from None
 
 
 class _Spill:
@@ -260,7 +263,7 @@ def _tokenise(piece, table, out: _Spill, eos, lowercase, chunk_bytes) -> None:
         if tail_words and not lines[-1][-1].isspace():
             carry = tail_words.pop()
             if len(carry) > MAX_TOKEN_CHARS:
-                raise ValueError(
+                raise errors.CorpusError(
                     f"{piece.member.name}: over {MAX_TOKEN_CHARS:,} characters without "
                     "whitespace, so this is not whitespace-tokenised text"
                 )
@@ -316,7 +319,7 @@ def read_tokens(
     finally:
         out.close()
     if out.n == 0:
-        raise ValueError(
+        raise errors.CorpusError(
             f"{path}: no tokens (the file is empty or only whitespace); pass a non-empty text file"
         )
     table.default_factory = None  # a plain mapping from now on

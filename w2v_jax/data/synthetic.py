@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
+from w2v_jax import errors
 from w2v_jax.data import corpus as corpus_lib
 from w2v_jax.data import vocab as vocab_lib
 
@@ -66,7 +67,7 @@ class SyntheticSpec:
             if field == "rank" and ok:
                 ok = value <= self.vocab_size
             if not ok:
-                raise ValueError(f"SyntheticSpec.{field} {rule}, got {value!r}")
+                raise errors.ConfigError(f"SyntheticSpec.{field} {rule}, got {value!r}")
 
 
 class MarkovChain(NamedTuple):

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from w2v_jax import files
+from w2v_jax import errors, files
 
 # Ids that `encode` gives to words outside the vocabulary.
 OOV_ID = -1
@@ -76,14 +76,14 @@ class Vocab:
             and types were read and that `min_count` must be lowered.
         """
         if min_count < 1:
-            raise ValueError(f"min_count must be >= 1, got {min_count}")
+            raise errors.ConfigError(f"min_count must be >= 1, got {min_count}")
         if max_vocab_size is not None and max_vocab_size < 1:
-            raise ValueError(f"max_vocab_size must be >= 1 or None, got {max_vocab_size}")
+            raise errors.ConfigError(f"max_vocab_size must be >= 1 or None, got {max_vocab_size}")
         kept = [(-int(c), w) for w, c in counts.items() if c >= min_count]
         if not kept:
             total = sum(int(c) for c in counts.values())
             top = max(counts.values(), default=0)
-            raise ValueError(
+            raise errors.CorpusError(
                 f"empty vocabulary: read {total:,} tokens of {len(counts):,} types and none "
                 f"occurs min_count={min_count} times (the most frequent occurs {top} times); "
                 "lower min_count"
@@ -132,7 +132,9 @@ class Vocab:
         """Writes `word<TAB>count` per line (UTF-8), atomically (`files.write_atomic`)."""
         bad = [w for w in self.words if not w or any(c in w for c in "\t\n\r")]
         if bad:
-            raise ValueError(f"cannot save words with tabs or newlines in vocab.tsv: {bad[:3]}")
+            raise errors.CorpusError(
+                f"cannot save words with tabs or newlines in vocab.tsv: {bad[:3]}"
+            )
         text = "".join(f"{w}\t{c}\n" for w, c in zip(self.words, self.counts.tolist(), strict=True))
         files.write_atomic(path, text)
 
@@ -144,7 +146,9 @@ class Vocab:
             for lineno, line in enumerate(f, 1):
                 word, tab, count = line.rstrip("\n").rpartition("\t")
                 if not tab or not word or not count.isdigit():
-                    raise ValueError(f"{path}:{lineno}: expected 'word<TAB>count', got {line!r}")
+                    raise errors.CorpusError(
+                        f"{path}:{lineno}: expected 'word<TAB>count', got {line!r}"
+                    )
                 words.append(word)
                 counts.append(int(count))
         return cls(words=tuple(words), counts=np.array(counts, dtype=np.int64))

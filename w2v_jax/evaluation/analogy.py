@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from w2v_jax import errors
 from w2v_jax.evaluation import keyed_vectors
 
 METHODS = ("3cosadd", "3cosmul")
@@ -104,18 +105,24 @@ def read_analogies(path) -> Analogies:
             if line.startswith(":"):
                 name = line[1:].strip()
                 if not name:
-                    raise ValueError(f"{path}: line {line_no}: section header without a name")
+                    raise errors.EvaluationFileError(
+                        f"{path}: line {line_no}: section header without a name"
+                    )
                 sections.append(name)
                 continue
             words = line.lower().split()
             if len(words) != 4:
-                raise ValueError(f"{path}: line {line_no}: expected 4 words, got {len(words)}")
+                raise errors.EvaluationFileError(
+                    f"{path}: line {line_no}: expected 4 words, got {len(words)}"
+                )
             if not sections:
-                raise ValueError(f"{path}: line {line_no}: question before any ': section' line")
+                raise errors.EvaluationFileError(
+                    f"{path}: line {line_no}: question before any ': section' line"
+                )
             questions.append(tuple(words))
             section_ids.append(len(sections) - 1)
     if not questions:
-        raise ValueError(f"{path}: no questions found")
+        raise errors.EvaluationFileError(f"{path}: no questions found")
     return Analogies(tuple(sections), tuple(questions), tuple(section_ids))
 
 
@@ -214,16 +221,18 @@ def question_outcomes(
 ) -> Outcomes:
     """Which questions `vectors` answers correctly (arguments as `analogy_accuracy`)."""
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise errors.EvaluationFileError(f"method must be one of {METHODS}, got {method!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise errors.EvaluationFileError(f"batch_size must be positive, got {batch_size}")
     if not isinstance(questions, Analogies):
         quads = tuple(tuple(w.lower() for w in q) for q in questions)
         if any(len(quad) != 4 for quad in quads):
-            raise ValueError("every question must have 4 words (a, b, c, d)")
+            raise errors.EvaluationFileError("every question must have 4 words (a, b, c, d)")
         questions = Analogies(("all",), quads, (0,) * len(quads))
     if restrict_vocab is not None and restrict_vocab < 1:
-        raise ValueError(f"restrict_vocab must be positive or None, got {restrict_vocab}")
+        raise errors.EvaluationFileError(
+            f"restrict_vocab must be positive or None, got {restrict_vocab}"
+        )
 
     cap = len(words) if restrict_vocab is None else min(restrict_vocab, len(words))
     lower = keyed_vectors.lowercase_index(words[:cap])

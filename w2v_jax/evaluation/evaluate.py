@@ -16,9 +16,10 @@ import pathlib
 import warnings
 from collections.abc import Sequence
 
-from absl import app, flags, logging
+import numpy as np
+from absl import flags, logging
 
-from w2v_jax import files
+from w2v_jax import cli, errors, files
 from w2v_jax.evaluation import analogy, keyed_vectors, similarity
 
 FLAGS = flags.FLAGS
@@ -84,7 +85,7 @@ def _read(read, path):
         text = " ".join(str(e).split())
         if isinstance(e, UnicodeError):
             text += "; save it as UTF-8"
-        raise ValueError(text if str(path) in text else f"{path}: {text}") from None
+        raise errors.EvaluationFileError(text if str(path) in text else f"{path}: {text}") from None
 
 
 def check_files(analogies_path=None, similarity_paths: Sequence = ()) -> None:
@@ -93,6 +94,28 @@ def check_files(analogies_path=None, similarity_paths: Sequence = ()) -> None:
         _read(analogy.read_analogies, analogies_path)
     for path in similarity_paths:
         _read(similarity.read_word_pairs, path)
+
+
+def check_vectors(kv, path) -> None:
+    """Refuses vectors that hold NaN or inf (every score on them would be nan) in one line;
+    warns about all-zero vectors (no direction: their cosine is undefined)."""
+    vectors = np.asarray(kv.vectors)  # [V, D]
+    bad = ~np.all(np.isfinite(vectors), axis=1)  # [V]
+    if bad.any():
+        words = ", ".join(repr(kv.words[i]) for i in np.flatnonzero(bad)[:3])
+        raise errors.EvaluationFileError(
+            f"{path}: {int(bad.sum()):,} of {len(bad):,} vectors hold NaN or inf (e.g. "
+            f"{words}); the run that wrote them diverged: retrain it with a lower "
+            "--config.optimizer.alpha"
+        )
+    zero = ~np.any(vectors, axis=1)  # [V]
+    if zero.any():
+        words = ", ".join(repr(kv.words[i]) for i in np.flatnonzero(zero)[:3])
+        logging.warning(
+            "%s: %d of %d vectors are all zero (e.g. %s): words that were never trained; "
+            "their similarities and neighbours mean nothing",
+            path, int(zero.sum()), len(zero), words,
+        )  # fmt: skip
 
 
 def _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neighbours) -> dict:
@@ -118,7 +141,9 @@ def _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neig
             _add_score(metrics, f"analogy/section/{name}", score)
     stems = [pathlib.Path(p).stem for p in similarity_paths]
     if len(set(stems)) != len(stems):
-        raise ValueError(f"similarity files must have distinct names, got {list(similarity_paths)}")
+        raise errors.ConfigError(
+            f"similarity files must have distinct names, got {list(similarity_paths)}"
+        )
     for stem, path in zip(stems, similarity_paths, strict=True):
         result = similarity.similarity_spearman(
             kv.words, kv.vectors, _read(similarity.read_word_pairs, path)
@@ -196,48 +221,34 @@ def format_report(metrics: dict, title: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's parser, but a bad flag is one line on stderr and exit status 1."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        raise SystemExit(f"evaluate: error: {e} (see --helpshort)") from None
-
-
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
-        raise SystemExit(f"evaluate: error: unexpected arguments {argv[1:]}")
+        raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
     if not (FLAGS.analogies or FLAGS.similarity or FLAGS.neighbours):
-        raise SystemExit(
-            "evaluate: error: nothing to do: pass --analogies, --similarity or --neighbours"
-        )
-    try:
-        for path in [FLAGS.vectors, FLAGS.analogies, *FLAGS.similarity]:
-            if path is not None and not os.path.isfile(path):
-                raise ValueError(
-                    f"{path}: "
-                    + ("a folder, not a file" if os.path.isdir(path) else "no such file")
-                )
-        if FLAGS.output_json and not os.path.isdir(os.path.dirname(FLAGS.output_json) or "."):
-            raise ValueError(f"{FLAGS.output_json}: its directory does not exist")
-        binary = {"auto": None, "text": False, "binary": True}[FLAGS.format]
-        kv = keyed_vectors.load_word2vec(FLAGS.vectors, binary=binary, limit=FLAGS.limit)
-        metrics = evaluate_vectors(
-            kv,
-            analogies_path=FLAGS.analogies,
-            similarity_paths=FLAGS.similarity,
-            restrict_vocab=FLAGS.restrict_vocab or None,
-            method=FLAGS.method,
-            neighbours=FLAGS.neighbours,
-        )
-        print(format_report(metrics, title=f"vectors file: {FLAGS.vectors}"))
-        if FLAGS.output_json:
-            files.write_json(FLAGS.output_json, metrics, indent=2, allow_nan=False)
-            print(f"\nwrote the metrics to {FLAGS.output_json}")
-    except (OSError, ValueError) as e:
-        raise SystemExit("evaluate: error: " + " ".join(str(e).split())) from None
+        raise errors.ConfigError("nothing to do: pass --analogies, --similarity or --neighbours")
+    for path in [FLAGS.vectors, FLAGS.analogies, *FLAGS.similarity]:
+        if path is not None and not os.path.isfile(path):
+            what = "a folder, not a file" if os.path.isdir(path) else "no such file"
+            raise errors.EvaluationFileError(f"{path}: {what}")
+    if FLAGS.output_json and not os.path.isdir(os.path.dirname(FLAGS.output_json) or "."):
+        raise errors.ConfigError(f"--output_json={FLAGS.output_json}: its directory does not exist")
+    binary = {"auto": None, "text": False, "binary": True}[FLAGS.format]
+    kv = keyed_vectors.load_word2vec(FLAGS.vectors, binary=binary, limit=FLAGS.limit)
+    check_vectors(kv, FLAGS.vectors)
+    metrics = evaluate_vectors(
+        kv,
+        analogies_path=FLAGS.analogies,
+        similarity_paths=FLAGS.similarity,
+        restrict_vocab=FLAGS.restrict_vocab or None,
+        method=FLAGS.method,
+        neighbours=FLAGS.neighbours,
+    )
+    print(format_report(metrics, title=f"vectors file: {FLAGS.vectors}"))
+    if FLAGS.output_json:
+        files.write_json(FLAGS.output_json, metrics, indent=2, allow_nan=False)
+        print(f"\nwrote the metrics to {FLAGS.output_json}")
 
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main, flags_parser=_parse_flags)
+    cli.run(main, prefix="evaluate: error")  # one line for mistakes, bare log lines

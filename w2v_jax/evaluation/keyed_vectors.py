@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax import files
+from w2v_jax import errors, files
 
 # Rows formatted and written per write() call: bounds memory for large V.
 _WRITE_ROWS = 4096
@@ -52,11 +52,15 @@ def create(
     words = tuple(words)
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
-        raise ValueError(f"vectors must be [V={len(words)}, D], got shape {vectors.shape}")
+        raise errors.EvaluationFileError(
+            f"vectors must be [V={len(words)}, D], got shape {vectors.shape}"
+        )
     if counts is not None:
         counts = np.asarray(counts, dtype=np.int64)
         if counts.shape != (len(words),):
-            raise ValueError(f"counts must be [V={len(words)}], got shape {counts.shape}")
+            raise errors.EvaluationFileError(
+                f"counts must be [V={len(words)}], got shape {counts.shape}"
+            )
     return KeyedVectors(words, vectors, counts)
 
 
@@ -86,10 +90,12 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 def _check_for_writing(words: Sequence[str], vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors)
     if vectors.ndim != 2 or vectors.shape[0] != len(words):
-        raise ValueError(f"vectors must be [V={len(words)}, D], got shape {vectors.shape}")
+        raise errors.EvaluationFileError(
+            f"vectors must be [V={len(words)}, D], got shape {vectors.shape}"
+        )
     for i, word in enumerate(words):
         if not word or len(word.split()) != 1 or word != word.strip():
-            raise ValueError(f"word {i} ({word!r}) is empty or contains whitespace")
+            raise errors.EvaluationFileError(f"word {i} ({word!r}) is empty or contains whitespace")
     return vectors
 
 
@@ -158,7 +164,7 @@ def _open(path):
 
 def _parse_header(path, line: bytes) -> tuple[int, int]:
     if not line:
-        raise ValueError(f"{path}: empty file, expected a 'V D' header line")
+        raise errors.EvaluationFileError(f"{path}: empty file, expected a 'V D' header line")
     fields = line.split()
     try:
         num_words, dim = (int(field) for field in fields)
@@ -166,7 +172,7 @@ def _parse_header(path, line: bytes) -> tuple[int, int]:
             raise ValueError
     except ValueError:
         text = line[:60].decode("utf-8", "replace").strip()
-        raise ValueError(
+        raise errors.EvaluationFileError(
             f"{path}: line 1: bad header {text!r}, expected 'V D' (vocabulary size, dimension)"
         ) from None
     return num_words, dim
@@ -193,7 +199,9 @@ def _decode(path, where: str, word: bytes, unicode_errors: str) -> str:
     try:
         return word.decode("utf-8", errors=unicode_errors)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: {where}: word is not UTF-8 ({e.reason})") from None
+        raise errors.EvaluationFileError(
+            f"{path}: {where}: word is not UTF-8 ({e.reason})"
+        ) from None
 
 
 def _read_text(path, f, num_words: int, dim: int, unicode_errors: str):
@@ -202,20 +210,24 @@ def _read_text(path, f, num_words: int, dim: int, unicode_errors: str):
         line_no = row + 2
         line = f.readline()
         if not line:
-            raise ValueError(
+            raise errors.EvaluationFileError(
                 f"{path}: line {line_no}: file ends after {row} rows, header says {num_words}"
             )
         fields = line.rstrip().split(b" ")
         if not fields[0]:
-            raise ValueError(f"{path}: line {line_no}: row starts with a space, not a word")
+            raise errors.EvaluationFileError(
+                f"{path}: line {line_no}: row starts with a space, not a word"
+            )
         if len(fields) != dim + 1:
-            raise ValueError(
+            raise errors.EvaluationFileError(
                 f"{path}: line {line_no}: expected a word and {dim} values, got {len(fields) - 1}"
             )
         try:
             vectors[row] = np.asarray(fields[1:], dtype=np.float32)
         except ValueError:
-            raise ValueError(f"{path}: line {line_no}: non-numeric value in row") from None
+            raise errors.EvaluationFileError(
+                f"{path}: line {line_no}: non-numeric value in row"
+            ) from None
         words.append(_decode(path, f"line {line_no}", fields[0], unicode_errors))
     return words, vectors, f.read(1 << 16)
 
@@ -232,7 +244,7 @@ def _read_binary(path, f, num_words: int, dim: int, unicode_errors: str):
             more = f.read(_READ_BYTES)
             if not more:
                 problem = "no word" if space < 0 else "truncated vector"
-                raise ValueError(
+                raise errors.EvaluationFileError(
                     f"{path}: row {row + 1}: {problem}: file ends after {row} rows, "
                     f"header says {num_words}"
                 )
@@ -240,7 +252,7 @@ def _read_binary(path, f, num_words: int, dim: int, unicode_errors: str):
         # word2vec C ends each row with '\n'; gensim strips it from the next word.
         word = buf[pos:space].lstrip(b"\n")
         if not word:
-            raise ValueError(f"{path}: row {row + 1}: empty word")
+            raise errors.EvaluationFileError(f"{path}: row {row + 1}: empty word")
         words.append(_decode(path, f"row {row + 1}", word, unicode_errors))
         vectors[row] = np.frombuffer(buf, dtype="<f4", count=dim, offset=space + 1)
         pos = space + 1 + row_bytes
@@ -278,7 +290,9 @@ def load_word2vec(
         reader = _read_binary if binary else _read_text
         words, vectors, rest = reader(path, f, read_rows, dim, unicode_errors)
     if read_rows == num_words and rest.strip():
-        raise ValueError(f"{path}: data after the {num_words} rows the header announces")
+        raise errors.EvaluationFileError(
+            f"{path}: data after the {num_words} rows the header announces"
+        )
     index = word_index(words)
     if len(index) != len(words):
         keep = sorted(index.values())

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from w2v_jax import errors
 from w2v_jax.evaluation import keyed_vectors
 
 
@@ -49,18 +50,20 @@ def read_word_pairs(path) -> list[tuple[str, str, float]]:
             fields = [x.strip() for x in line.split("\t")] if "\t" in line else line.split()
             if len(fields) != 3 or not fields[0] or not fields[1]:
                 got = f"got {len(fields)} fields"
-                raise ValueError(f"{path}: line {line_no}: expected 'word1 word2 score', {got}")
+                raise errors.EvaluationFileError(
+                    f"{path}: line {line_no}: expected 'word1 word2 score', {got}"
+                )
             try:
                 score = float(fields[2])
             except ValueError:
                 if not pairs:  # a header line
                     continue
-                raise ValueError(
+                raise errors.EvaluationFileError(
                     f"{path}: line {line_no}: score {fields[2]!r} is not a number"
                 ) from None
             pairs.append((fields[0], fields[1], score))
     if not pairs:
-        raise ValueError(f"{path}: no word pairs found")
+        raise errors.EvaluationFileError(f"{path}: no word pairs found")
     return pairs
 
 

@@ -22,13 +22,16 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from w2v_jax import errors
+from w2v_jax.parallel import budget
+
 
 def make_mesh(num_devices: int | None = None, model_axis: int = 1):
     """A ``(data, model)`` mesh over the first ``num_devices`` devices (every process's)."""
     devices = jax.devices()[: num_devices or len(jax.devices())]
     n = len(devices)
     if n % model_axis:
-        raise ValueError(f"parallel.model_axis={model_axis} must divide {n} devices")
+        raise errors.ConfigError(f"parallel.model_axis={model_axis} must divide {n} devices")
     return jax.make_mesh(
         (n // model_axis, model_axis),
         ("data", "model"),
@@ -52,7 +55,7 @@ def input_share(mesh, process_index: int | None = None) -> tuple[int, int]:
     groups = sorted({tuple(sorted(r)) for r in rows.values()})
     flat = [d for g in groups for d in g]
     if len(flat) != len(set(flat)) or len({len(g) for g in groups}) != 1:
-        raise ValueError(
+        raise errors.ConfigError(
             f"the mesh gives processes overlapping data rows ({groups}); make "
             "parallel.model_axis divide each process's devices, or be a multiple of them"
         )
@@ -71,8 +74,8 @@ def state_specs(state, model: int, shard_vocab: bool):
     """
     vocab_rows = np.shape(state.params["in_embed"])[0]
     if shard_vocab and vocab_rows % model:
-        raise ValueError(
-            f"config.parallel.shard_vocab=True: params['in_embed'] has {vocab_rows} rows, which "
+        raise errors.ConfigError(
+            f"--config.parallel.shard_vocab=True: params['in_embed'] has {vocab_rows} rows, which "
             f"parallel.model_axis={model} does not divide; pick a model_axis (or "
             "corpus.max_vocab_size) that divides every table, or set shard_vocab=False"
         )
@@ -143,31 +146,25 @@ def free_bytes(device, cap_bytes: int = 0) -> tuple[int | None, str]:
     """Memory free on ``device`` and where the figure comes from; None when unknown.
 
     ``cap_bytes`` > 0 overrides it (``input.device_memory_gib``); else the device's
-    ``memory_stats()`` (GPU, TPU); on CPU, whose device memory is the host's, MemAvailable.
+    ``memory_stats()`` (GPU, TPU); on CPU, whose device memory is the host's,
+    `budget.host_available` (MemAvailable, and what ``ulimit -v`` leaves).
     """
     if cap_bytes > 0:
         return int(cap_bytes), "input.device_memory_gib"
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), "memory_stats"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "host MemAvailable"
-    except OSError:
-        pass
-    return None, "unknown"
+    return budget.host_available()  # MemAvailable, and ulimit -v
 
 
 def check_fits(need: int, what: str, ways_out: list[str], cap_bytes: int = 0, device=None):
-    """A one-line ValueError before any allocation when ``need`` bytes per device (the
+    """A one-line `errors.ResourceError` before any allocation when ``need`` bytes per device (the
     state's, ``what`` describing it) exceed what ``device`` (default the first local one)
     has free, naming ``ways_out``."""
     device = device or jax.local_devices()[0]
     free, source = free_bytes(device, cap_bytes)
     if free is not None and need > free:
-        raise ValueError(
+        raise errors.ResourceError(
             f"the train state ({what}) needs {need / 2**30:.2f} GiB per device but "
             f"{device.platform} has {free / 2**30:.2f} GiB free ({source}); "
             + "; or ".join(ways_out)

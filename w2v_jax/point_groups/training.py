@@ -46,7 +46,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import interrupt, resume, trainer
+from w2v_jax import errors, interrupt, resume, trainer
 from w2v_jax.step import runners, update
 
 # Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
@@ -81,16 +81,16 @@ def group_key(config: ml_collections.ConfigDict) -> str | None:
 def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
     """One-line ValueError unless ``configs`` can train as one group."""
     if not configs:
-        raise ValueError("a group needs at least one config")
+        raise errors.ConfigError("a group needs at least one config")
     for i, config in enumerate(configs):
         reason = why_alone(config)
         if reason is not None:
-            raise ValueError(f"point {i} cannot join a group: {reason}; train it alone")
+            raise errors.ConfigError(f"point {i} cannot join a group: {reason}; train it alone")
     first = resume.flatten(configs[0].to_dict())
     for i, config in enumerate(configs[1:], 1):
         for field, value in resume.flatten(config.to_dict()).items():
             if field not in VMAPPED_FIELDS and first.get(field) != value:
-                raise ValueError(
+                raise errors.ConfigError(
                     f"config.{field} differs between points 0 ({first.get(field)!r}) and {i} "
                     f"({value!r}); a group may differ only in {', '.join(VMAPPED_FIELDS)}"
                 )
@@ -181,7 +181,7 @@ def train_group(
     point still training.
     """
     if len(configs) != len(workdirs):
-        raise ValueError(f"{len(configs)} configs but {len(workdirs)} workdirs")
+        raise errors.ConfigError(f"{len(configs)} configs but {len(workdirs)} workdirs")
     check_group(configs)
     results: list = [None] * len(configs)
     runs: dict[int, trainer.Run] = {}  # point -> its run, for those left to train

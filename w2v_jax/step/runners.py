@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from w2v_jax import errors
 from w2v_jax.data import input_pipeline, on_device
 from w2v_jax.parallel import placement
 from w2v_jax.step import update
@@ -250,20 +251,20 @@ def mesh_shape(options: ParallelOptions, batch_size: int) -> tuple[int, int]:
     local = jax.local_device_count()
     n = options.num_devices or local
     if jax.process_count() > 1 and n != local:
-        raise ValueError(
-            f"config.parallel.num_devices={n}: with {jax.process_count()} processes each "
+        raise errors.ConfigError(
+            f"--config.parallel.num_devices={n}: with {jax.process_count()} processes each "
             f"uses all its {local} local devices; set it to 0"
         )
     total = n * jax.process_count()
     if total % options.model_axis:
-        raise ValueError(
-            f"config.parallel.model_axis={options.model_axis} must divide the {total} devices "
+        raise errors.ConfigError(
+            f"--config.parallel.model_axis={options.model_axis} must divide the {total} devices "
             f"({jax.process_count()} processes x {n}); choose a divisor of {total}"
         )
     data = total // options.model_axis
     if batch_size % data:
-        raise ValueError(
-            f"config.batch_size={batch_size} must be a multiple of the mesh's data axis "
+        raise errors.ConfigError(
+            f"--config.batch_size={batch_size} must be a multiple of the mesh's data axis "
             f"({data} = {total} devices / parallel.model_axis={options.model_axis})"
         )
     return data, options.model_axis
@@ -273,7 +274,7 @@ def _num_devices(options: ParallelOptions) -> list:
     devices = jax.local_devices()
     n = options.num_devices or len(devices)
     if n > len(devices):
-        raise ValueError(
+        raise errors.ConfigError(
             f"parallel.num_devices={n} but only {len(devices)} local devices exist; "
             "lower it (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N simulates N)"
         )
@@ -292,7 +293,9 @@ def make_runner(
     sync = jax.default_backend() == "cpu" and mode != "single"
     if device_spec is not None:
         if mode != "single":
-            raise ValueError(f"input.mode='device' needs parallel.mode='single', not {mode!r}")
+            raise errors.ConfigError(
+                f"input.mode='device' needs parallel.mode='single', not {mode!r}"
+            )
         return Runner(
             step=None,
             put_state=jax.device_put,
@@ -372,4 +375,4 @@ def make_runner(
             shardings=st_sh,
             create_state=lambda init: placement.create(init, st_sh),
         )
-    raise ValueError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")
+    raise errors.ConfigError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")

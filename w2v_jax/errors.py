@@ -1,0 +1,50 @@
+"""The mistakes of use: one `UserError` family, which every command line prints as one line.
+
+A `UserError` says what the user gave (a flag or config field exactly as typed, a path)
+and how to fix it. `cli.run` prints it as ``error: ...`` with no traceback; every other
+exception, JAX's own ``ValueError`` and ``TypeError`` included, is a bug and keeps its
+traceback. Library code raises the subclass that names where the mistake is:
+
+* `ConfigError`: a config field or flag (``--config.dim``, ``--ks``);
+* `CorpusError`: the corpus (its name, its files, what it holds);
+* `RunFolderError`: ``--workdir`` and what is in it (a checkpoint that cannot resume);
+* `EvaluationFileError`: an analogy or similarity file, a vectors file;
+* `ResourceError`: what the config asks for does not fit (host or device memory), or the
+  processes of a run cannot reach one another;
+* `DivergenceError`: training diverged (NaN, inf, a loss above ``config.max_loss``).
+
+`UserError` subclasses ``ValueError`` so that notebooks and tests that catch
+``ValueError`` (the project's errors before this family) keep working; the CLI tells the
+two apart by the class, never by ``ValueError``. `DivergenceError` is also a
+``FloatingPointError`` for the same reason.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """A mistake of use: one line naming what was given and the fix."""
+
+
+class ConfigError(UserError):
+    """A config field or command-line flag has a value this program cannot run."""
+
+
+class CorpusError(UserError):
+    """The corpus is missing, unreadable or cannot train this config."""
+
+
+class RunFolderError(UserError):
+    """``--workdir`` or what it holds (its checkpoint, its files) cannot be used."""
+
+
+class EvaluationFileError(UserError):
+    """An evaluation file (analogies, similarities, vectors) is missing or malformed."""
+
+
+class ResourceError(UserError):
+    """What the config asks for cannot fit in memory, or peers cannot be reached."""
+
+
+class DivergenceError(UserError, FloatingPointError):
+    """Training diverged: a NaN or infinite loss or state, or a loss above the limit."""
