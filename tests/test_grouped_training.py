@@ -9,6 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from absl import logging
 from conftest import assert_same, cpu_bitwise
 
 from w2v_jax import run_folder, trainer
@@ -221,22 +222,26 @@ def cli_sweep(tmp_path_factory):
         "--plots=false",
         "--group_points",
     ]
-    subprocess.run(flags, cwd=ROOT, check=True, timeout=600)
+    proc = subprocess.run(flags, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
     config = sweep.point_config(_config(), sweep.Point("neg", 2, 1))
     trainer.train_and_evaluate(config, str(root / "alone"))
-    return root
+    return root, proc.stderr
 
 
 @cpu_bitwise
 def test_sweep_cli_group_equals_the_point_alone(cli_sweep):
     # bit equality: XLA:CPU (see GROUP_TOLERANCE)
-    _assert_same_vectors(cli_sweep / "neg_k2_s1", cli_sweep / "alone", exact=True)
+    _assert_same_vectors(cli_sweep[0] / "neg_k2_s1", cli_sweep[0] / "alone", exact=True)
 
 
 def test_sweep_cli_groups_the_seeds(cli_sweep):
     """--group_points: each (loss, k) trains its seeds as one group; the summary and the
     folders are those of the sweep without it (vectors within GROUP_TOLERANCE of the
-    point alone; bit for bit on XLA:CPU, the test above); a rerun trains nothing."""
+    point alone; bit for bit on XLA:CPU, the test above); it counts what it trained (no
+    "skipped" line for the points it has just trained); a rerun trains nothing."""
+    cli_sweep, log = cli_sweep
+    assert "4 points, 4 trained now, 0 failed" in log and "skipped" not in log, log
     summary = json.loads((cli_sweep / sweep.SUMMARY_JSON).read_text())
     assert [r["point"] for r in summary["rows"]] == ["neg_k2_s0", "hs_s0", "neg_k2_s1", "hs_s1"]
     assert {r["status"] for r in summary["rows"]} == {"ok"}
@@ -283,3 +288,21 @@ def test_device_input_points_at_different_steps_train_in_parts_within_tolerance(
     root, grouped, alone = device_input_in_parts
     assert [r["step"] for r in grouped] == [r["step"] for r in alone]
     _assert_parts_equal(root, exact=False)
+
+
+def test_a_diverged_group_reports_its_points_as_failed_now(tmp_path, caplog):
+    """A group whose point diverges: that point is "failed" (not "failed before, skipped")
+    and both count as trained now."""
+
+    def diverge_seed_1(config, point):
+        if point.seed == 1:
+            config.optimizer.alpha = 1e30
+
+    points = sweep.parse_points(["neg:2"], [0, 1])
+    with caplog.at_level(logging.INFO):
+        result = point_groups.run_sweep(
+            _config(), tmp_path, points, configure=diverge_seed_1, make_plots=False
+        )
+    assert (result.trained, result.failed) == (2, 1)
+    assert [r["status"] for r in result.rows] == ["ok", "failed"]
+    assert "skipped" not in caplog.text and "2 points, 2 trained now, 1 failed" in caplog.text

@@ -120,8 +120,9 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["failed"] == 1
     # Without retry_failed a rerun keeps the failure; the finished point is skipped anyway.
     again = sweep.run_sweep(
-        _config(), tmp_path, points, train_fn=train, retry_failed=False, make_plots=False
-    )
+        _config(), tmp_path, points, configure=nan_for_neg, train_fn=train,
+        retry_failed=False, make_plots=False,
+    )  # fmt: skip
     assert len(train.calls) == 2 and again.failed == 1
 
 
@@ -198,3 +199,29 @@ def test_plot_cli_regenerates_from_the_directory(finished, tmp_path):
     expected = {p.name for p in (sweep_dir / "plots").glob("*.png")}
     assert {p.name for p in tmp_path.glob("*.png")} == expected
     assert len(proc.stdout.split()) == len(expected)
+
+
+def test_rerun_with_other_settings_is_refused_before_training(finished):
+    """Finished points made with other settings are not kept under this config: one line,
+    nothing trained, the summary untouched (issue 26: it used to skip them and exit 0)."""
+    sweep_dir, points, _, _ = finished
+    summary = (sweep_dir / "summary.json").read_bytes()
+    changed = _config()
+    changed.dim = 16
+    train = CountingTrain()
+    with pytest.raises(ValueError, match=r"3 point\(s\) it keeps were made with other") as info:
+        sweep.run_sweep(changed, sweep_dir, points, train_fn=train, make_plots=False)
+    assert "neg_k2_s0: dim 8 -> 16" in str(info.value) and "\n" not in str(info.value)
+    assert train.calls == [] and (sweep_dir / "summary.json").read_bytes() == summary
+
+
+def test_sweep_cli_rerun_with_other_settings_exits_non_zero(finished):
+    sweep_dir, _, _, _ = finished
+    proc = subprocess.run(
+        [sys.executable, "experiments/sweep_k.py", "--config=w2v_jax/configs/tiny.py",
+         "--config.epochs=1", "--config.dim=16", f"--workdir={sweep_dir}",
+         "--losses=neg,softmax", "--ks=2,3", "--seeds=0", "--plots=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "made with other settings" in proc.stderr, proc.stderr
+    assert "trained now" not in proc.stderr

@@ -2,7 +2,9 @@
 
 Files (all written atomically with `files`, except the appended metrics):
 
-  config.json     the config, written once the resume check passed (`write_config`)
+  config.json     the config: a new run's once every check passed, a resumed run's once
+                  its first checkpoint committed (`write_config`)
+  .w2v_jax.json   the marker: what wrote the folder (`run.claim`; a run's lock beside it)
   metrics.jsonl   one JSON object per logged step (`MetricsLog`, `read_metrics`)
   checkpoint/     the train state's committed steps and their metadata, with the manifest
                   (`checkpoint.store`)
@@ -19,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import uuid
 from typing import NamedTuple
 
 import jax
@@ -66,7 +67,13 @@ EXPORTS = ("vectors.txt", "vectors.bin", "vocab.tsv")
 
 
 def prepare(workdir: str | os.PathLike) -> pathlib.Path:
-    """Creates ``workdir`` if needed and checks it can be written; one-line ValueError."""
+    """Creates ``workdir`` if needed; one-line `errors.RunFolderError` for an empty name,
+    a file, or a folder that cannot be created. Whether it may be written, and by whom,
+    is `run.claim`'s to say (its lock is the folder's first write)."""
+    if not str(workdir).strip():
+        raise errors.RunFolderError(
+            "--workdir is empty; pass a folder for the run (new or a run's)"
+        )
     workdir = pathlib.Path(workdir)
     if workdir.exists() and not workdir.is_dir():
         raise errors.RunFolderError(
@@ -83,13 +90,6 @@ def prepare(workdir: str | os.PathLike) -> pathlib.Path:
         raise errors.RunFolderError(
             f"--workdir={workdir} cannot be created ({e.strerror})"
         ) from None
-    if not store.folder_in(workdir).exists():  # a run to resume is probed at its first write
-        probe = workdir / f".write-test.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        try:
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise _not_writable(workdir, e) from None
     return workdir
 
 

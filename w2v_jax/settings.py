@@ -120,6 +120,11 @@ def validate(config) -> None:
         raise errors.ConfigError(
             f"--config.loss.ns_exponent={config.loss.ns_exponent!r} must be finite"
         )
+    if not str(config.corpus.name).strip():  # "" would read the current folder as a corpus
+        raise errors.ConfigError(
+            "--config.corpus.name is empty; pass synthetic, text8, text8-head, ptb, or a "
+            "corpus file or folder"
+        )
     if config.corpus.name != "synthetic":
         ptb_splits = corpus.PTB_SPLITS[1:] if config.corpus.name == "ptb" else ()
         _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *ptb_splits))

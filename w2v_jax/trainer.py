@@ -51,6 +51,7 @@ from w2v_jax import (
 from w2v_jax.data import input_pipeline, on_device, sources, windows
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import budget, placement
+from w2v_jax.run import claim
 from w2v_jax.step import runners, update
 
 # Thin names kept for notebooks and tests: the run folder owns these files.
@@ -79,8 +80,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
     distributed.initialize(distributed.options(config))  # before JAX starts
     run = open_run(config, workdir)
-    if run.done is not None:
-        return run.done
+    with run.owner:  # the folder is this run's until it returns or raises
+        return run.done if run.done is not None else _train(run)
+
+
+def _train(run: Run) -> dict:
+    """`train_and_evaluate`'s loop, from where ``run`` stands to its end."""
     runner = run.runner
     state, run.state = run.state, None  # already in the runner's layout; the loop owns it
     aux = runner.put_aux(run.aux)
@@ -154,6 +159,10 @@ class Run:
     metrics_log: Any = None
     meter: progress.Meter | None = None
     pending: list = dataclasses.field(default_factory=list)  # (metrics [S], n, index)
+    owner: claim.Claim = claim.NOT_HELD  # the folder's lock, held until the run ends
+    # A resumed run writes config.json only once a checkpoint under its settings commits:
+    # until then the folder's config is the one its checkpoint was made with.
+    config_pending: bool = False
 
     @property
     def corpus(self):
@@ -264,6 +273,10 @@ class Run:
         self.checkpoints.save(
             state_to_save, self.position, self.tokens_done, self.guard.initial, extra
         )
+        if self.config_pending:  # once: the first checkpoint under these settings commits
+            self.checkpoints.wait()
+            _write_config(self.workdir, self.config)
+            self.config_pending = False
         self.meter.exclude(time.perf_counter() - save_start)
 
     def finish(self, params, last_window, rates, loop_wall, input_wait) -> dict:
@@ -298,14 +311,30 @@ def open_run(
     ``dataset``, the one it would load), builds the state, its runner (unless
     ``with_runner=False``: the caller runs the steps) and the checkpoints, and resumes.
 
-    A run found finished has ``done`` set (its final metrics) and writes nothing more;
-    otherwise ``config.json`` is written (every check passed) and the log is open.
+    The folder is claimed first (`claim.for_run`: its lock, held by process 0 until
+    ``Run.owner`` is released; refused in one line when another run holds it, or it holds
+    files w2v_jax did not write or a sweep). A run found finished has ``done`` set (its
+    final metrics) and writes nothing more; a new run writes ``config.json`` (every check
+    passed) and a resumed one once its first checkpoint commits (`Run.save`), so a resume
+    rejected on the way (a schedule that diverges) leaves the folder's config as it was.
     """
     run = settings.resolve(config)  # one-line ValueError before any work
     budget.check_run(run)  # what the corpus does not size (windows, batches) fits
+    workdir = run_folder.prepare(workdir)
+    owner = claim.for_run(workdir, distributed.is_chief())
+    try:
+        out = _open(config, run, workdir, with_runner, dataset)
+    except BaseException:
+        owner.release()
+        raise
+    out.owner = owner
+    return out
+
+
+def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, dataset) -> Run:
+    """`open_run` in a claimed folder."""
     chief, many = distributed.is_chief(), jax.process_count() > 1
     loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
-    workdir = run_folder.prepare(workdir)
     if loop.keep_freed_memory:
         host_memory.keep_freed_memory()
     dataset = sources.load(run.corpus) if dataset is None else dataset
@@ -348,6 +377,11 @@ def open_run(
         guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
         state = state if runner is None else runner.put_state(state)
     else:  # born in the runner's layout: each device computes its own shard or replica
+        if chief and (workdir / run_folder.CONFIG).exists():
+            logging.warning(
+                "%s holds no checkpoint (the run there stopped before its first): "
+                "training starts from step 0", workdir,
+            )  # fmt: skip
         state = jax.jit(init)() if runner is None else runner.create_state(init)
     step = int(resumed.state.step if resumed is not None else 0)
     evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
@@ -363,11 +397,18 @@ def open_run(
         if chief:
             out.done = _finished_before(workdir, loop, vocab, host, step, evaluate_params)
         return out
-    if chief:
-        run_folder.write_config(workdir, config)  # only now: the checks above passed
+    if chief and resumed is None:
+        _write_config(workdir, config)  # only now: the checks above passed
+    out.config_pending = chief and resumed is not None
     out.metrics_log = run_folder.MetricsLog(workdir, resume_step=step) if chief else _NoLog()
     out.meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
     return out
+
+
+def _write_config(workdir, config) -> None:
+    """``config.json``, with the folder's marker (`claim.mark`) the first time."""
+    claim.mark(workdir, claim.RUN)
+    run_folder.write_config(workdir, config)
 
 
 class _NoLog:

@@ -8,7 +8,11 @@ per point, pending ones included), and at the end the plots of `plots.plot_sweep
 * A point is *finished* when its ``result.json`` says ``"status": "ok"`` and its
   ``vectors.bin`` exists (when the config exports): a rerun skips it.
 * A point without that marker is run again in the same folder, so an interrupted one
-  resumes from its ``checkpoint.npz``.
+  resumes from its checkpoint.
+* The sweep's folder is its own while it runs (`claim`: a lock, and a marker saying it is
+  a sweep's), and a rerun keeps finished points only if they were made with the settings
+  given now: a changed config stops it in one line before anything is trained
+  (`open_sweep`), so ``summary.json`` never pairs a config with rows it did not produce.
 * A point that raises (any ``Exception``: `trainer.NonFiniteLossError`, a missing file,
   a bug) is recorded, with the traceback in ``error.txt`` and the one-line error in its
   ``result.json`` and the summary, and the sweep goes on. A rerun retries it unless
@@ -23,6 +27,7 @@ Typical use (the CLI is ``experiments/sweep_k.py``)::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -30,15 +35,16 @@ import os
 import pathlib
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
 import ml_collections
 from absl import logging
 
-from w2v_jax import errors, files, settings, trainer
+from w2v_jax import errors, files, resume, run_folder, settings, trainer
 from w2v_jax.analysis import plots
 from w2v_jax.model import output_layers
+from w2v_jax.run import claim
 
 # Layers that draw no samples: k does not apply, one point per seed.
 REFERENCE_LOSSES = tuple(layer.name for layer in output_layers.LAYERS if not layer.sampled)
@@ -46,6 +52,12 @@ RESULT_FILE = "result.json"  # the point's marker: status, wall time, error
 ERROR_FILE = "error.txt"  # the traceback of a failed point
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = plots.SUMMARY_JSON
+# Config fields that say where and how fast a point ran, not what it computed: a rerun
+# may change them and keep its finished points (`changed_points`).
+WHERE_FIELDS = (
+    "corpus.data_dir", "corpus.cache_dir", "corpus.workers", "corpus.download", "prefetch",
+    "keep_freed_memory", "resume_override", "input.device_memory_gib",
+)  # fmt: skip
 
 # Summary columns, in order; eval metrics not listed here (similarity/<name>/spearman,
 # log_z quantiles, truth correlations...) follow as extra columns, then ``error``.
@@ -215,34 +227,104 @@ def run_sweep(
       A `SweepResult` with the summary rows and the number of failed points.
 
     Raises:
-      ValueError: a point's config is invalid (checked for every point before any training).
+      errors.ConfigError: a point's config is invalid (checked for every point before any
+        training).
+      errors.RunFolderError: the folder is another sweep's or a run's, holds files w2v_jax
+        did not write, or points the sweep would keep were made with other settings
+        (`open_sweep`).
     """
     train_fn = train_fn or trainer.train_and_evaluate
-    sweep_dir = pathlib.Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     points = list(points)
+    with open_sweep(base, sweep_dir, points, configure, retry_failed) as (sweep_dir, configs):
+        trained = 0
+        for i, point in enumerate(points):
+            point_dir = sweep_dir / point.name
+            if is_finished(point_dir):
+                logging.info("[%d/%d] %s finished, skipped", i + 1, len(points), point.name)
+            elif status(point_dir) == "failed" and not retry_failed:
+                logging.info("[%d/%d] %s failed before, skipped", i + 1, len(points), point.name)
+            else:
+                logging.info(
+                    "[%d/%d] %s: training in %s", i + 1, len(points), point.name, point_dir
+                )
+                run_point(configs[point], point_dir, train_fn)
+                trained += 1
+                write_summary(sweep_dir, [summary_row(p, sweep_dir / p.name) for p in points], base)
+        return finish(base, sweep_dir, points, trained, make_plots)
+
+
+@contextlib.contextmanager
+def open_sweep(
+    base: ml_collections.ConfigDict,
+    sweep_dir: str | os.PathLike,
+    points: Sequence[Point],
+    configure: Configure | None,
+    retry_failed: bool,
+) -> Iterator[tuple[pathlib.Path, dict[Point, ml_collections.ConfigDict]]]:
+    """The sweep's folder, claimed for the block (`claim.hold`: its lock; refused in one
+    line when another sweep holds it, or it is a run's folder or holds files w2v_jax did
+    not write), and every point's config (`validated_configs`).
+
+    A point the sweep would keep (finished, or failed when not ``retry_failed``) must
+    have been made with its config now (`changed_points`): otherwise this raises
+    `errors.RunFolderError` naming them before anything is trained or written, so a
+    summary never pairs a config with rows it did not produce. Points it trains again
+    resume through the trainer, whose own check refuses a checkpoint of other settings.
+    """
     configs = validated_configs(base, points, configure)
-    trained = 0
-    for i, point in enumerate(points):
-        point_dir = sweep_dir / point.name
-        config = configs[point]
-        if _config_changed(point_dir, config):
-            logging.warning(
-                "%s was started with a different config (config.json differs); "
-                "delete the folder to rerun it with this one",
-                point_dir,
+    sweep_dir = run_folder.prepare(sweep_dir)
+    with claim.hold(sweep_dir, claim.SWEEP):
+        kept = [
+            p
+            for p in points
+            if is_finished(sweep_dir / p.name)
+            or (status(sweep_dir / p.name) == "failed" and not retry_failed)
+        ]
+        changed = changed_points(sweep_dir, {p: configs[p] for p in kept})
+        if changed:
+            shown = "; ".join(f"{name}: {what}" for name, what in list(changed.items())[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            raise errors.RunFolderError(
+                f"--workdir={sweep_dir}: {len(changed)} point(s) it keeps were made with "
+                f"other settings ({shown}{more}); nothing was trained: rerun with the "
+                "settings they were made with, pass a new --workdir, or delete those "
+                "points' folders to train them again"
             )
-        result = _read_json(point_dir / RESULT_FILE)
-        if is_finished(point_dir):
-            logging.info("[%d/%d] %s finished, skipped", i + 1, len(points), point.name)
-        elif result.get("status") == "failed" and not retry_failed:
-            logging.info("[%d/%d] %s failed before, skipped", i + 1, len(points), point.name)
-        else:
-            logging.info("[%d/%d] %s: training in %s", i + 1, len(points), point.name, point_dir)
-            run_point(config, point_dir, train_fn)
-            trained += 1
-        rows = [summary_row(p, sweep_dir / p.name) for p in points]
-        write_summary(sweep_dir, rows, base)
+        claim.mark(sweep_dir, claim.SWEEP)
+        yield sweep_dir, configs
+
+
+def changed_points(
+    sweep_dir: pathlib.Path, configs: dict[Point, ml_collections.ConfigDict]
+) -> dict[str, str]:
+    """{point name: "field old -> new; ..."} of the points whose ``config.json`` differs
+    from ``configs[point]`` in a field other than `WHERE_FIELDS` (fields in only one of
+    them, added to the config since, are not compared)."""
+    out = {}
+    for point, config in configs.items():
+        stored = _read_json(sweep_dir / point.name / run_folder.CONFIG)
+        if not stored:
+            continue
+        old = resume.flatten(stored)
+        new = resume.flatten(json.loads(config.to_json_best_effort()))
+        differ = [
+            k for k in sorted(old.keys() & new.keys()) if old[k] != new[k] and k not in WHERE_FIELDS
+        ]
+        if differ:
+            out[point.name] = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in differ[:3])
+    return out
+
+
+def finish(
+    base: ml_collections.ConfigDict,
+    sweep_dir: pathlib.Path,
+    points: Sequence[Point],
+    trained: int,
+    make_plots: bool,
+) -> SweepResult:
+    """The end of a sweep that ``trained`` points now: the summary, the plots, one line."""
+    rows = [summary_row(p, sweep_dir / p.name) for p in points]
+    write_summary(sweep_dir, rows, base)
     failed = sum(row["status"] == "failed" for row in rows)
     if make_plots:
         try:
@@ -315,9 +397,9 @@ def _last_values(path: pathlib.Path) -> dict:
     return last
 
 
-def _config_changed(point_dir: pathlib.Path, config: ml_collections.ConfigDict) -> bool:
-    stored = _read_json(point_dir / "config.json")
-    return bool(stored) and stored != json.loads(config.to_json_best_effort())
+def status(point_dir: pathlib.Path) -> str | None:
+    """The ``status`` in a point's ``result.json`` (None without one)."""
+    return _read_json(point_dir / RESULT_FILE).get("status")
 
 
 def _clean(value):

@@ -12,7 +12,6 @@ records its group (``"group"``: the point names) and the group's wall time as it
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import time
@@ -35,14 +34,6 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
         key = training.group_key(config)
         groups.setdefault(("alone", i) if key is None else key, []).append(i)
     return list(groups.values())
-
-
-def _status(point_dir: pathlib.Path) -> str | None:
-    """The ``status`` in a point's ``result.json`` (None without one)."""
-    try:
-        return json.loads((point_dir / sweep.RESULT_FILE).read_text()).get("status")
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def _write_record(point_dir: pathlib.Path, config, outcome, wall_s: float, names) -> dict:
@@ -88,34 +79,31 @@ def run_sweep(
 ) -> sweep.SweepResult:
     """`analysis.sweep.run_sweep` (same arguments, files and result) with every group of
     points that may share a program trained in one; see the module doc."""
-    sweep_dir = pathlib.Path(sweep_dir)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
     points = list(points)
-    configs = sweep.validated_configs(base, points, configure)
-    todo = []
-    for point in points:
-        if sweep.is_finished(sweep_dir / point.name):
-            logging.info("%s finished, skipped", point.name)
-        elif _status(sweep_dir / point.name) == "failed" and not retry_failed:
-            logging.info("%s failed before, skipped", point.name)
-        else:
-            todo.append(point)
-    trained = 0
-    for group in plan([configs[p] for p in todo]):
-        group_points = [todo[i] for i in group]
-        dirs = [sweep_dir / p.name for p in group_points]
-        names = ", ".join(p.name for p in group_points)
-        if len(group) == 1:
-            logging.info("%s: training alone in %s", names, dirs[0])
-            sweep.run_point(configs[group_points[0]], dirs[0], trainer.train_and_evaluate)
-        else:
-            logging.info("training %d points as one group: %s", len(group), names)
-            run_group([configs[p] for p in group_points], dirs)
-        trained += len(group)
-        rows = [sweep.summary_row(p, sweep_dir / p.name) for p in points]
-        sweep.write_summary(sweep_dir, rows, base)
-    # Every point is now finished or failed: this writes the summary and the plots.
-    result = sweep.run_sweep(
-        base, sweep_dir, points, configure=configure, retry_failed=False, make_plots=make_plots
-    )
-    return result._replace(trained=trained)
+    with sweep.open_sweep(base, sweep_dir, points, configure, retry_failed) as (
+        sweep_dir,
+        configs,
+    ):
+        todo = []
+        for point in points:
+            if sweep.is_finished(sweep_dir / point.name):
+                logging.info("%s finished, skipped", point.name)
+            elif sweep.status(sweep_dir / point.name) == "failed" and not retry_failed:
+                logging.info("%s failed before, skipped", point.name)
+            else:
+                todo.append(point)
+        trained = 0
+        for group in plan([configs[p] for p in todo]):
+            group_points = [todo[i] for i in group]
+            dirs = [sweep_dir / p.name for p in group_points]
+            names = ", ".join(p.name for p in group_points)
+            if len(group) == 1:
+                logging.info("%s: training alone in %s", names, dirs[0])
+                sweep.run_point(configs[group_points[0]], dirs[0], trainer.train_and_evaluate)
+            else:
+                logging.info("training %d points as one group: %s", len(group), names)
+                run_group([configs[p] for p in group_points], dirs)
+            trained += len(group)
+            rows = [sweep.summary_row(p, sweep_dir / p.name) for p in points]
+            sweep.write_summary(sweep_dir, rows, base)
+        return sweep.finish(base, sweep_dir, points, trained, make_plots)

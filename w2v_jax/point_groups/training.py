@@ -196,6 +196,7 @@ def train_group(
         dataset = run.dataset
         if run.done is not None:
             results[p] = run.done
+            run.owner.release()
         else:
             runs[p] = run
     # On-device input: a call's sub-steps are a function of its first step, so points
@@ -204,8 +205,12 @@ def train_group(
     for p, run in runs.items():
         key = run.step if run.device_spec is not None else None
         by_step.setdefault(key, {})[p] = run
-    for part in by_step.values():
-        _train(part, results)
+    try:
+        for part in by_step.values():
+            _train(part, results)
+    finally:  # every point's folder is free again, however the group ended
+        for run in runs.values():
+            run.owner.release()
     return results
 
 
