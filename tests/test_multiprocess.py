@@ -426,6 +426,31 @@ def test_coordinator_that_never_answers_is_one_line(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
+def test_process_0_without_its_peers_says_it_waits_then_stops_in_one_line(tmp_path):
+    """Process 0 of 2 with no process 1: JAX would abort natively (rc 134) at its timeout;
+    the watcher logs the wait and ends the process with one line at init_timeout_secs."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.run(
+        [*TRAIN, f"--workdir={tmp_path}", f"--config.parallel.coordinator=localhost:{port}",
+         "--config.parallel.num_processes=2", "--config.parallel.process_id=0",
+         "--config.parallel.mode=mesh", "--config.parallel.init_timeout_secs=6"],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert any(re.match(r"process 0 of 2: waiting for the others at localhost:\d+", x) for x in err)
+    assert re.match(
+        r"error: --config.parallel.coordinator='localhost:\d+': process 0 of 2 could not join "
+        r"within parallel.init_timeout_secs=6", err[-1]
+    ), err[-1]  # fmt: skip
+    assert "Traceback" not in proc.stderr and "Check failed" not in proc.stderr
+    assert not (tmp_path / "config.json").exists()
+
+
 BAD_PARALLEL = [
     ({"parallel.num_processes": 2}, r"num_processes=2 needs parallel.coordinator='host:port'"),
     ({"parallel.coordinator": "localhost", "parallel.num_processes": 2},
@@ -440,6 +465,12 @@ BAD_PARALLEL = [
     ({"parallel.mode": "mesh", "parallel.model_axis": 2},
      r"model_axis=2 must divide the 1 devices \(1 processes x 1\)"),
     ({"parallel.init_timeout_secs": 0}, r"init_timeout_secs=0 must be an integer >= 1"),
+    ({"parallel.coordinator": "localhost:99999", "parallel.num_processes": 2,
+      "parallel.mode": "mesh"}, r"coordinator='localhost:99999': port 99999 is not in 1..65535"),
+    ({"parallel.coordinator": "localhost:0", "parallel.num_processes": 2,
+      "parallel.mode": "mesh"}, r"port 0 is not in 1..65535"),
+    ({"parallel.coordinator": ":1234", "parallel.num_processes": 2,
+      "parallel.mode": "mesh"}, r"coordinator=':1234' is not host:port"),
 ]  # fmt: skip
 
 
