@@ -515,6 +515,70 @@ def test_text8_download_without_network_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+# ---- true records (issue 26, family 4) -------------------------------------------------
+
+
+def test_a_rejected_resume_leaves_config_json_as_it_was(finished, tmp_path):
+    """A schedule change (resume_override) that diverges before its first checkpoint: the
+    folder's config stays the one its checkpoint was made with, and the original command
+    still finds its run finished."""
+    workdir = _copy(finished, tmp_path / "run")
+    before = (workdir / "config.json").read_bytes()
+    rejected = _config(max_steps=80, resume_override=True, **{"optimizer.alpha": 1e30})
+    with pytest.raises(trainer.NonFiniteLossError):
+        trainer.train_and_evaluate(rejected, str(workdir))
+    assert (workdir / "config.json").read_bytes() == before
+    assert store.latest(workdir / "checkpoint").name == "step_000000060"
+    assert trainer.train_and_evaluate(_config(max_steps=60), str(workdir))["step"] == 60
+
+
+def test_an_accepted_resume_writes_its_config_once_it_has_a_checkpoint(finished, tmp_path):
+    workdir = _copy(finished, tmp_path / "run")
+    trainer.train_and_evaluate(
+        _config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
+    )
+    assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
+
+
+def test_a_rerun_without_a_checkpoint_says_it_starts_from_step_0(finished, tmp_path, caplog):
+    workdir = _copy(finished, tmp_path / "run")
+    shutil.rmtree(workdir / "checkpoint")  # as a run killed before its first checkpoint
+    with caplog.at_level(logging.WARNING):
+        result = trainer.train_and_evaluate(_config(max_steps=3), str(workdir))
+    assert "holds no checkpoint" in caplog.text and "starts from step 0" in caplog.text
+    assert result["step"] == 3
+
+
+def test_a_short_run_checkpoints_before_it_exports(tmp_path):
+    """A run shorter than checkpoint_every (20) still leaves its final step committed."""
+    trainer.train_and_evaluate(_config(max_steps=7), str(tmp_path))
+    assert store.latest(tmp_path / "checkpoint").name == "step_000000007"
+    assert (tmp_path / "vectors.bin").exists()
+
+
+def _evaluate_cli(vectors_path):
+    return subprocess.run(
+        [sys.executable, "-m", "w2v_jax.evaluation.evaluate", f"--vectors={vectors_path}",
+         "--neighbours=a"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_evaluation_refuses_non_finite_vectors_and_warns_about_zero_ones(tmp_path):
+    words = ["a", "b", "c", "d"]
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
+    vectors[2, 1] = np.nan
+    keyed_vectors.save_word2vec_text(tmp_path / "nan.txt", words, vectors)
+    proc = _evaluate_cli(tmp_path / "nan.txt")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "1 of 4 vectors hold NaN or inf (e.g. 'c')" in proc.stderr
+    vectors[2] = 0.0
+    keyed_vectors.save_word2vec_text(tmp_path / "zero.txt", words, vectors)
+    proc = _evaluate_cli(tmp_path / "zero.txt")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 4 vectors are all zero (e.g. 'c')" in proc.stderr
+
+
 # ---- errors never hide bugs; resources; entry points (issue 26, families 2, 5, 6) -------
 
 
