@@ -14,9 +14,10 @@ marker, saved while training goes on: the loop waits only for the state's copy t
 memory (`checkpoint.writer`). Each also records its layout (processes, mesh, each array's
 partition), only to say so when a run resumes it on another one: any number of processes
 on any mesh (or one device) reads a checkpoint any other wrote, each process reading only
-the pieces its devices need. A damaged piece stops every process with the same line,
-which names the step folder to move aside (the run then resumes from the committed step
-before it).
+the pieces its devices need. All processes agree before training on the newest step
+every one of them can read: a damaged piece of the newest step (missing, cut short, its
+CRC-32 wrong) makes every process fall back to the step before, in one line, with the
+damaged folder kept aside (`store.set_aside`).
 """
 
 from __future__ import annotations
@@ -177,12 +178,19 @@ class Checkpoints:
         self.schedule = schedule.Schedule(every_steps, every_secs)
         self.writer = writer.Writer(self.path)  # a broadcast when several processes
         self.last_good: int | None = None  # the step of the newest finite save
+        self.damaged: list = []  # step folders `resume` set aside (pathlib.Path)
 
     def resume(self, template, override: bool) -> Resumed | None:
-        """The state saved in the newest committed checkpoint (None if there is none) in
-        this run's layout; raises ResumeMismatch, checkpoint.store.CorruptCheckpointError
-        or ValueError (one line each, the same on every process) before anything is
-        written."""
+        """The state saved in the newest committed checkpoint that every process can read
+        (None if there is none) in this run's layout.
+
+        Each process reads its pieces of the newest committed step (present, whole, their
+        CRC-32) and all share the outcome (one small all-gather): if a piece is damaged
+        for any of them, every process says so in one line, process 0 sets the step
+        folder aside (`store.set_aside`: renamed, not deleted) and all try the step
+        before (kept, `store.KEEP`); when none is left, the run starts from step 0 after
+        one line. Raises ResumeMismatch or ValueError (one line, the same on every
+        process) before anything is written."""
         old = self.path.parent / store.OLD_FILE
         if old.exists():
             raise ResumeMismatch(
@@ -190,9 +198,35 @@ class Checkpoints:
                 f"step folders in {self.path}: finish that run with the version that "
                 "started it, or use a new --workdir"
             )
-        found = store.latest(self.path)
-        if found is None:
-            return None
+        fell = []  # (step, why) of each newest step some process could not read
+        for found in reversed(store.committed(self.path)):  # newest first
+            aside = store.aside_path(found)  # named before process 0 renames it
+            got, why = _agreed(lambda found=found: self._read(found, template, override))
+            if why is None:
+                meta, state = got
+                self.last_good = int(meta["step"])
+                logging.info("resumed from %s at step %d", found, self.last_good)
+                return Resumed(
+                    state, tuple(meta["position"]), int(meta["tokens"]),
+                    meta.get("initial_loss"), meta, int(meta["processes"]),
+                )  # fmt: skip
+            if jax.process_index() == 0:  # every process is done with it (the all-gather)
+                store.set_aside(found, aside)
+            self.damaged.append(aside)
+            fell.append((store.step_of(found), why))
+            logging.warning(
+                "step %d cannot be resumed (%s): its folder is kept aside as %s; trying the "
+                "committed step before it", fell[-1][0], why, aside.name,
+            )  # fmt: skip
+        if fell:
+            logging.warning(
+                "no committed step in %s can be read by every process (%s): training starts "
+                "from step 0", self.path, ", ".join(f"step {n} damaged" for n, _ in fell),
+            )  # fmt: skip
+        return None
+
+    def _read(self, found, template, override: bool):
+        """``(meta, state)`` of the step folder ``found``, once its manifest is checked."""
         meta = store.read_meta(found)
         stored = meta.get("manifest")
         note = _lr_note(
@@ -204,13 +238,7 @@ class Checkpoints:
                 "resharding step %d: written by %s, read by %s",
                 meta["step"], describe(meta.get("layout")), describe(self.layout),
             )  # fmt: skip
-        state = _agreed(lambda: store.read(found, meta, template, self.shardings))
-        self.last_good = int(meta["step"])
-        logging.info("resumed from %s at step %d", found, self.last_good)
-        return Resumed(
-            state, tuple(meta["position"]), int(meta["tokens"]), meta.get("initial_loss"),
-            meta, int(meta["processes"]),
-        )  # fmt: skip
+        return meta, store.read(found, meta, template, self.shardings)
 
     def due(self, before: int, step: int) -> bool:
         """Whether to save after the call that took the run from ``before`` to ``step``.
@@ -294,32 +322,37 @@ _MESSAGE_BYTES = 2048
 
 
 def _agreed(read):
-    """``read()``, with every process agreeing on the outcome: when one process fails
-    (e.g. a piece it reads is damaged), every process raises the same one line (that
-    process's CorruptCheckpointError or ValueError) before any of them resumes."""
+    """``(read(), None)`` when ``read()`` succeeded on every process; ``(None, why)`` when
+    it raised CorruptCheckpointError on some process (``why``: the first such process and
+    its message, the same on every process). Any other error is raised on every process
+    as the same one line (a RunFolderError naming the process that met it; on that
+    process, its own error) before any of them resumes."""
     error: BaseException | None = None
     try:
         result = read()
     except Exception as e:  # noqa: BLE001  (shared below, then raised)
         error, result = e, None
     if jax.process_count() == 1:
+        if isinstance(error, store.CorruptCheckpointError):
+            return None, str(error)
         if error is not None:
             raise error
-        return result
+        return result, None
     kind = "C" if isinstance(error, store.CorruptCheckpointError) else "E"
     mine = b"" if error is None else (kind + str(error)).encode("utf-8", "replace")
     buf = np.zeros(_MESSAGE_BYTES, np.uint8)
     buf[: len(mine)] = np.frombuffer(mine[:_MESSAGE_BYTES], np.uint8)
     every = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, _MESSAGE_BYTES)
     failed = [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in every]
-    first = next((m for m in failed if m), None)
-    if first is None:
-        return result
-    if error is not None:
-        raise error
-    if first[0] == "C":
-        raise store.CorruptCheckpointError(first[1:])
-    raise errors.RunFolderError(f"process {failed.index(first)} could not restore: {first[1:]}")
+    other = next((m for m in failed if m.startswith("E")), None)
+    if other is not None:
+        if error is not None and kind == "E":
+            raise error
+        raise errors.RunFolderError(f"process {failed.index(other)} could not restore: {other[1:]}")
+    damaged = next((m for m in failed if m), None)
+    if damaged is None:
+        return result, None
+    return None, f"process {failed.index(damaged)}: {damaged[1:]}"
 
 
 def layout(shardings) -> dict:

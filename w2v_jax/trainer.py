@@ -377,7 +377,7 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
         guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
         state = state if runner is None else runner.put_state(state)
     else:  # born in the runner's layout: each device computes its own shard or replica
-        if chief and (workdir / run_folder.CONFIG).exists():
+        if chief and (workdir / run_folder.CONFIG).exists() and not checkpoints.damaged:
             logging.warning(
                 "%s holds no checkpoint (the run there stopped before its first): "
                 "training starts from step 0", workdir,

@@ -184,8 +184,8 @@ def commit(
 def prune(folder, step: int, keep: int = KEEP) -> None:
     """Removes step folders older than ``step``, except the newest ``keep - 1`` committed
     ones (``step`` itself is the newest). Newer folders are left alone: another process
-    may already be writing its part of the next save there. Folders moved aside
-    (``step_N.bad``) are never touched."""
+    may already be writing its part of the next save there. Folders set aside
+    (``step_N.damaged``, `set_aside`) are never touched."""
     folder = pathlib.Path(folder)
     older = [p for p in committed(folder) if step_of(p) < step]
     kept = set(older[len(older) - (keep - 1) :]) if keep > 1 else set()
@@ -195,22 +195,31 @@ def prune(folder, step: int, keep: int = KEEP) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def aside_path(found: pathlib.Path) -> pathlib.Path:
+    """Where `set_aside` would move ``found``: ``step_N.damaged`` (``.damaged-2``, ... if
+    taken)."""
+    found = pathlib.Path(found)
+    aside, n = found.with_name(found.name + ".damaged"), 1
+    while aside.exists():
+        n += 1
+        aside = found.with_name(f"{found.name}.damaged-{n}")
+    return aside
+
+
+def set_aside(found: pathlib.Path, aside: pathlib.Path | None = None) -> pathlib.Path:
+    """Renames a damaged step folder to ``aside`` (default `aside_path`): no longer a
+    checkpoint (`committed` skips it, `prune` never removes it), kept for the user to
+    inspect or delete. Returns the new path."""
+    aside = aside_path(found) if aside is None else pathlib.Path(aside)
+    pathlib.Path(found).rename(aside)
+    return aside
+
+
 # ---- reading --------------------------------------------------------------------------
 
 
-def advice(found: pathlib.Path) -> str:
-    """The way out of a damaged committed step that works: move the whole step folder
-    aside; the run then resumes from the committed step before it (kept, `KEEP`), or
-    from step 0 when there is none."""
-    older = [p for p in committed(found.parent) if step_of(p) < step_of(found)]
-    then = f"resume from step {step_of(older[-1])}" if older else "start again from step 0"
-    return f"mv {found} {found}.bad to {then}, or use a new --workdir"
-
-
 def _damaged(path: pathlib.Path, found: pathlib.Path, why: str) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
-        f"{path} is damaged ({why}): step {step_of(found)} cannot be restored; {advice(found)}"
-    )
+    return CorruptCheckpointError(f"{path} is damaged ({why})")
 
 
 def read_meta(found: str | os.PathLike) -> dict:
@@ -244,7 +253,7 @@ def check(found: pathlib.Path, meta: dict, template) -> list[list[dict]]:
     """The pieces of each of ``template``'s arrays, once checked: the arrays' count,
     shapes and dtypes are the template's (ValueError, one line: another config), and
     every piece is present, whole (by size) and in place, and together they cover each
-    array (CorruptCheckpointError naming the piece and the way out). Reads no array
+    array (CorruptCheckpointError naming the piece). Reads no array
     data: cheap enough for every process to check every piece."""
     leaves = jax.tree_util.tree_leaves(template)
     arrays = meta["arrays"]
@@ -336,8 +345,8 @@ def read(found: pathlib.Path, meta: dict, template, shardings=None):
     that overlap its devices' blocks.
 
     Raises:
-      CorruptCheckpointError: a piece is missing, cut short or damaged (one line: the
-        piece and the way out that works, `advice`).
+      CorruptCheckpointError: a piece is missing, cut short or damaged (one line naming
+        the piece; `resume.Checkpoints.resume` then falls back to an older step).
       ValueError: the arrays are not the template's (another config).
     """
     by_leaf = check(found, meta, template)
