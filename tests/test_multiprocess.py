@@ -306,6 +306,11 @@ def test_sigkilled_process_resumes_within_tolerance(two_processes, sigkilled):
     command on the same folder resumes and ends near the uninterrupted run's vectors."""
     killed, out = sigkilled["killed"], sigkilled["resumed"]
     assert killed["code"] == 128 + signal.SIGKILL, killed["output"]
+    # the survivor: one line, no Gloo traceback
+    assert "Traceback" not in killed["output"], killed["output"]
+    assert re.search(
+        r"\[0\] error: process 0: another process of the run stopped", killed["output"]
+    )
     assert not killed["orphans"]  # no orphan
     assert not killed["finished"]  # it did not finish
     assert re.search(r"resumed from .*step_0000000\d\d at step \d+", out), out[-3000:]
@@ -313,70 +318,111 @@ def test_sigkilled_process_resumes_within_tolerance(two_processes, sigkilled):
     np.testing.assert_allclose(got, want, **MP_TOLERANCE)
 
 
-def _both(workdir, *flags: str) -> list[subprocess.CompletedProcess]:
-    """The training command as processes 0 and 1 of a 2-process run, each left to end
-    on its own (the launcher would stop one when the other fails)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("localhost", 0))
-        port = sock.getsockname()[1]
-    procs = [
-        subprocess.Popen(
-            [
-                *TRAIN,
-                f"--workdir={workdir}",
-                *flags,
-                f"--config.parallel.coordinator=localhost:{port}",
-                "--config.parallel.num_processes=2",
-                f"--config.parallel.process_id={i}",
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        done = []
-        for p in procs:
-            out, err = p.communicate(timeout=LIMIT)
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-        return done
-    finally:
-        for p in procs:
-            p.kill()
-
-
 @pytest.mark.slow
-def test_a_damaged_piece_stops_both_processes_with_advice_that_works(
-    two_shard_the_vocabulary, tmp_path
-):
-    """A byte flipped in a piece only process 1 reads (its half of a table): both processes
-    stop before resuming with the same one line, whose advice (move the step folder aside)
-    makes the same command resume from the step before and finish."""
+def test_a_damaged_piece_one_process_reads_falls_back_on_both(two_shard_the_vocabulary, tmp_path):
+    """A byte flipped in a piece only process 1 reads (its half of a table; only its
+    CRC-32 tells): both processes fall back to the step before, each in one line, the
+    damaged folder is kept aside and the run finishes."""
     workdir = tmp_path / "run"
     shutil.copytree(two_shard_the_vocabulary / "two", workdir)
     flags = ["--config.parallel.model_axis=2", "--config.parallel.shard_vocab=True"]
     newest = store.latest(workdir / "checkpoint")
+    before = store.committed(workdir / "checkpoint")[-2]
     part = json.loads((newest / "process_00001.json").read_text())
     piece = newest / part["pieces"][0]["file"]
     data = bytearray(piece.read_bytes())
     data[-1] ^= 0xFF
     piece.write_bytes(bytes(data))
-    done = _both(workdir, *flags)
-    lines = [p.stderr.strip().splitlines()[-1] for p in done]
-    assert [p.returncode for p in done] == [1, 1], [p.stderr[-2000:] for p in done]
-    assert lines[0] == lines[1], lines
-    assert f"{piece} is damaged (its CRC-32 differs" in lines[0], lines[0]
-    assert not any("resumed from" in p.stderr for p in done)
-    mv = re.search(r"mv (\S+) (\S+\.bad) to resume from step (\d+)", lines[0])
-    shutil.move(mv.group(1), mv.group(2))
     out = _launch(2, workdir, *flags)
-    assert re.search(rf"resumed from .*step_{int(mv.group(3)):09d} at step", out), out[-3000:]
+    _assert_fell_back(out, newest, before, "process 1: " + str(piece))
     assert np.all(np.isfinite(_vectors(workdir)))
+
+
+def _assert_fell_back(out: str, damaged: pathlib.Path, to: pathlib.Path | None, why: str):
+    """Each process said in one line that ``damaged`` cannot be resumed (``why`` in it)
+    and kept it aside, then resumed from ``to`` (None: from step 0 after one line)."""
+    for i in range(2):
+        said = [x for x in out.splitlines() if x.startswith(f"[{i}] ") and "cannot be" in x]
+        assert len(said) == 1 and why in said[0], out[-3000:]
+        assert f"kept aside as {damaged.name}.damaged" in said[0], said
+        if to is None:
+            assert re.search(rf"\[{i}\] .*training starts from step 0", out), out[-3000:]
+        else:
+            assert re.search(rf"\[{i}\] .*resumed from {to} at step", out), out[-3000:]
+    assert (damaged.parent / f"{damaged.name}.damaged").is_dir()  # kept (the run saved anew)
+    assert "Traceback" not in out, out[-3000:]
+
+
+# A piece of the newest step, damaged as a crash or a full disk leaves it.
+DAMAGES = {
+    "truncated": lambda p: os.truncate(p, p.stat().st_size // 2),
+    "empty": lambda p: os.truncate(p, 0),
+    "deleted": lambda p: p.unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_piece_of_the_newest_step_falls_back_on_every_process(
+    two_processes, tmp_path, damage
+):
+    """A piece of the newest step cut short, emptied or deleted: every process says so in
+    one line and resumes from the step before (kept), the damaged folder is kept aside
+    (renamed) and the run finishes at the uninterrupted run's vectors."""
+    workdir = tmp_path / "run"
+    shutil.copytree(two_processes, workdir)
+    newest = store.latest(workdir / "checkpoint")
+    before = store.committed(workdir / "checkpoint")[-2]
+    piece = sorted(newest.glob("leaf_*.npy"))[0]
+    DAMAGES[damage](piece)
+    (workdir / "vectors.bin").unlink()
+    out = _launch(2, workdir)
+    _assert_fell_back(out, newest, before, str(piece))
+    np.testing.assert_allclose(_vectors(workdir), _vectors(two_processes), **MP_TOLERANCE)
+
+
+def test_a_damaged_only_step_starts_from_step_0_after_one_line(two_processes, tmp_path):
+    """The only committed step damaged: every process names why in one line and the run
+    starts from step 0, keeping the damaged folder aside, and finishes."""
+    workdir = tmp_path / "run"
+    shutil.copytree(two_processes, workdir)
+    *older, newest = store.committed(workdir / "checkpoint")
+    for path in older:
+        shutil.rmtree(path)
+    piece = sorted(newest.glob("leaf_*.npy"))[0]
+    os.truncate(piece, 100)
+    out = _launch(2, workdir)
+    _assert_fell_back(out, newest, None, str(piece))
+    np.testing.assert_allclose(_vectors(workdir), _vectors(two_processes), **MP_TOLERANCE)
+
+
+def test_sigterm_to_the_launcher_saves_one_step_on_both_and_the_rerun_resumes(tmp_path):
+    """SIGTERM to the launcher mid-run (JAX's preemption notifier installed, as in every
+    multi-process run): both processes stop at the same step, each with its part of one
+    committed checkpoint of that step, the launcher exits 143, and the same command
+    resumes from that step."""
+    workdir = tmp_path / "run"
+    longer = ["--config.synthetic.num_tokens=400000", "--config.checkpoint_every=100000"]
+    run = _Launch(2, f"--workdir={workdir}", *longer)
+    try:
+        deadline = time.monotonic() + LIMIT
+        while not re.search(r"\[1\] .* step 50 ", run.output()):
+            assert run.proc.poll() is None and time.monotonic() < deadline, run.output()
+            time.sleep(0.05)
+        os.killpg(run.proc.pid, signal.SIGTERM)  # the launcher's group: a terminal's Ctrl-C
+        code = run.wait(timeout=60)
+    finally:
+        run.kill()
+    out = run.output()
+    assert code == 128 + signal.SIGTERM, out[-3000:]
+    stops = re.findall(r"\[(\d)\] stopped at step (\d+): checkpoint saved", out)
+    assert sorted(i for i, _ in stops) == ["0", "1"], out[-3000:]
+    step = int(stops[0][1])
+    assert stops[1][1] == stops[0][1] and step >= 50, stops
+    assert store.latest(workdir / "checkpoint") == store.step_folder(workdir / "checkpoint", step)
+    assert "Traceback" not in out, out[-3000:]
+    out = _launch(2, workdir, *longer, f"--config.max_steps={step + 10}")
+    assert re.search(rf"\[0\] .*resumed from .*step_{step:09d} at step {step}", out), out[-3000:]
+    assert json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step + 10
 
 
 def test_launcher_stops_every_process_when_one_fails(tmp_path):

@@ -2,7 +2,12 @@
 
 `Catcher` is a context manager the training loop enters: while it is active, the first
 SIGINT or SIGTERM only sets ``requested``; the loop checks it after each call, saves a
-checkpoint and raises `Interrupted`. A second signal restores the default behaviour
+checkpoint and raises `Interrupted`. With several processes the loop first agrees with
+the others on the step (`resume.Checkpoints.agree`: every `resume.AGREE_EVERY` steps
+each process shares its request), so all save the same step and stop; the launcher
+(experiments/launch_local.py) sends SIGTERM to every process. The Catcher's handler
+replaces, while active, the one JAX's preemption notifier installs for SIGTERM (which
+only records the notice, so the run trained on). A second signal restores the default behaviour
 (SIGINT: KeyboardInterrupt at once), so a stuck run can still be stopped. Outside the
 main thread (where Python cannot install handlers) it does nothing.
 """
@@ -12,7 +17,10 @@ from __future__ import annotations
 import signal
 import threading
 
+import jax
 from absl import logging
+
+from w2v_jax import errors
 
 # Exit status of a program stopped by a signal: 128 + the signal's number (the shell's).
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -32,6 +40,35 @@ class Interrupted(KeyboardInterrupt):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES.get(self.signum, 1)
+
+
+class PeerLost(errors.UserError):
+    """Another process of the run stopped (killed, or failed with its own message), so a
+    collective this process ran failed: one line, not JAX's Gloo traceback."""
+
+
+# What XLA's collectives (Gloo on CPU) and JAX's coordination service say when a peer
+# is gone: its sockets closed or reset, or its heartbeats stopped.
+_PEER_GONE = (
+    "Gloo", "Connection reset by peer", "Connection closed", "Connection refused",
+    "Socket closed", "heartbeat", "UNAVAILABLE",
+)  # fmt: skip
+
+
+def peer_lost(error: BaseException) -> PeerLost | None:
+    """``error`` as one line when it is a peer's failure seen by this process (a
+    `jax.errors.JaxRuntimeError` of a collective, several processes); None otherwise (a
+    bug, which keeps its traceback)."""
+    if not isinstance(error, jax.errors.JaxRuntimeError) or jax.process_count() == 1:
+        return None
+    text = " ".join(str(error).split())
+    if not any(mark in text for mark in _PEER_GONE):
+        return None
+    return PeerLost(
+        f"process {jax.process_index()}: another process of the run stopped, so this one "
+        f"stops too (see that process's message above; here: {text[:160]}); rerun the same "
+        "command to resume from the last checkpoint"
+    )
 
 
 class Catcher:
@@ -64,7 +101,8 @@ class Catcher:
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            # None: a handler not set from Python (JAX's preemption notifier, in C++)
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
 
     def __exit__(self, *exc) -> None:

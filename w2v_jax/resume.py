@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from w2v_jax import errors
+from w2v_jax import errors, interrupt
 from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.data import vocab
 from w2v_jax.step import update
@@ -50,8 +50,9 @@ FREE_FIELDS = (
 )  # fmt: skip
 # The learning-rate schedule: changeable on resume only with config.resume_override=True.
 SCHEDULE_FIELDS = ("epochs", "optimizer.alpha", "optimizer.min_alpha")
-# Several processes: steps between checks of the wall-clock checkpoint schedule.
-AGREE_EVERY = 100
+# Several processes: steps between checks of the wall-clock checkpoint schedule and of
+# a stop request (a signal to any process), in one all-gather of two flags.
+AGREE_EVERY = 10
 # Every other field (and the vocabulary and corpus size) defines the run.
 
 
@@ -241,19 +242,28 @@ class Checkpoints:
         return meta, store.read(found, meta, template, self.shardings)
 
     def due(self, before: int, step: int) -> bool:
-        """Whether to save after the call that took the run from ``before`` to ``step``.
+        """Whether to save after the call that took the run from ``before`` to ``step``
+        (`agree` with no stop requested)."""
+        return self.agree(before, step, False)[0]
 
-        Several processes must all save or none: there the clock of process 0 decides,
-        asked (one small broadcast) only when the step crosses a multiple of `AGREE_EVERY`.
+    def agree(self, before: int, step: int, stop: bool) -> tuple[bool, bool]:
+        """``(save, stop)`` after the call that took the run from ``before`` to ``step``,
+        ``stop`` saying whether this process was asked to stop (a signal).
+
+        Several processes must all save, and all stop, at the same step or none: there
+        they share (one all-gather of two flags) process 0's clock and every process's
+        stop request, only when the step crosses a multiple of `AGREE_EVERY`; a stop
+        request anywhere stops every process there, with a checkpoint.
         """
         if self.processes == 1:
-            return self.schedule.due(before, step)
-        if self.schedule.due_by_steps(before, step):
-            return True
+            return stop or self.schedule.due(before, step), stop
+        by_steps = self.schedule.due_by_steps(before, step)
         if step // AGREE_EVERY == before // AGREE_EVERY:
-            return False
-        mine = np.asarray(self.schedule.due_by_time())
-        return bool(multihost_utils.broadcast_one_to_all(mine))
+            return by_steps, False
+        mine = np.asarray([self.schedule.due_by_time(), stop], np.int32)
+        every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, 2)
+        stop = bool(every[:, 1].any())
+        return by_steps or bool(every[0, 0]) or stop, stop
 
     def save(self, state, position, tokens: int, initial_loss: float | None, extra=None) -> None:
         """Starts saving ``state`` (device arrays, global ones, or host arrays) at
@@ -295,11 +305,15 @@ class Checkpoints:
         failed save is raised, or logged when the block itself raised."""
         try:
             yield self
-        except BaseException:
+        except BaseException as error:
+            lost = interrupt.peer_lost(error) is not None
+            if lost:  # its part of the save in flight never comes: process 0 stops waiting
+                store.ABANDON.set()
             try:
                 self.writer.wait()
             except Exception as e:  # noqa: BLE001  (the block's error is the one to raise)
-                logging.error("the checkpoint in flight failed too: %s", e)
+                if not lost:
+                    logging.error("the checkpoint in flight failed too: %s", e)
             raise
         self.writer.wait()
 

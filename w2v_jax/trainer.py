@@ -13,8 +13,8 @@ Ctrl-C or SIGTERM finishes the current call, saves a checkpoint and raises
 Several processes (``config.parallel.coordinator``, `distributed`) run this same function:
 each builds the global batches and feeds its devices' rows, all save their checkpoint
 shards, and only process 0 writes the run folder's shared files (config, metrics,
-evaluation, exports). A signal there stops a process at once; the run resumes from its
-last checkpoint.
+evaluation, exports). A signal to any of them stops all at the next step they agree on,
+each with its part of one checkpoint.
 
 The pieces of a run that do not depend on how its steps run (`open_run`, `Run`: resume,
 learning rates, metrics, checkpoints, the final evaluation and exports) are shared with
@@ -23,10 +23,10 @@ learning rates, metrics, checkpoints, the final evaluation and exports) are shar
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import pathlib
+import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -79,9 +79,15 @@ class NonFiniteLossError(errors.DivergenceError):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains word2vec as ``config`` says, in ``workdir``; returns the final metrics."""
     distributed.initialize(distributed.options(config))  # before JAX starts
-    run = open_run(config, workdir)
-    with run.owner:  # the folder is this run's until it returns or raises
-        return run.done if run.done is not None else _train(run)
+    try:
+        run = open_run(config, workdir)
+        with run.owner:  # the folder is this run's until it returns or raises
+            return run.done if run.done is not None else _train(run)
+    except jax.errors.JaxRuntimeError as e:  # a peer gone: one line (its own is above)
+        lost = interrupt.peer_lost(e)
+        if lost is None:
+            raise
+        raise lost from None
 
 
 def _train(run: Run) -> dict:
@@ -94,10 +100,9 @@ def _train(run: Run) -> dict:
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
     items = iter(calls)  # (item, steps of the call)
-    # Ctrl-C, SIGTERM: finish the call, save, stop (one process; several would have to
-    # agree on the step first, so there a signal stops the process as usual).
-    catcher = _NoCatcher() if run.many else interrupt.Catcher()
-    with catcher as stop, run.checkpoints.waiting():  # on every way out: the save committed
+    # Ctrl-C, SIGTERM: finish the call, save, stop (several processes: all at the step
+    # they agree on, `resume.Checkpoints.agree`).
+    with interrupt.Catcher() as stop, run.checkpoints.waiting():  # the save committed
         while True:
             wait_start = time.perf_counter()
             item, n = next(items, (None, 0))
@@ -110,11 +115,12 @@ def _train(run: Run) -> dict:
             run.log_call(before, lambda s=state: runner.host_params(s))
             if run.at_end:
                 break
-            if stop.requested or run.checkpoints.due(before, run.step):
+            save, stopping = run.checkpoints.agree(before, run.step, stop.requested)
+            if save:
                 run.save(runner.state_to_save(state))
-            if stop.requested:
+            if stopping:  # a peer's signal, when not this process's
                 raise interrupt.Interrupted(
-                    stop.signum,
+                    stop.signum or signal.SIGTERM,
                     f"stopped at step {run.step}: checkpoint saved to {run.checkpoints.path}; "
                     "rerun the same command to resume",
                 )
@@ -416,15 +422,6 @@ class _NoLog:
 
     def write(self, step: int, row: dict) -> None:
         pass
-
-
-class _NoCatcher(contextlib.nullcontext):
-    """Several processes: signals are not caught (see the module doc)."""
-
-    requested = False
-
-    def __init__(self):
-        super().__init__(self)
 
 
 def _check_state_fits(run: settings.Settings, abstract, runner) -> None:

@@ -38,12 +38,14 @@ import os
 import pathlib
 import re
 import shutil
+import threading
 import time
 import zlib
 from typing import NamedTuple
 
 import jax
 import numpy as np
+from absl import logging
 
 from w2v_jax import errors, files
 
@@ -53,6 +55,10 @@ FORMAT = 2  # COMMITTED["format"]; format 1 was one .npz per process (or checkpo
 OLD_FILE = "checkpoint.npz"  # format 1's one-process checkpoint
 KEEP = 2  # committed steps kept: the newest and the one before, to fall back to
 _CHUNK = 64 * 2**20  # bytes written (and checksummed) per call
+_FIRST_SAY_S, _SAY_EVERY_S = 10.0, 60.0  # when process 0 says it waits for parts
+# Set when a peer process is gone (`resume.Checkpoints.waiting`): a commit in flight stops
+# waiting for its part, so the process can end (the previous checkpoint stays).
+ABANDON = threading.Event()
 
 
 class CorruptCheckpointError(errors.RunFolderError):
@@ -142,6 +148,7 @@ def _parts(target: pathlib.Path, step: int, session: str, processes: int, timeou
     """Every process's index of this save, waiting (polling) until all are written."""
     found: dict[int, dict] = {}
     deadline, pause = time.monotonic() + timeout_s, 0.01
+    said = time.monotonic() - _SAY_EVERY_S + _FIRST_SAY_S
     while True:
         for p in range(processes):
             if p in found:
@@ -154,8 +161,16 @@ def _parts(target: pathlib.Path, step: int, session: str, processes: int, timeou
                 found[p] = part
         if len(found) == processes:
             return [found[p] for p in range(processes)]
+        missing = sorted(set(range(processes)) - set(found))
+        if ABANDON.is_set():
+            raise TimeoutError(f"step {step} not committed: a process of the run stopped")
+        if time.monotonic() > said + _SAY_EVERY_S:
+            said = time.monotonic()
+            logging.warning(
+                "step %d: waiting for process(es) %s to write their part of the checkpoint "
+                "(a process that stopped never will: see its message)", step, missing,
+            )  # fmt: skip
         if time.monotonic() > deadline:
-            missing = sorted(set(range(processes)) - set(found))
             raise TimeoutError(
                 f"step {step} not committed: process(es) {missing} did not write their part "
                 f"of {target} within {timeout_s:.0f} s; the previous checkpoint stays"
