@@ -11,7 +11,10 @@ process 0 hosts the coordinator. Each line a process prints comes out prefixed `
 
 Nothing outlives the launcher: every process runs in its own process group, and when one
 fails, the time limit passes or the launcher gets SIGINT/SIGTERM, every group is sent
-SIGTERM, then SIGKILL after ``--grace_secs``. On a multi-GPU node the same command runs
+SIGTERM, then SIGKILL after ``--grace_secs``. A training process takes SIGTERM as a
+request to stop: all stop at the next step they agree on, with a checkpoint, and exit
+143 (`w2v_jax.interrupt`); Ctrl-C to the launcher is the same. A survivor of a failed
+process ends in one line (`interrupt.PeerLost`). On a multi-GPU node the same command runs
 one process per GPU (``--local_devices`` is for CPUs only); on a TPU pod slice run the
 training command itself on every host with ``--config.parallel.coordinator=auto``
 (README, "Multi-host").
@@ -137,10 +140,15 @@ def launch(
         deadline = time.monotonic() + timeout_secs
         while True:
             codes = [p.poll() for p in procs]
-            failed = [c for c in codes if c not in (None, 0)]
+            failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                status = failed[0] if failed[0] > 0 else 128 - failed[0]
-                out.write(f"launch_local: a process exited with {failed[0]}; stopping all\n")
+                i, code = failed[0]
+                status = code if code > 0 else 128 - code
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else "failed"
+                out.write(
+                    f"launch_local: process {i} {how} (exit {code}; its message is above, "
+                    "if it wrote one); stopping the others\n"
+                )
                 break
             if all(c == 0 for c in codes):
                 break
