@@ -365,8 +365,8 @@ def test_device_mode_trains_deterministically_and_resumes_within_tolerance(devic
     "overrides, message",
     [
         ({"input.mode": "disk"}, r"config.input.mode='disk' is not allowed"),
-        ({"layout": "pairs"}, r"needs config.layout='grouped', got 'pairs'"),
-        ({"parallel.mode": "mesh"}, r"needs config.parallel.mode='single', got 'mesh'"),
+        ({"layout": "pairs"}, r"needs --config.layout='grouped', got 'pairs'"),
+        ({"parallel.mode": "mesh"}, r"needs --config.parallel.mode='single', got 'mesh'"),
         # 1 KiB: not even the tables fit; 100 KiB: the tables do, the corpus beside them not
         ({"input.device_memory_gib": 1e-6}, r"the train state .* \(input.device_memory_gib\)"),
         ({"input.device_memory_gib": 1e-4}, r"is free \(input.device_memory_gib\); use input"),

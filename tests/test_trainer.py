@@ -183,7 +183,7 @@ def test_a_finite_but_diverged_loss_stops_the_run(tmp_path):
         ("window", 0, r"config.window=0 must be a number >= 1"),
         ("optimizer.name", "lbfgs", r"config.optimizer.name='lbfgs'"),
         ("parallel.mode", "tpu", r"config.parallel.mode='tpu'"),
-        ("layout", "pairs", r"layout='pairs' needs config.model='skipgram'"),
+        ("layout", "pairs", r"layout='pairs' needs --config.model='skipgram'"),
         ("corpus.heldout", "valid", r"config.corpus.heldout='valid' .*\['', 'heldout'\]"),
     ],
 )
