@@ -186,6 +186,7 @@ def _vectors(workdir: pathlib.Path) -> np.ndarray:
     return keyed_vectors.load_word2vec(workdir / "vectors.bin").vectors
 
 
+@pytest.mark.slow
 def test_a_run_returns_once_its_last_checkpoint_is_committed(broken_saves):
     """A slow writer: the run still returns with its final step committed (and the one
     before kept), no save left running."""
@@ -193,6 +194,7 @@ def test_a_run_returns_once_its_last_checkpoint_is_committed(broken_saves):
     assert broken_saves["threads_left"] == []
 
 
+@pytest.mark.slow
 def test_a_failed_or_killed_save_leaves_the_previous_step(broken_saves):
     """The writer's error stops the run (raised on the loop's thread); SIGKILL mid-save
     leaves pieces without a marker: either way step 20 is the checkpoint, and the rerun
@@ -213,6 +215,7 @@ def test_a_failed_or_killed_save_leaves_the_previous_step(broken_saves):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_a_failed_or_killed_save_resumes_bit_exactly(broken_saves):
     """Bit equality of resumed training: an XLA:CPU property (the twin above: tolerance)."""
     clean = (broken_saves["root"] / "clean" / "vectors.bin").read_bytes()
@@ -220,6 +223,7 @@ def test_a_failed_or_killed_save_resumes_bit_exactly(broken_saves):
         assert (broken_saves["root"] / name / "vectors.bin").read_bytes() == clean
 
 
+@pytest.mark.slow
 def test_one_checkpoint_restores_across_meshes_each_block_written_once(tmp_path):
     """1 device -> 2 devices split along V -> data 2 x model 2 -> data 4 replicated ->
     host -> 1 device (tests/checkpoint_mesh_check.py, 4 simulated devices): every restore
@@ -242,6 +246,7 @@ def test_one_checkpoint_restores_across_meshes_each_block_written_once(tmp_path)
     assert rows["data 2 x model 2, split"]["pieces_per_array"] == [1, 2, 2, 2, 2, 1]
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_and_restores_identical_arrays(tmp_path):
     """experiments/bench_checkpoint.py --quick on 2 devices, saved sharded: a row per
     library, every restore (sharded, replicated) identical; timings are not asserted."""
