@@ -4,7 +4,7 @@
       --run_dirs=runs/claim5_synthetic/softmax_s0,runs/claim5_synthetic/nce_k25_s0 \
       [--ks=1,2,5,10,25,50,100] [--losses=sampled_softmax,nce,neg] [--draws=256] [--batches=4]
 
-For each run folder (any finished run: its ``config.json`` and ``checkpoint.npz``), take
+For each run folder (any finished run: its ``config.json`` and ``checkpoint/``), take
 ``--batches`` held-out batches as training makes them (`input_pipeline.heldout_batches`,
 `likelihood.batch_examples`, padding dropped, at most ``--max_examples`` examples each)
 and, per batch, `gradient_bias.gradient_bias`: over ``--draws`` independent noise draws,

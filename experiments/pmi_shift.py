@@ -4,7 +4,7 @@
 
 For each finished point whose loss is ``neg`` or ``nce``: rebuild its training corpus from
 its ``config.json``, count the training pairs with the same window rule
-(`pmi_shift.count_pairs`), read the parameters from its ``checkpoint.npz`` and fit the learned
+(`pmi_shift.count_pairs`), read the parameters from its ``checkpoint/`` and fit the learned
 scores of the pairs seen at least ``--min_count`` times (`pmi_shift.pmi_shift`). Prints one
 markdown table and writes ``DIR/pmi_shift.json`` and ``DIR/pmi_shift.png`` (offsets
 against k beside the predictions, `figures.pmi_shift_figure`). Negative sampling
