@@ -20,7 +20,7 @@ training command itself on every host with ``--config.parallel.coordinator=auto`
 (README, "Multi-host").
 
 Exit status: 0 when every process exits 0; otherwise the first failing process's status
-(124 when the time limit passed, 130/143 when interrupted).
+(one killed by a signal first), 124 when the time limit passed, 130/143 when interrupted.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def launch(
         while True:
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                i, code = failed[0]
+            if failed:  # a process killed by a signal first: a survivor may end within 0.1 s
+                i, code = min(failed, key=lambda f: (f[1] > 0, f[0]))
                 status = code if code > 0 else 128 - code
                 how = f"was killed by {signal.Signals(-code).name}" if code < 0 else "failed"
                 out.write(

@@ -425,6 +425,84 @@ def test_sigterm_to_the_launcher_saves_one_step_on_both_and_the_rerun_resumes(tm
     assert json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])["step"] == step + 10
 
 
+# Process 1 fails as it resumes (before the processes' first collective): a stand-in for a
+# corpus, disk or memory error on one host only.
+FAIL_ON_1 = """
+import runpy, sys, jax
+from w2v_jax import errors, resume
+real = resume.Checkpoints.resume
+def resume_on_0(self, *args, **kwargs):
+    if jax.process_index() == 1:
+        raise errors.CorpusError("injected: process 1 cannot read its corpus")
+    return real(self, *args, **kwargs)
+resume.Checkpoints.resume = resume_on_0
+sys.argv[0] = "w2v_jax.main"
+runpy.run_module("w2v_jax.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "alone"])
+def test_a_process_failing_before_the_first_collective_ends_its_peer_in_one_line(
+    tmp_path, launcher
+):
+    """Process 1 fails before the first collective, while process 0 waits in it: process 1
+    leaves without JAX's shutdown barrier (which held both for 300 s, then aborted), so
+    process 0's collective fails at once and it ends in one line, without a traceback, with
+    or without the launcher to stop it."""
+    command = [sys.executable, "-c", FAIL_ON_1, *TRAIN[3:], f"--workdir={tmp_path / 'run'}"]
+    if launcher:
+        run = _Launch(2, command=command)
+        assert run.wait(timeout=120) == 1
+        out = run.output()
+    else:
+        done = _alone(command, timeout=120)
+        assert [p.returncode for p in done] == [1, 1], [p.stderr[-2000:] for p in done]
+        out = "".join(f"[{i}] {x}\n" for i, p in enumerate(done) for x in p.stderr.splitlines())
+    assert "[1] error: injected: process 1 cannot read its corpus" in out, out[-3000:]
+    assert re.search(r"\[0\] error: process 0: another process of the run stopped", out), out
+    assert "Traceback" not in out and "Fatal Python error" not in out, out[-3000:]
+
+
+def _alone(command: list[str], timeout: float) -> list[subprocess.CompletedProcess]:
+    """``command`` as processes 0 and 1 of a 2-process run without the launcher: each
+    left to end on its own."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                *command,
+                f"--config.parallel.coordinator=localhost:{port}",
+                "--config.parallel.num_processes=2",
+                f"--config.parallel.process_id={i}",
+                "--config.parallel.local_devices=1",
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    try:
+        done = []
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+        return done
+    finally:
+        for p in procs:
+            p.kill()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
 def test_launcher_stops_every_process_when_one_fails(tmp_path):
     """Process 1 exits with 3 while process 0 would sleep for minutes: the launcher returns
     3 at once and process 0 is gone."""

@@ -14,7 +14,10 @@ main thread (where Python cannot install handlers) it does nothing.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
+import sys
 import threading
 
 import jax
@@ -69,6 +72,28 @@ def peer_lost(error: BaseException) -> PeerLost | None:
         f"stops too (see that process's message above; here: {text[:160]}); rerun the same "
         "command to resume from the last checkpoint"
     )
+
+
+def exit_without_peers(code: int = 1) -> None:
+    """Ends this process, when it exits, without JAX's shutdown barrier: for a process of
+    several that failed. The barrier waits (300 s) for every process to reach it, while a
+    peer may be dead, or blocked in a collective waiting for this one: both would hang,
+    then abort natively. Exiting at once closes this process's sockets, so a peer's
+    collective fails at once and ends in one line (`peer_lost`). Registered after JAX's
+    own exit handler, so it runs first (atexit runs last in, first out), after the
+    error's line or traceback is printed and every non-daemon thread (a checkpoint save
+    in flight) has ended. The program then exits with status ``code`` whatever it does
+    after the failure."""
+    atexit.register(_exit_now, code)
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 class Catcher:

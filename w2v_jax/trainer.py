@@ -83,8 +83,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         run = open_run(config, workdir)
         with run.owner:  # the folder is this run's until it returns or raises
             return run.done if run.done is not None else _train(run)
-    except jax.errors.JaxRuntimeError as e:  # a peer gone: one line (its own is above)
-        lost = interrupt.peer_lost(e)
+    except BaseException as e:
+        if jax.process_count() > 1 and not isinstance(e, interrupt.Interrupted):
+            interrupt.exit_without_peers()  # the peers learn at once: no 300 s barrier
+        lost = interrupt.peer_lost(e)  # a peer gone: one line (its own is above)
         if lost is None:
             raise
         raise lost from None
