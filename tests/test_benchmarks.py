@@ -193,6 +193,7 @@ def test_before_after_compares_checkouts_side_by_side(tmp_path):
     assert first["speed_vs_first"] == 1.0 and second["speed_vs_first"] > 0
 
 
+@pytest.mark.slow
 def test_bench_input_rows_and_resume_agree(zipf_text_dir, tmp_path):
     """bench_input.py --quick on the Zipf text cut into ~10 chunks, rows shuffled in
     64-row blocks: every variant makes our batches at N = 1, Grain over our per-process

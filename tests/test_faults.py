@@ -334,6 +334,7 @@ def test_resume_may_flip_deterministic_but_not_change_matmul_precision(
     assert _snapshot(workdir) == before
 
 
+@pytest.mark.slow
 def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_path, caplog):
     workdir = _copy(finished, tmp_path / "run")
     with open(workdir / "metrics.jsonl", "a") as f:
@@ -355,6 +356,7 @@ def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_pat
     assert steps == sorted(steps)  # resumed from step 60: 61-70 logged again, once
 
 
+@pytest.mark.slow
 def test_large_k_does_not_trip_the_divergence_guard(tmp_path):
     """Negative sampling at k = 2,000 starts near 1,387 nats per example, above the
     default max_loss of 1,000: the guard is relative to the first step, so it trains."""
@@ -415,11 +417,13 @@ def sigint_run(tmp_path_factory) -> SigintRun:
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resumes_bit_exactly(sigint_run):
     run = sigint_run  # bit equality: XLA:CPU (see RESUME_TOLERANCE)
     assert (run.cut / "vectors.bin").read_bytes() == (run.clean / "vectors.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_sigint_saves_a_checkpoint_and_resumes_within_tolerance(sigint_run):
     run = sigint_run
     assert isinstance(run.error, interrupt.Interrupted), run.error
@@ -444,6 +448,7 @@ def _main(*flags, env=None):
     )
 
 
+@pytest.mark.slow
 def test_sigterm_from_the_command_line_is_one_line_and_exit_143(tmp_path):
     workdir = tmp_path / "run"
     proc = _main(

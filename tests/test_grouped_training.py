@@ -120,12 +120,14 @@ def group_and_alone(request, tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_group_equals_its_points_trained_alone(group_and_alone):
     root, _, _, _ = group_and_alone  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
     for i in range(len(POINTS)):
         _assert_same_run(root / f"group{i}", root / f"alone{i}", exact=True)
 
 
+@pytest.mark.slow
 def test_group_equals_its_points_trained_alone_within_tolerance(group_and_alone):
     root, overrides, grouped, alone = group_and_alone
     assert [r["step"] for r in grouped] == [r["step"] for r in alone]
@@ -155,12 +157,14 @@ def resumed_points(tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_points_resume_from_different_steps(resumed_points):
     root, _, _, _ = resumed_points  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
     for i in range(2):
         _assert_same_vectors(root / f"group{i}", root / f"alone{i}", exact=True)
 
 
+@pytest.mark.slow
 def test_points_resume_from_different_steps_within_tolerance(resumed_points):
     root, grouped, alone, untouched = resumed_points
     assert untouched  # the finished point: nothing to do
@@ -230,11 +234,13 @@ def cli_sweep(tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_sweep_cli_group_equals_the_point_alone(cli_sweep):
     # bit equality: XLA:CPU (see GROUP_TOLERANCE)
     _assert_same_vectors(cli_sweep[0] / "neg_k2_s1", cli_sweep[0] / "alone", exact=True)
 
 
+@pytest.mark.slow
 def test_sweep_cli_groups_the_seeds(cli_sweep):
     """--group_points: each (loss, k) trains its seeds as one group; the summary and the
     folders are those of the sweep without it (vectors within GROUP_TOLERANCE of the
@@ -277,11 +283,13 @@ def _assert_parts_equal(root, exact: bool):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_device_input_points_at_different_steps_train_in_parts(device_input_in_parts):
     root, _, _ = device_input_in_parts  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
     _assert_parts_equal(root, exact=True)
 
 
+@pytest.mark.slow
 def test_device_input_points_at_different_steps_train_in_parts_within_tolerance(
     device_input_in_parts,
 ):

@@ -169,6 +169,7 @@ def _assert_each_reads_its_share(output: str, processes: int, shares: int) -> No
     assert all(abs((hi - lo) - n / shares) <= 10_000 for lo, hi in ranges)
 
 
+@pytest.mark.slow
 def test_two_processes_each_read_half_of_the_corpus(two_processes):
     """Each process reads its half of the tokens and batches only its device's rows; only
     process 0 writes the run folder's files."""
@@ -295,12 +296,14 @@ def sigkilled(tmp_path_factory) -> dict:
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_sigkilled_process_resumes_bit_exactly(two_processes, sigkilled):
     """The resumed run ends with the uninterrupted run's vectors, byte for byte (XLA:CPU)."""
     got = (sigkilled["workdir"] / "vectors.bin").read_bytes()
     assert got == (two_processes / "vectors.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_sigkilled_process_resumes_within_tolerance(two_processes, sigkilled):
     """SIGKILL one process after a checkpoint: the launcher stops the other, and the same
     command on the same folder resumes and ends near the uninterrupted run's vectors."""

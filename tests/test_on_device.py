@@ -329,6 +329,7 @@ def device_runs(tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_device_mode_trains_deterministically_and_resumes_bit_exactly(device_runs):
     root, _ = device_runs  # bit equality: XLA:CPU (see RERUN_TOLERANCE)
     vectors = (root / "a/vectors.bin").read_bytes()
@@ -336,6 +337,7 @@ def test_device_mode_trains_deterministically_and_resumes_bit_exactly(device_run
     assert (root / "cut/vectors.bin").read_bytes() == vectors
 
 
+@pytest.mark.slow
 def test_device_mode_trains_deterministically_and_resumes_within_tolerance(device_runs):
     from w2v_jax import trainer
     from w2v_jax.evaluation import keyed_vectors

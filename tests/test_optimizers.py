@@ -386,6 +386,7 @@ def adagrad_resume(request, tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_a_stopped_sparse_adagrad_run_resumes_bit_exactly(adagrad_resume):
     """The accumulators travel in the checkpoint: stop, resume, same vectors as one run."""
     root, _, _, _ = adagrad_resume  # bit equality: XLA:CPU (see RESUME_TOLERANCE)
@@ -393,6 +394,7 @@ def test_a_stopped_sparse_adagrad_run_resumes_bit_exactly(adagrad_resume):
     assert full == (root / "part/vectors.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_a_stopped_sparse_adagrad_run_resumes_within_tolerance(adagrad_resume):
     """The same, on any backend: the same steps, vectors within RESUME_TOLERANCE."""
     root, full_step, first_step, resumed_step = adagrad_resume

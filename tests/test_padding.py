@@ -78,6 +78,7 @@ def test_host_pipeline_pads_with_v_never_0():
             assert np.all((b.contexts[b.mask > 0] >= 0) & (b.contexts[b.mask > 0] < V))
 
 
+@pytest.mark.slow
 def test_device_pipeline_pads_with_v_never_0():
     ids, offsets, counts = zipf_corpus()
     corpus = on_device.make_corpus(ids, offsets, counts, sample=1e-2)

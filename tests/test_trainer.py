@@ -235,12 +235,14 @@ def steps_per_call_runs(tmp_path_factory):
 
 
 @cpu_bitwise
+@pytest.mark.slow
 def test_steps_per_call_run_resumes_mid_run_bit_exactly(steps_per_call_runs):
     """Resumed mid-run, the same vectors bit for bit as an uninterrupted run."""
     root, _, _, _ = steps_per_call_runs  # bit equality: XLA:CPU (see RERUN_TOLERANCE)
     assert (root / "cut/vectors.bin").read_bytes() == (root / "full/vectors.bin").read_bytes()
 
 
+@pytest.mark.slow
 def test_steps_per_call_run_resumes_mid_run_within_tolerance(steps_per_call_runs):
     """Resumed mid-run, the same steps and vectors (to RERUN_TOLERANCE) as a whole run."""
     root, full_step, first_step, resumed_step = steps_per_call_runs

@@ -272,6 +272,7 @@ def test_scan_of_sub_steps_equals_sequential_steps(loss):
         ("skipgram", "softmax", "pair"),
     ],
 )
+@pytest.mark.slow
 def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share):
     """optimizer.duplicate_power p: a row updated by n non-zero contributions in one step
     moves by n^-p times the summed (exact SGD) update."""
