@@ -364,7 +364,9 @@ DAMAGES = {
 }
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGES))
+@pytest.mark.parametrize(
+    "damage", [pytest.param(d, marks=[] if d == "truncated" else pytest.mark.slow) for d in DAMAGES]
+)
 def test_a_damaged_piece_of_the_newest_step_falls_back_on_every_process(
     two_processes, tmp_path, damage
 ):
@@ -444,7 +446,9 @@ runpy.run_module("w2v_jax.main", run_name="__main__")
 """
 
 
-@pytest.mark.parametrize("launcher", [True, False], ids=["launcher", "alone"])
+@pytest.mark.parametrize(
+    "launcher", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["launcher", "alone"]
+)
 def test_a_process_failing_before_the_first_collective_ends_its_peer_in_one_line(
     tmp_path, launcher
 ):
