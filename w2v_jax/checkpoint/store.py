@@ -83,7 +83,7 @@ def step_folder(folder: str | os.PathLike, step: int) -> pathlib.Path:
 
 
 def step_of(path: pathlib.Path) -> int | None:
-    """The step a step folder holds (None: not a step folder, e.g. one moved aside)."""
+    """The step a step folder holds (None: not a step folder, e.g. one set aside)."""
     match = re.fullmatch(r"step_(\d{9})", path.name)
     return int(match.group(1)) if match else None
 
