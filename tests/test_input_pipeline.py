@@ -361,14 +361,19 @@ def test_a_share_reads_only_its_tokens():
         assert centres.min() >= 0 and contexts.min() >= 0
 
 
+def _share_options(**fields) -> input_pipeline.PipelineOptions:
+    """Grouped rows, window 3, sample 1e-2, seed 1, 2 epochs: what `collect` draws."""
+    return input_pipeline.PipelineOptions(
+        layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
+        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
+        epochs=2, **fields,
+    )  # fmt: skip
+
+
 def test_shares_agree_on_tokens_and_rows():
     corpus = make_corpus(sentences=100)
     ids, offsets, counts = corpus
-    options = input_pipeline.PipelineOptions(
-        layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
-        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
-        epochs=2, process_count=3,
-    )  # fmt: skip
+    options = _share_options(process_count=3)
     expected = [
         input_pipeline.share_rows(options._replace(process_index=p), ids, offsets, counts)
         for p in range(3)
@@ -393,11 +398,7 @@ def test_shares_agree_on_tokens_and_rows():
 def test_position_at_a_fraction_of_the_share():
     corpus = make_corpus(sentences=200)
     ids, offsets, counts = corpus
-    options = input_pipeline.PipelineOptions(
-        layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
-        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
-        epochs=2, process_index=1, process_count=2, batches_per_epoch=40,
-    )  # fmt: skip
+    options = _share_options(process_index=1, process_count=2, batches_per_epoch=40)
     at = input_pipeline.position_at(options, ids, offsets, counts, 1, 0.5)
     assert at.epoch == 1 and at.batch == 20 and at.row == 0
     plan = windows.make_plan(ids, offsets, counts, window=3, sample=1e-2, seed=1,
