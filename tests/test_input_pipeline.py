@@ -222,7 +222,7 @@ def test_positions_and_token_progress():
     corpus = make_corpus()
     items = collect(corpus=corpus, layout="pairs", sample=1e-2, epochs=2)
     n = len(corpus[0])
-    assert input_pipeline.tokens_per_epoch(corpus[1]) == n
+    assert input_pipeline.share_range(corpus[1]) == (0, n)
     tokens = [it.tokens for it in items]
     assert tokens == sorted(tokens) and tokens[-1] == 2 * n
     per_epoch = sum(1 for it in items if it.position.epoch == 0) + 1
@@ -416,10 +416,10 @@ def test_processes_together_see_the_whole_corpus():
     whole = real_rows(collect(**kw))
     parts = [real_rows(collect(process_index=p, process_count=3, **kw)) for p in range(3)]
     assert pair_list(whole) == sorted(sum((pair_list(p) for p in parts), []))
-    per_process = [
-        input_pipeline.tokens_per_epoch(corpus[1], process_index=p, process_count=3)
-        for p in range(3)
+    ranges = [
+        input_pipeline.share_range(corpus[1], process_index=p, process_count=3) for p in range(3)
     ]
+    per_process = [hi - lo for lo, hi in ranges]
     assert sum(per_process) == len(corpus[0])
     last = collect(process_index=1, process_count=3, **kw)[-1]
     assert last.tokens == per_process[1]

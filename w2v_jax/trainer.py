@@ -48,7 +48,7 @@ from w2v_jax import (
     run_folder,
     settings,
 )
-from w2v_jax.data import input_pipeline, on_device, sources, windows
+from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import budget, placement
 from w2v_jax.run import claim
@@ -464,10 +464,11 @@ def _agree_on_batches(pipeline: input_pipeline.PipelineOptions, corpus):
 
 def _share_range(pipeline: input_pipeline.PipelineOptions, offsets) -> str:
     """ "[lo, hi) of N": the tokens this process's input share reads."""
-    pieces = windows.share_pieces(
-        offsets, pipeline.max_sentence_length, pipeline.process_index, pipeline.process_count
-    )
-    return f"[{int(pieces[0])}, {int(pieces[-1])}) of {int(offsets[-1])}"
+    lo, hi = input_pipeline.share_range(
+        offsets, process_index=pipeline.process_index, process_count=pipeline.process_count,
+        max_sentence_length=pipeline.max_sentence_length,
+    )  # fmt: skip
+    return f"[{lo}, {hi}) of {int(offsets[-1])}"
 
 
 def _input_record(pipeline: input_pipeline.PipelineOptions, position) -> dict:

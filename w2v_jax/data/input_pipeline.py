@@ -87,19 +87,17 @@ class Item(NamedTuple):
     # batches_per_epoch) · epoch_tokens
 
 
-def tokens_per_epoch(
+def share_range(
     offsets: np.ndarray,
     *,
     process_index: int = 0,
     process_count: int = 1,
     max_sentence_length: int = 10_000,
-) -> int:
-    """Raw tokens of this process's share: an `Item`'s ``tokens`` grow by this per epoch.
-
-    For word2vec's linear learning-rate decay: progress = tokens / (epochs · this).
-    """
+) -> tuple[int, int]:
+    """[lo, hi): the tokens this process's share reads (`windows.share_pieces`); with one
+    process an `Item`'s ``tokens`` grow by hi - lo per epoch."""
     pieces = windows.share_pieces(offsets, max_sentence_length, process_index, process_count)
-    return int(pieces[-1] - pieces[0])
+    return int(pieces[0]), int(pieces[-1])
 
 
 def _empty_batch(batch_size: int, slots: int, pad_id: int) -> Batch:
