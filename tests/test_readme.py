@@ -42,3 +42,23 @@ def test_requirements_are_pinned():
     names = {x.split("==")[0].lower() for x in lines}
     assert {"jax", "jaxlib", "flax", "optax", "numpy", "absl-py", "ml-collections"} <= names
     assert "tensorflow" not in names
+
+
+def test_accelerator_installs_pin_the_required_jax():
+    """README's "On a GPU" and "On a Colab TPU" install lines, docs/ and every notebook
+    name jax at requirements.txt's pin, with an extra jax 0.10.2 declares."""
+    pin = re.search(r"(?m)^jax==(\S+)", (ROOT / "requirements.txt").read_text()).group(1)
+    assert re.search(r"(?m)^jaxlib==(\S+)", (ROOT / "requirements.txt").read_text())[1] == pin
+    readme = (ROOT / "README.md").read_text()
+    for heading, extra in (("### On a GPU", "cuda13"), ("### On a Colab TPU", "tpu")):
+        section = readme.split(heading, 1)[1].split("\n#", 1)[0]
+        assert f'pip install "jax[{extra}]=={pin}"' in section, heading
+    texts = {"README.md": readme}
+    for path in [*(ROOT / "docs").glob("*.md"), *(ROOT / "notebooks").glob("*.ipynb")]:
+        texts[path.name] = path.read_text()
+    found = 0
+    for name, text in texts.items():
+        for extra, version in re.findall(r"jax\[([a-z0-9-]+)\]==([0-9][0-9a-z.]*)", text):
+            assert (extra, version) in {(e, pin) for e in ("cuda12", "cuda13", "tpu")}, name
+            found += 1
+    assert found >= 2 + 3  # README's two sections, each notebook's TPU branch
