@@ -6,6 +6,7 @@ Files (all written atomically with `files`, except the appended metrics):
                   its first checkpoint committed (`write_config`)
   .w2v_jax.json   the marker: what wrote the folder (`run.claim`; a run's lock beside it)
   metrics.jsonl   one JSON object per logged step (`MetricsLog`, `read_metrics`)
+  tensorboard/    the same rows as TensorBoard event files, if asked (`run.tensorboard`)
   checkpoint/     the train state's committed steps and their metadata, with the manifest
                   (`checkpoint.store`)
   vectors.txt, vectors.bin, vocab.tsv   the exports at the end (`export`)
@@ -33,6 +34,7 @@ from w2v_jax.checkpoint import store
 from w2v_jax.configs import default
 from w2v_jax.data import sources, vocab
 from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.run import tensorboard
 from w2v_jax.step import update
 
 
@@ -114,17 +116,25 @@ class MetricsLog:
 
     On resume, rows written after the checkpoint's step (by the run that was stopped) are
     dropped first, and a last line cut short by a crash, so the file reads as one
-    uninterrupted run.
+    uninterrupted run. ``events=True`` (``config.tensorboard``) writes every row to
+    TensorBoard event files as well (`run.tensorboard`); `close` closes them.
     """
 
-    def __init__(self, workdir: str | os.PathLike, resume_step: int = 0):
+    def __init__(self, workdir: str | os.PathLike, resume_step: int = 0, events: bool = False):
         self.path = pathlib.Path(workdir) / METRICS
         if self.path.exists():
             keep = [r for r in files.read_jsonl(self.path) if r.get("step", 0) <= resume_step]
             files.write_jsonl(self.path, keep)
+        self.events = tensorboard.Writer(workdir, resume_step) if events else None
 
     def write(self, step: int, row: dict) -> None:
         files.append_jsonl(self.path, {"step": int(step), **row})
+        if self.events is not None:
+            self.events.write(step, row)
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict]:

@@ -23,6 +23,7 @@ from w2v_jax import distributed, errors, evaluator
 from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import placement
+from w2v_jax.run import tensorboard
 from w2v_jax.step import optimizers, runners, update
 
 SHARES = ("pair", "row", "block")
@@ -82,9 +83,11 @@ def validate(config) -> None:
     for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
         _at_least(name, config[name], 0)
     _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
-    for name in ("resume_override", "deterministic"):
+    for name in ("resume_override", "deterministic", "tensorboard"):
         if not isinstance(config[name], bool):
             raise errors.ConfigError(f"--config.{name}={config[name]!r} must be True or False")
+    if config.tensorboard:
+        tensorboard.check_installed()
     _choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
     _existing_files("eval.analogies", [config.eval.analogies])
     _existing_files("eval.similarity", config.eval.similarity.split(","))
@@ -229,6 +232,7 @@ class LoopSettings(NamedTuple):
     max_steps: int  # stop after the call that reaches this many steps; 0 = all epochs
     max_loss: float  # stop when a step's mean loss exceeds this; 0 = never
     export: bool  # write vectors and vocabulary at the end
+    tensorboard: bool  # metrics rows to TensorBoard event files as well
     keep_freed_memory: bool  # glibc: keep memory XLA frees for reuse
     input_mode: str  # "host" (NumPy batches) or "device" (data/on_device.py draws them)
     device_memory_gib: float  # device mode: memory to assume free; 0 = ask the device
@@ -342,6 +346,7 @@ def resolve(config) -> Settings:
         max_steps=config.max_steps,
         max_loss=config.max_loss,
         export=config.export,
+        tensorboard=config.tensorboard,
         keep_freed_memory=config.keep_freed_memory,
         input_mode=config.input.mode,
         device_memory_gib=float(config.input.device_memory_gib),

@@ -302,6 +302,7 @@ class Run:
         }
         self.checkpoints.close()  # the final checkpoint is committed before the last row
         self.metrics_log.write(self.step, final)
+        self.metrics_log.close()
         self.meter.report(self.step, final, final=True)
         if self.settings.loop.export and self.chief:
             run_folder.export(self.workdir, self.vocab, params["in_embed"])
@@ -408,7 +409,11 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
     if chief and resumed is None:
         _write_config(workdir, config)  # only now: the checks above passed
     out.config_pending = chief and resumed is not None
-    out.metrics_log = run_folder.MetricsLog(workdir, resume_step=step) if chief else _NoLog()
+    out.metrics_log = (
+        run_folder.MetricsLog(workdir, resume_step=step, events=loop.tensorboard)
+        if chief
+        else _NoLog()
+    )
     out.meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
     return out
 
@@ -423,6 +428,9 @@ class _NoLog:
     """The metrics log of a process other than 0: writes nothing."""
 
     def write(self, step: int, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -608,7 +616,9 @@ def _finished_before(workdir, loop, vocab, state, step: int, evaluate_params) ->
     done = []
     if final is None or "train/tokens" not in final:
         final = {"step": step, **evaluate_params(state.params)}
-        run_folder.MetricsLog(workdir, resume_step=step).write(step, final)
+        log = run_folder.MetricsLog(workdir, resume_step=step, events=loop.tensorboard)
+        log.write(step, final)
+        log.close()
         done.append("its final evaluation")
     exports = [pathlib.Path(workdir) / name for name in run_folder.EXPORTS]
     if loop.export and not all(p.exists() for p in exports):

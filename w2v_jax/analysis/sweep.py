@@ -56,7 +56,7 @@ SUMMARY_JSON = plots.SUMMARY_JSON
 # may change them and keep its finished points (`changed_points`).
 WHERE_FIELDS = (
     "corpus.data_dir", "corpus.cache_dir", "corpus.workers", "corpus.download", "prefetch",
-    "keep_freed_memory", "resume_override", "input.device_memory_gib",
+    "keep_freed_memory", "resume_override", "input.device_memory_gib", "tensorboard",
 )  # fmt: skip
 
 # Summary columns, in order; eval metrics not listed here (similarity/<name>/spearman,

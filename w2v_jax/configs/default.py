@@ -160,6 +160,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     # ---- bookkeeping -----------------------------------------------------------------
     config.log_every = 5_000  # steps between log lines / metrics.jsonl rows
+    # Also write every metrics.jsonl row to TensorBoard event files in <workdir>/tensorboard/
+    # (needs `pip install -e .[tensorboard]`; a sweep's points are runs under its folder).
+    config.tensorboard = False
     config.eval_every = 0  # steps between evaluations; 0 = only at the end
     config.checkpoint_every = 50_000  # steps between checkpoints (and one at the end)
     # ... and at least every this many seconds (0 = by steps only): an interrupted or

@@ -42,15 +42,17 @@ from jax.experimental import multihost_utils
 import w2v_jax
 from w2v_jax import errors, files, run_folder
 from w2v_jax.checkpoint import store
+from w2v_jax.run import tensorboard
 
 RUN, SWEEP = "run", "sweep"
 LOCK = ".w2v_jax.lock"
 MARKER = ".w2v_jax.json"
 # What a run writes in its folder: run_folder's files, the checkpoint (and the one-file
-# checkpoint of older versions), and a sweep point's record (analysis.sweep).
+# checkpoint of older versions), its TensorBoard events, and a sweep point's record
+# (analysis.sweep).
 RUN_FILES = frozenset(
     {run_folder.CONFIG, run_folder.METRICS, *run_folder.EXPORTS, store.FOLDER, store.OLD_FILE}
-    | {"result.json", "error.txt"}
+    | {tensorboard.FOLDER, "result.json", "error.txt"}
 )
 # What a sweep writes beside its points' run folders (analysis.sweep, analysis.plots).
 SWEEP_FILES = frozenset({"summary.csv", "summary.json", "plots"})
