@@ -155,7 +155,7 @@ def plan_for(setup: Setup, p: int, n: int) -> windows.Plan:
 
 
 def chunk_rows(plan: windows.Plan, epoch: int, k: int, options) -> tuple:
-    """Chunk k's rows as `input_pipeline` makes them: centers [R], contexts [R, C],
+    """Chunk k's rows as `input_pipeline` makes them: centres [R], contexts [R, C],
     mask [R, C]."""
     draws, rng, _, _ = plan.chunk(epoch, k)
     rows = windows.make_rows(

@@ -110,12 +110,12 @@ def make_batches(counts: np.ndarray, rng: np.random.Generator) -> list[input_pip
     """Fixed random batches on the device: Zipf centres and contexts, masked slots zeroed."""
     p = counts / counts.sum()
     b, c, n = _BATCH_SIZE.value, 2 * _WINDOW.value, _NUM_BATCHES.value
-    centers = rng.choice(len(counts), size=(n, b), p=p).astype(np.int32)
+    centres = rng.choice(len(counts), size=(n, b), p=p).astype(np.int32)
     contexts = rng.choice(len(counts), size=(n, b, c), p=p).astype(np.int32)
     mask = (rng.random((n, b, c)) < _VALID.value).astype(np.float32)
     contexts = np.where(mask > 0, contexts, 0).astype(np.int32)
     return [
-        jax.device_put(input_pipeline.Batch(centers[i], contexts[i], mask[i])) for i in range(n)
+        jax.device_put(input_pipeline.Batch(centres[i], contexts[i], mask[i])) for i in range(n)
     ]
 
 

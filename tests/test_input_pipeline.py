@@ -64,11 +64,11 @@ def collect(**kwargs):
 
 def real_rows(items):
     """Concatenates the batches and drops the padding (all-zero mask) rows."""
-    centers = np.concatenate([it.batch.centers for it in items])
+    centres = np.concatenate([it.batch.centres for it in items])
     contexts = np.concatenate([it.batch.contexts for it in items])
     mask = np.concatenate([it.batch.mask for it in items])
     real = mask.any(axis=1)
-    return centers[real], contexts[real], mask[real]
+    return centres[real], contexts[real], mask[real]
 
 
 def draws_of(corpus, epoch=0, **kwargs):
@@ -78,18 +78,18 @@ def draws_of(corpus, epoch=0, **kwargs):
 
 
 def assert_grouped_equal(items, expected):
-    centers, contexts, mask = real_rows(items)
-    assert len(centers) == len(expected)
-    np.testing.assert_array_equal(centers, [r[0] for r in expected])
+    centres, contexts, mask = real_rows(items)
+    assert len(centres) == len(expected)
+    np.testing.assert_array_equal(centres, [r[0] for r in expected])
     np.testing.assert_array_equal(contexts, [r[1] for r in expected])
     np.testing.assert_array_equal(mask, [r[2] for r in expected])
 
 
 def assert_pairs_equal(items, expected_rows):
-    centers, contexts, mask = real_rows(items)
+    centres, contexts, mask = real_rows(items)
     pairs = naive_pairs(expected_rows)
     assert contexts.shape[1] == 1 and np.all(mask == 1.0)
-    np.testing.assert_array_equal(np.stack([centers, contexts[:, 0]], 1), pairs)
+    np.testing.assert_array_equal(np.stack([centres, contexts[:, 0]], 1), pairs)
 
 
 @pytest.mark.parametrize("layout", ["grouped", "pairs"])
@@ -117,14 +117,14 @@ def test_rows_match_naive_double_loop(layout, sample, dynamic):
 def test_hand_example_slot_order():
     corpus = (np.array([1, 2, 3, 4], np.int32), np.array([0, 4]), np.ones(5, np.int64))
     kw = dict(corpus=corpus, layout="grouped", window=2, dynamic_window=False, batch_size=4)
-    centers, contexts, _ = real_rows(collect(**kw))
-    np.testing.assert_array_equal(centers, [1, 2, 3, 4])
+    centres, contexts, _ = real_rows(collect(**kw))
+    np.testing.assert_array_equal(centres, [1, 2, 3, 4])
     # slots: left d=1, left d=2, right d=1, right d=2; empty slots hold V = 5
     np.testing.assert_array_equal(
         contexts, [[5, 5, 2, 3], [1, 5, 3, 4], [2, 1, 4, 5], [3, 2, 5, 5]]
     )
-    centers, contexts, mask = real_rows(collect(left_only=True, **kw))
-    np.testing.assert_array_equal(centers, [2, 3, 4])  # the first word has no left context
+    centres, contexts, mask = real_rows(collect(left_only=True, **kw))
+    np.testing.assert_array_equal(centres, [2, 3, 4])  # the first word has no left context
     np.testing.assert_array_equal(contexts, [[1, 5], [2, 1], [3, 2]])
     np.testing.assert_array_equal(mask, [[1, 0], [1, 1], [1, 1]])
 
@@ -163,8 +163,8 @@ def test_windows_stay_inside_sentences(layout):
     ids = (sentence * 10 + rng.integers(0, 10, size=offsets[-1])).astype(np.int32)
     counts = np.bincount(ids, minlength=300) + 1
     items = collect(corpus=(ids, offsets, counts), layout=layout, window=5, sample=1e-2)
-    centers, contexts, mask = real_rows(items)
-    same = (contexts // 10) == (centers[:, None] // 10)
+    centres, contexts, mask = real_rows(items)
+    same = (contexts // 10) == (centres[:, None] // 10)
     assert np.all(same | (mask == 0))
     assert np.all(contexts[mask == 0] == len(counts))  # padding is V, outside the tables
 
@@ -272,14 +272,14 @@ def test_padding_and_fixed_shapes():
         rows = len(real_rows(items)[0])
         assert len(items) == -(-rows // 16) and rows % 16
         for it in items:
-            assert it.batch.centers.shape == (16,) and it.batch.centers.dtype == np.int32
+            assert it.batch.centres.shape == (16,) and it.batch.centres.dtype == np.int32
             assert it.batch.contexts.shape == (16, slots) and it.batch.contexts.dtype == np.int32
             assert it.batch.mask.shape == (16, slots) and it.batch.mask.dtype == np.float32
         last = items[-1].batch
         pad = ~last.mask.any(axis=1)
         assert pad.sum() == 16 - rows % 16 and pad[-1] and not pad[0]
         vocab = len(corpus[2])  # padding rows and slots hold V, never a word's id
-        assert np.all(last.centers[pad] == vocab) and np.all(last.contexts[pad] == vocab)
+        assert np.all(last.centres[pad] == vocab) and np.all(last.contexts[pad] == vocab)
         for it in items:
             assert np.all(it.batch.contexts[it.batch.mask == 0] == vocab)
         dropped = collect(corpus=corpus, layout=layout, batch_size=16, drop_remainder=True)
@@ -294,7 +294,7 @@ def test_batches_per_epoch_pads_or_truncates():
     assert len(longer) == 2 * (natural + 3)
     assert not longer[natural + 1].batch.mask.any() and longer[natural + 2].position[:2] == (1, 0)
     filler = longer[natural + 1].batch
-    assert np.all(filler.centers == len(corpus[2])) and np.all(filler.contexts == len(corpus[2]))
+    assert np.all(filler.centres == len(corpus[2])) and np.all(filler.contexts == len(corpus[2]))
     shorter = collect(corpus=corpus, layout="grouped", batches_per_epoch=2, epochs=2)
     assert [it.position[:2] for it in shorter] == [(0, 1), (1, 0), (1, 1), (2, 0)]
 
@@ -304,9 +304,9 @@ def test_shard_batch_shapes():
         np.arange(8, dtype=np.int32), np.zeros((8, 6), np.int32), np.ones((8, 6), np.float32)
     )
     sharded = input_pipeline.shard_batch(batch, 4)
-    assert sharded.centers.shape == (4, 2) and sharded.contexts.shape == (4, 2, 6)
+    assert sharded.centres.shape == (4, 2) and sharded.contexts.shape == (4, 2, 6)
     assert sharded.mask.shape == (4, 2, 6)
-    np.testing.assert_array_equal(sharded.centers[1], [2, 3])
+    np.testing.assert_array_equal(sharded.centres[1], [2, 3])
     with pytest.raises(ValueError):
         input_pipeline.shard_batch(batch, 3)
 

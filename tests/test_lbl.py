@@ -87,7 +87,7 @@ def test_softmax_loss_matches_a_naive_numpy_reference():
             for c in range(C)
         )
         scores = p["out_embed"] @ h + p["out_bias"]
-        expected += np.logaddexp.reduce(scores) - scores[batch.centers[b]]
+        expected += np.logaddexp.reduce(scores) - scores[batch.centres[b]]
         n += 1
     assert float(count) == n
     assert float(total) == pytest.approx(expected, rel=1e-5)

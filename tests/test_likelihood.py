@@ -33,8 +33,8 @@ def _batches(seed=0, num=3):
         mask[0] = 1.0
         mask[-1] = 0.0  # a padding row
         contexts = rng.integers(0, V, (B, C)).astype(np.int32) * (mask > 0)
-        centers = rng.integers(0, V, B).astype(np.int32)
-        out.append(input_pipeline.Batch(centers, contexts, mask))
+        centres = rng.integers(0, V, B).astype(np.int32)
+        out.append(input_pipeline.Batch(centres, contexts, mask))
     return out
 
 
@@ -57,7 +57,7 @@ def _brute_force(params, batches, model_name, cbow_mean=True):
             for h in inputs:
                 s = np.array([out[w] @ h + bias[w] for w in range(V)])
                 z = scipy.special.logsumexp(s)
-                nll.append(z - s[batch.centers[b]])
+                nll.append(z - s[batch.centres[b]])
                 log_z.append(z)
     return np.array(nll), np.array(log_z)
 

@@ -53,10 +53,10 @@ def _draw_steps(feed, steps, spec):
     return jax.vmap(lambda s: on_device.batch_at(feed, s, spec))(steps)
 
 
-def pair_counts(centers, contexts, mask, vocab):
+def pair_counts(centres, contexts, mask, vocab):
     """[V, V] counts of the valid (centre, context) slots of batches of any leading shape."""
     valid = mask > 0
-    c = np.broadcast_to(centers[..., None], valid.shape)
+    c = np.broadcast_to(centres[..., None], valid.shape)
     return np.bincount(c[valid] * vocab + contexts[valid], minlength=vocab * vocab).reshape(
         vocab, vocab
     )
@@ -84,7 +84,7 @@ def homogeneity(a, b, p_value=1e-6):
 
 
 def host_batches(corpus, *, epochs, **kwargs):
-    """Concatenated centers, contexts and mask of the host pipeline's batches, and the
+    """Concatenated centres, contexts and mask of the host pipeline's batches, and the
     number of valid slots (pairs) of each epoch."""
     items = input_pipeline.iterate_batches(*corpus, layout="grouped", epochs=epochs, **kwargs)
     batches, pairs, epoch = [], np.zeros(epochs), 0
@@ -139,7 +139,7 @@ def test_kept_word_frequencies_match_the_host_pipeline():
     for e in range(epochs):
         batches, epoch = epoch_batches(device_corpus, key, e, spec)
         kept += np.bincount(epoch.ids[: epoch.num_kept], minlength=V)
-        centres += np.bincount(batches.centers.ravel(), minlength=V)
+        centres += np.bincount(batches.centres.ravel(), minlength=V)
     stat, limit = homogeneity(host, kept)
     assert stat < limit, (stat, limit)
     # Rows visit kept words in proportion (every row a kept centre, each about once).
@@ -175,7 +175,7 @@ def test_every_pair_is_a_kept_neighbour_in_the_same_sentence(left_only):
         assert 0 < kept.size < ids.size and np.all(np.diff(kept) > 0)
         index = np.full(ids.size, -1)
         index[kept] = np.arange(kept.size)
-        centres = batches.centers.ravel()
+        centres = batches.centres.ravel()
         contexts = batches.contexts.reshape(-1, spec.slots)
         mask = batches.mask.reshape(-1, spec.slots)
         assert np.all(index[centres] >= 0), "a centre was not kept"
@@ -208,12 +208,12 @@ def test_an_epoch_visits_each_kept_word_about_once():
     key = on_device.data_key(1)
     for e in range(3):
         batches, epoch = epoch_batches(device_corpus, key, e, spec)
-        visits = np.bincount(batches.centers.ravel(), minlength=ids.size)
+        visits = np.bincount(batches.centres.ravel(), minlength=ids.size)
         kept, rows = int(epoch.num_kept), spec.steps_per_epoch * spec.batch_size
         assert visits.max() <= 2
         assert np.count_nonzero(visits) >= min(kept, rows) - spec.batch_size
         # Rows of one step are M/B kept words apart: no two share a window.
-        gaps = np.diff(np.sort(batches.centers, axis=1), axis=1)
+        gaps = np.diff(np.sort(batches.centres, axis=1), axis=1)
         assert gaps.min() > 2 * spec.window
 
 
@@ -250,7 +250,7 @@ def test_same_seed_and_step_give_the_same_batch_and_restarts_continue_identicall
             np.testing.assert_array_equal(a, b)
             np.testing.assert_array_equal(b, c)
     other = run(on_device.data_key(8), 0, calls)
-    assert not np.array_equal(other[0].centers, full[0].centers)
+    assert not np.array_equal(other[0].centres, full[0].centres)
     assert not np.array_equal(full[1].contexts, full[0].contexts)
     # Epochs differ: subsampling is redrawn.
     e0, _ = on_device.feed_for_call(device_corpus, key, 0, 1, spec)

@@ -261,8 +261,8 @@ def _step_batches(steps, seed=0):
     for _ in range(steps):
         mask = (rng.random((SB, SC)) < 0.8).astype(np.float32)
         mask[0] = 0.0  # a padding row
-        centers = rng.choice(V, SB, p=p).astype(np.int32)
-        yield input_pipeline.Batch(centers, rng.choice(V, (SB, SC), p=p).astype(np.int32), mask)
+        centres = rng.choice(V, SB, p=p).astype(np.int32)
+        yield input_pipeline.Batch(centres, rng.choice(V, (SB, SC), p=p).astype(np.int32), mask)
 
 
 def _constants(loss):
@@ -338,14 +338,14 @@ def test_untouched_rows_keep_weights_and_accumulators_through_train_step():
         state, batch, constants, np.float32(0.3)
     )
     samples = update.batch_samples(cfg, batch, constants, jax.random.fold_in(state.key, 0))
-    touched_in = np.union1d(batch.centers, batch.contexts)  # skip-gram centre input
+    touched_in = np.union1d(batch.centres, batch.contexts)  # skip-gram centre input
     touched = np.union1d(touched_in, np.asarray(samples))
     free = np.setdiff1d(np.arange(V), touched)
     assert free.size
     for name in ("in_embed", "out_embed"):
         np.testing.assert_array_equal(new.opt_state[name][free], state.opt_state[name][free])
         np.testing.assert_array_equal(new.params[name][free], state.params[name][free])
-    used = batch.centers[batch.mask.sum(axis=1) > 0]  # centres of rows with a context
+    used = batch.centres[batch.mask.sum(axis=1) > 0]  # centres of rows with a context
     assert np.all(new.opt_state["in_embed"][used] > state.opt_state["in_embed"][used])
 
 

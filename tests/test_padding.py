@@ -58,7 +58,7 @@ def old_padding(batch):
     filler row."""
     empty_rows = ~batch.mask.any(axis=1)
     return input_pipeline.Batch(
-        np.where(empty_rows, 0, batch.centers).astype(np.int32),
+        np.where(empty_rows, 0, batch.centres).astype(np.int32),
         np.where(batch.mask > 0, batch.contexts, 0).astype(np.int32),
         batch.mask,
     )
@@ -74,7 +74,7 @@ def test_host_pipeline_pads_with_v_never_0():
         for item in items:
             b = item.batch
             assert np.all(b.contexts[b.mask == 0] == V)
-            assert np.all(b.centers[~b.mask.any(axis=1)] == V)
+            assert np.all(b.centres[~b.mask.any(axis=1)] == V)
             assert np.all((b.contexts[b.mask > 0] >= 0) & (b.contexts[b.mask > 0] < V))
 
 
@@ -93,7 +93,7 @@ def test_device_pipeline_pads_with_v_never_0():
             b = jax.device_get(draw(corpus, key, step, spec))
             assert (b.mask == 0).any()
             assert np.all(b.contexts[b.mask == 0] == V)
-            assert np.all((b.centers >= 0) & (b.centers < V))
+            assert np.all((b.centres >= 0) & (b.centres < V))
     epoch = jax.device_get(on_device.subsample(corpus, key, 0))
     assert 0 < epoch.num_kept < ids.size
     assert np.all(epoch.ids[epoch.num_kept :] == V)  # the tail past the kept words

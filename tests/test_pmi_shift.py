@@ -33,7 +33,7 @@ def _pipeline_counts(ids, offsets, vocab, window, left_only):
     for item in items:
         b = item.batch
         for r, c in zip(*np.nonzero(b.mask), strict=True):
-            counts[(int(b.centers[r]), int(b.contexts[r, c]))] += 1
+            counts[(int(b.centres[r]), int(b.contexts[r, c]))] += 1
     return counts
 
 

@@ -10,7 +10,7 @@ from conftest import cpu_bitwise
 
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers, sampling, word2vec
-from w2v_jax.step import grouped, optimizers, rows, runners, update
+from w2v_jax.step import fused, optimizers, rows, runners, update
 
 V, D, B, C = 40, 8, 16, 4
 LOSSES = list(output_layers.NAMES)
@@ -153,15 +153,14 @@ FUSED_CASES = (
 
 @pytest.mark.parametrize("model_name,loss,share,skipgram_input", FUSED_CASES)
 def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skipgram_input):
-    """Same samples, same maths: the grouped matmul kernels equal the per-example path."""
-    from w2v_jax.step import grouped
+    """Same samples, same maths: the fused matmul kernels equal the per-example path."""
 
     batch, aux = _fixture(loss)
     aux = jax.tree_util.tree_map(jnp.asarray, aux)  # as the step receives it under jit
     cfg = update.StepConfig(
         model=model_name, loss=loss, k=4, share=share, block_size=4, skipgram_input=skipgram_input
     )
-    assert grouped.supports(cfg)
+    assert fused.supports(cfg)
     use_bias = loss != "hs"
     params = _state(cfg, use_bias).params
     if use_bias:
@@ -173,20 +172,20 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         # Force accidental hits: some samples equal their row's centre (or context) word.
         first = samples.reshape(-1, 4)[:, 0]
         rows_per_group = B // samples.shape[0]
-        first = first.at[:2].set(batch.centers[: 2 * rows_per_group : rows_per_group])
+        first = first.at[:2].set(batch.centres[: 2 * rows_per_group : rows_per_group])
         first = first.at[2].set(batch.contexts[2 * rows_per_group, 0])
         samples = samples.reshape(-1, 4).at[:, 0].set(first).reshape(shape)
 
-    centre = grouped.centre_predicts(cfg)
+    centre = fused.centre_predicts(cfg)
     assert centre == (model_name == "skipgram" and loss != "hs" and skipgram_input == "centre")
 
     def fused_update(p):
-        gathered = grouped.gather(p, batch, samples, aux, output_layers.get(loss), centre)
+        gathered = fused.gather(p, batch, samples, aux, output_layers.get(loss), centre)
         (total, n), g = jax.value_and_grad(
-            lambda r: grouped.summed_loss(r, batch, samples, aux, cfg), has_aux=True
+            lambda r: fused.summed_loss(r, batch, samples, aux, cfg), has_aux=True
         )(gathered)
         layer = output_layers.get(loss)
-        row_grads = grouped.row_grads(batch, samples, aux, layer, g, centre)
+        row_grads = fused.row_grads(batch, samples, aux, layer, g, centre)
         return total, n, rows.update_rows(p, (), layer.table, row_grads, 0.1, "sgd", 0.0, 0.0)[0]
 
     def centre_reference(p):
@@ -194,7 +193,7 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         from w2v_jax.model import losses
 
         def f(p):
-            inputs = jnp.repeat(p["in_embed"][batch.centers], C, axis=0)  # [B*C, D]
+            inputs = jnp.repeat(p["in_embed"][batch.centres], C, axis=0)  # [B*C, D]
             labels = batch.contexts.reshape(-1)
             if samples.ndim == 3:  # per pair
                 ids = samples.reshape(B * C, -1)
@@ -216,13 +215,13 @@ def test_fused_kernels_equal_the_loss_library_path(model_name, loss, share, skip
         return total, n, jax.tree_util.tree_map(lambda a, b: a - 0.1 * b, p, g)
 
     def generic_update(p):
-        if grouped.centre_predicts(cfg):
+        if fused.centre_predicts(cfg):
             return centre_reference(p)
         group = None
         if samples is not None:
             group = rows.example_group(model_name, share, B, C, 4)
         layer = output_layers.get(loss)
-        targets = rows.make_targets(layer, batch.centers, samples, group, aux)
+        targets = rows.make_targets(layer, batch.centres, samples, group, aux)
         gathered = rows.gather(p, batch.contexts, targets, layer.table)
         (total, n), g = jax.value_and_grad(
             lambda r: rows.summed_loss(r, batch.mask, targets, cfg), has_aux=True
@@ -279,8 +278,8 @@ def test_duplicate_power_scales_each_rows_summed_update(model_name, loss, share)
     batch, _ = _fixture(loss)
     cfgs, delta = _power_deltas(model_name, loss, share)
     mask = np.asarray(batch.mask) > 0
-    if grouped.supports(cfgs[0.0]) and grouped.centre_predicts(cfgs[0.0]):  # centre is input
-        ids = np.asarray(batch.centers)[mask.any(1)]
+    if fused.supports(cfgs[0.0]) and fused.centre_predicts(cfgs[0.0]):  # centre is input
+        ids = np.asarray(batch.centres)[mask.any(1)]
     else:
         ids = np.asarray(batch.contexts)[mask]
     n = np.bincount(ids, minlength=V).astype(np.float32)[:, None]
@@ -346,7 +345,7 @@ def test_skipgram_context_input_with_per_pair_negatives_takes_the_generic_path()
     (the loss library per example) trains it."""
     batch, aux = _fixture("neg")
     cfg = update.StepConfig(loss="neg", k=4, share="pair", skipgram_input="context")
-    assert not grouped.supports(cfg)
+    assert not fused.supports(cfg)
     st = _state(cfg)
     step = jax.jit(functools.partial(update.train_step, cfg=cfg))
     s1, m1 = step(st, batch, aux, np.float32(0.1))

@@ -61,7 +61,7 @@ class Batch(NamedTuple):
     A masked context slot always holds V; so does the centre of a row added to fill a batch.
     """
 
-    centers: np.ndarray  # int32 [B]     the centre word (CBOW's label; skip-gram's output)
+    centres: np.ndarray  # int32 [B]     the centre word (CBOW's label; skip-gram's output)
     contexts: np.ndarray  # int32 [B, C]  context word ids, V where padded
     mask: np.ndarray  # float32 [B, C] 1.0 for a real context slot, 0.0 for padding
 
@@ -300,7 +300,7 @@ def _exactly(stream: Iterator, count: int, empty: tuple, epoch: int) -> Iterator
 
 def shard_batch(batch: Batch, num_devices: int) -> Batch:
     """Reshapes every field from [B, ...] to [num_devices, B // num_devices, ...] for pmap."""
-    rows = batch.centers.shape[0]
+    rows = batch.centres.shape[0]
     if num_devices < 1 or rows % num_devices:
         raise ValueError(f"batch of {rows} rows does not split over {num_devices} devices")
     return Batch(*(a.reshape(num_devices, rows // num_devices, *a.shape[1:]) for a in batch))

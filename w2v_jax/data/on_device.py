@@ -291,7 +291,7 @@ def batch_at(feed: Feed, step, spec: Spec) -> input_pipeline.Batch:
     slot W + k the word k + 1 to the right, valid when within b_r and in the same sentence.
 
     Returns:
-        `input_pipeline.Batch`: centers int32 [B], contexts int32 [B, C] (V where invalid),
+        `input_pipeline.Batch`: centres int32 [B], contexts int32 [B, C] (V where invalid),
         mask float32 [B, C]. No slot is the centre itself; a row with no valid slot is
         padding (its centre is still the kept word, or V when the epoch kept nothing).
     """

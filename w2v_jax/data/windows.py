@@ -166,7 +166,7 @@ def make_rows(
         pad_id: the id of an empty slot: V, the vocabulary size (outside every V-row table).
 
     Returns:
-        centers int32[R], contexts int32[R, C] (``pad_id`` where invalid), mask float32[R, C].
+        centres int32[R], contexts int32[R, C] (``pad_id`` where invalid), mask float32[R, C].
     """
     ids = draws.kept_ids
     left, right = context_counts(draws, left_only=left_only)
@@ -187,9 +187,9 @@ def make_rows(
     if not left_only:
         contexts[:, window:] = around[:, window + 1 :]
     if layout == "pairs":
-        centers = np.repeat(ids, left + right)
+        centres = np.repeat(ids, left + right)
         pair_contexts = contexts[valid][:, None]
-        return centers, pair_contexts, np.ones(pair_contexts.shape, np.float32)
+        return centres, pair_contexts, np.ones(pair_contexts.shape, np.float32)
     np.copyto(contexts, np.int32(pad_id), where=~valid)
     mask = patterns.astype(np.float32)[code]
     nonempty = (left + right) > 0

@@ -109,7 +109,7 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
 
     Args:
       params: needs ``in_embed`` [V, D] (and ``ctx_matrices`` for lbl).
-      batch: an `input_pipeline.Batch` (centers [B], contexts [B, C], mask [B, C]).
+      batch: an `input_pipeline.Batch` (centres [B], contexts [B, C], mask [B, C]).
 
     Returns:
       inputs [E, D], labels [E] (the centre words; V on a padding row), weights [E] (0 for
@@ -120,7 +120,7 @@ def batch_examples(params: dict, batch, *, model: str, cbow_mean: bool = True):
     inputs, weights, row = model_lib.example_inputs(
         rows_in, mask, model, cbow_mean, True, params.get("ctx_matrices")
     )
-    return inputs, jnp.asarray(batch.centers)[row], weights
+    return inputs, jnp.asarray(batch.centres)[row], weights
 
 
 def _score(inputs, out, bias, labels):

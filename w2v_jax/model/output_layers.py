@@ -3,7 +3,7 @@ r"""The six output layers, each declared once: the registry every other module r
 A layer is what turns an input vector into a loss on the centre word: its output table,
 whether it draws noise samples or walks the Huffman tree, its per-example library loss
 (`losses`), and its logits-level core and correction (`losses.terms`). The step, the
-grouped kernels, the likelihood and the analyses look these attributes up instead of
+fused kernels, the likelihood and the analyses look these attributes up instead of
 comparing loss names, so a new layer is one entry here plus its loss.
 
 ========================  ==============  =======  ====  ======================  =========

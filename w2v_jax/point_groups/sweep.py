@@ -4,7 +4,7 @@ The points of a sweep whose configs differ only in `training.VMAPPED_FIELDS` (in
 the seeds of one (loss, k)) form a group and train together (`training.train_group`);
 the others train alone, one after another, as in `analysis.sweep`. Every point keeps its
 own folder, ``result.json`` and ``error.txt``, so finished points are skipped, interrupted
-ones resume and the summary and plots are the same. A grouped point's ``result.json``
+ones resume and the summary and plots are the same. A point of a group's ``result.json``
 records its group (``"group"``: the point names) and the group's wall time as its own.
 
   python experiments/sweep_k.py --config=... --workdir=DIR --group_points
@@ -27,8 +27,8 @@ from w2v_jax.point_groups import training
 
 
 def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
-    """Indices of ``configs`` in groups (first-appearance order); a config that cannot be
-    grouped, or has no partner, is a group of one."""
+    """Indices of ``configs`` in groups (first-appearance order); a config that cannot join
+    a group, or has no partner, is a group of one."""
     groups: dict = {}
     for i, config in enumerate(configs):
         key = training.group_key(config)

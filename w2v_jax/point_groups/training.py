@@ -23,10 +23,10 @@ otherwise is reported in the result list; the others go on.
 
 Equality with separate runs: the vmapped step runs the same operations on each point's
 slice, but XLA compiles batched gathers, scatters and matrix products as other kernels,
-whose float32 sums may round differently: tests/test_grouped_training.py checks what
+whose float32 sums may round differently: tests/test_point_groups.py checks what
 holds (see docs/training.md, "Sweeps in one program").
 
-Only ``parallel.mode='single'`` in one process is grouped (`why_alone` names what keeps a
+Only ``parallel.mode='single'`` in one process trains in a group (`why_alone` names what keeps a
 config out of a group). With ``input.mode='device'`` every point's call draws its batches
 on the device from its own `on_device.Feed` (stacked: P compacted corpora per epoch), and
 points resumed at different steps train as one group per step.

@@ -12,7 +12,7 @@ frequent word) no longer takes every padding update.
 
 Everything works on *gathered rows* (`gather`), so the same loss code serves the sparse
 update (gradient w.r.t. the rows, scatter-add into the tables) and the dense one (autodiff
-through the gather gives the full-table gradient). Its sibling `grouped` scores whole
+through the gather gives the full-table gradient). Its sibling `fused` scores whole
 rows with batched matmuls where a grouping applies; both hand their row gradients
 (`RowGrads`) to `update_rows`, which applies the optimiser (`step.optimizers`).
 """
@@ -83,24 +83,24 @@ def _compact(ids: jax.Array, pad: int) -> tuple[jax.Array, jax.Array]:
 
 def make_targets(
     layer: output_layers.OutputLayer,
-    centers: jax.Array,
+    centres: jax.Array,
     samples: jax.Array | None,
     group,
     constants: output_layers.Constants,
 ) -> Targets:
-    """Builds the output-side targets for a batch of centre words ``centers`` [B] (V: a
+    """Builds the output-side targets for a batch of centre words ``centres`` [B] (V: a
     padding row, which gets the empty path or a zero output row)."""
-    centers = jnp.asarray(centers)
+    centres = jnp.asarray(centres)
     if layer.tree:
-        codes, points, path_mask = constants.paths(centers)  # [B, L] each
+        codes, points, path_mask = constants.paths(centres)  # [B, L] each
         out_ids, local_points = _compact(points, constants.points.shape[0] - 1)
-        return Targets(out_ids, centers, None, None, None, codes, local_points, path_mask)
+        return Targets(out_ids, centres, None, None, None, codes, local_points, path_mask)
     if not layer.sampled:  # the whole table
-        return Targets(None, centers, None, None, None, None, None, None)
-    flat = jnp.concatenate([centers, samples.reshape(-1)])
+        return Targets(None, centres, None, None, None, None, None, None)
+    flat = jnp.concatenate([centres, samples.reshape(-1)])
     known = constants.noise.prob if constants.log_q is None else constants.log_q  # [V]
     out_ids, local = _compact(flat, known.shape[0])  # padded with V
-    b = centers.shape[0]
+    b = centres.shape[0]
     log_q = None if constants.log_q is None else constants.log_q_at(out_ids)
     local_samples = local[b:].reshape(-1, samples.shape[-1])  # [G, K]
     return Targets(out_ids, local[:b], local_samples, group, log_q, None, None, None)

@@ -19,7 +19,7 @@ Two update rules:
   * ``sparse=False``: any of ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam`` through
     optax on dense full-table gradients.
 
-A batch's rows are gathered, scored and scattered by `grouped` where a grouping applies
+A batch's rows are gathered, scored and scattered by `fused` where a grouping applies
 and by the generic per-example path `rows` otherwise (`row_functions`).
 """
 
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from w2v_jax.model import output_layers, sampling, word2vec
-from w2v_jax.step import exchange, grouped, optimizers, rows
+from w2v_jax.step import exchange, fused, optimizers, rows
 
 OPTIMIZERS = optimizers.OPTIMIZERS
 
@@ -135,7 +135,7 @@ def batch_targets(
         b, c = batch.contexts.shape
         group = rows.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
     layer = output_layers.get(cfg.loss)
-    return rows.make_targets(layer, batch.centers, samples, group, aux)
+    return rows.make_targets(layer, batch.centres, samples, group, aux)
 
 
 class RowFunctions(NamedTuple):
@@ -149,18 +149,18 @@ class RowFunctions(NamedTuple):
 def row_functions(
     cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
 ) -> RowFunctions:
-    """The fused grouped kernels where they apply (`grouped.supports`), else the generic,
+    """The fused kernels where they apply (`fused.supports`), else the generic,
     per-example loss-library path (softmax, per-pair negatives). ``axis_name``: the data
     axis when this device holds one slice of the batch (negatives are its slice of the
     global draw)."""
     layer = output_layers.get(cfg.loss)
-    if grouped.supports(cfg):
+    if fused.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
-        centre_input = grouped.centre_predicts(cfg)
+        centre_input = fused.centre_predicts(cfg)
         return RowFunctions(
-            lambda p: grouped.gather(p, batch, samples, aux, layer, centre_input),
-            lambda gathered: grouped.summed_loss(gathered, batch, samples, aux, cfg),
-            lambda g: grouped.row_grads(batch, samples, aux, layer, g, centre_input),
+            lambda p: fused.gather(p, batch, samples, aux, layer, centre_input),
+            lambda gathered: fused.summed_loss(gathered, batch, samples, aux, cfg),
+            lambda g: fused.row_grads(batch, samples, aux, layer, g, centre_input),
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
     return RowFunctions(
@@ -265,7 +265,7 @@ def train_step(
     axis_name=None,
     axes: Axes | None = None,
 ):
-    """One update on ``batch`` (an `input_pipeline.Batch`: centers [B], contexts [B, C], mask).
+    """One update on ``batch`` (an `input_pipeline.Batch`: centres [B], contexts [B, C], mask).
 
     Returns the new state and metrics: ``loss`` (mean per example), ``lr``, ``examples``,
     ``grad_norm_in`` and ``grad_norm_out`` (of the summed loss), ``finite``.

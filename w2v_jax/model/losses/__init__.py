@@ -19,7 +19,7 @@ Shape letters:
 The score of output row ``w`` for input ``h`` is :math:`s(w) = h \cdot u_w + b_w`, with
 ``u = weights`` and ``b = biases`` (zero when ``None``). The arguments are checked at trace
 time by `losses.checks`; the maths of every loss is a composition of the
-logits-level core in `losses.terms`, which the grouped kernels of `step.grouped` share.
+logits-level core in `losses.terms`, which the fused kernels of `step.fused` share.
 """
 
 import jax

@@ -1,6 +1,6 @@
 r"""The logits-level core of the output layers, written once (optax-style).
 
-Every loss of this package and every grouped kernel of `step.grouped` is a composition
+Every loss of this package and every fused kernel of `step.fused` is a composition
 of the functions below: the callers only score (``logits = h · u + b``, by a gather or an
 einsum) and reduce; the maths of each layer lives here. Arrays in, arrays out, any
 leading shape ``[...]``; nothing is reduced over examples.

@@ -55,30 +55,30 @@ def _state(workdir):
 GROUP_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
-def _assert_same_vectors(grouped, alone, exact: bool):
+def _assert_same_vectors(in_group, alone, exact: bool):
     """vectors.bin byte for byte when ``exact``, else the same words, vectors in tolerance."""
     if exact:
-        assert (grouped / "vectors.bin").read_bytes() == (alone / "vectors.bin").read_bytes()
+        assert (in_group / "vectors.bin").read_bytes() == (alone / "vectors.bin").read_bytes()
         return
-    got, want = (keyed_vectors.load_word2vec(d / "vectors.bin") for d in (grouped, alone))
+    got, want = (keyed_vectors.load_word2vec(d / "vectors.bin") for d in (in_group, alone))
     assert got.words == want.words
     np.testing.assert_allclose(got.vectors, want.vectors, **GROUP_TOLERANCE)
 
 
-def _assert_same_run(grouped, alone, exact: bool):
+def _assert_same_run(in_group, alone, exact: bool):
     """Same vectors, checkpoint, config and logged rows, bit for bit when ``exact``, except
     timings and the step's own diagnostics (mean loss, gradient norms): their sums over the
     batch are reduced by the vmapped kernel in another order, so they agree to float32
     rounding. Not ``exact``: every float within GROUP_TOLERANCE; steps, data positions,
     counts and the config still equal."""
-    _assert_same_vectors(grouped, alone, exact)
-    for a, b in zip(_state(grouped), _state(alone), strict=True):
+    _assert_same_vectors(in_group, alone, exact)
+    for a, b in zip(_state(in_group), _state(alone), strict=True):
         assert_same(a, b, exact, **GROUP_TOLERANCE)
     assert (
-        store.read_meta(store.latest(store.folder_in(grouped)))["position"]
+        store.read_meta(store.latest(store.folder_in(in_group)))["position"]
         == store.read_meta(store.latest(store.folder_in(alone)))["position"]
     )
-    rows_g, rows_a = trainer.read_metrics(grouped), trainer.read_metrics(alone)
+    rows_g, rows_a = trainer.read_metrics(in_group), trainer.read_metrics(alone)
     assert [r["step"] for r in rows_g] == [r["step"] for r in rows_a]
     for row_g, row_a in zip(rows_g, rows_a, strict=True):
         assert set(row_g) == set(row_a)
@@ -92,7 +92,7 @@ def _assert_same_run(grouped, alone, exact: bool):
                 assert row_g[key] == value, key
             else:
                 np.testing.assert_allclose(row_g[key], value, **GROUP_TOLERANCE, err_msg=key)
-    assert json.loads((grouped / "config.json").read_text()) == json.loads(
+    assert json.loads((in_group / "config.json").read_text()) == json.loads(
         (alone / "config.json").read_text()
     )
 
@@ -114,9 +114,9 @@ def group_and_alone(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("group")
     overrides = request.param
     configs = [_config(**{**overrides, **point}) for point in POINTS]
-    grouped = training.train_group(configs, [str(root / f"group{i}") for i in range(3)])
+    in_group = training.train_group(configs, [str(root / f"group{i}") for i in range(3)])
     alone = [trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs)]
-    return root, overrides, grouped, alone
+    return root, overrides, in_group, alone
 
 
 @cpu_bitwise
@@ -129,11 +129,11 @@ def test_group_equals_its_points_trained_alone(group_and_alone):
 
 @pytest.mark.slow
 def test_group_equals_its_points_trained_alone_within_tolerance(group_and_alone):
-    root, overrides, grouped, alone = group_and_alone
-    assert [r["step"] for r in grouped] == [r["step"] for r in alone]
+    root, overrides, in_group, alone = group_and_alone
+    assert [r["step"] for r in in_group] == [r["step"] for r in alone]
     for i in range(len(POINTS)):
         _assert_same_run(root / f"group{i}", root / f"alone{i}", exact=False)
-    steps = {r["step"] for r in grouped}
+    steps = {r["step"] for r in in_group}
     if overrides.get("sample") and overrides.get("input.mode") != "device":
         assert len(steps) > 1  # the points really had epochs of different lengths
 
@@ -148,12 +148,12 @@ def resumed_points(tmp_path_factory):
     trainer.train_and_evaluate(_config(**POINTS[0], max_steps=23), str(dirs[0]))
     trainer.train_and_evaluate(configs[2], str(dirs[2]))
     finished = (dirs[2] / "vectors.bin").stat().st_mtime_ns
-    grouped = training.train_group(configs, [str(d) for d in dirs])
+    in_group = training.train_group(configs, [str(d) for d in dirs])
     untouched = (dirs[2] / "vectors.bin").stat().st_mtime_ns == finished
     alone = [
         trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs[:2])
     ]
-    return root, grouped, alone, untouched
+    return root, in_group, alone, untouched
 
 
 @cpu_bitwise
@@ -166,10 +166,10 @@ def test_points_resume_from_different_steps(resumed_points):
 
 @pytest.mark.slow
 def test_points_resume_from_different_steps_within_tolerance(resumed_points):
-    root, grouped, alone, untouched = resumed_points
+    root, in_group, alone, untouched = resumed_points
     assert untouched  # the finished point: nothing to do
     for i in range(2):
-        assert grouped[i]["step"] == alone[i]["step"]
+        assert in_group[i]["step"] == alone[i]["step"]
         _assert_same_vectors(root / f"group{i}", root / f"alone{i}", exact=False)
 
 
@@ -270,9 +270,9 @@ def device_input_in_parts(tmp_path_factory):
     configs = [_config(**overrides, **point) for point in POINTS[:2]]
     dirs = [root / "group0", root / "group1"]
     trainer.train_and_evaluate(_config(**overrides, **POINTS[0], max_steps=16), str(dirs[0]))
-    grouped = training.train_group(configs, [str(d) for d in dirs])
+    in_group = training.train_group(configs, [str(d) for d in dirs])
     alone = [trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs)]
-    return root, grouped, alone
+    return root, in_group, alone
 
 
 def _assert_parts_equal(root, exact: bool):
@@ -293,8 +293,8 @@ def test_device_input_points_at_different_steps_train_in_parts(device_input_in_p
 def test_device_input_points_at_different_steps_train_in_parts_within_tolerance(
     device_input_in_parts,
 ):
-    root, grouped, alone = device_input_in_parts
-    assert [r["step"] for r in grouped] == [r["step"] for r in alone]
+    root, in_group, alone = device_input_in_parts
+    assert [r["step"] for r in in_group] == [r["step"] for r in alone]
     _assert_parts_equal(root, exact=False)
 
 

@@ -1,4 +1,4 @@
-"""Fused grouped kernels: the sampled losses and HS on whole rows, as batched matmuls.
+"""Fused kernels: the sampled losses and HS on whole rows, as batched matmuls.
 
 Shape letters: B batch rows, C context slots (1 for CBOW), D dim, K samples,
 G sample groups (B for ``share="row"``, B / block for ``share="block"``), R rows per
@@ -37,7 +37,7 @@ from w2v_jax.step import rows as rows_lib
 
 
 def supports(cfg) -> bool:
-    """Whether ``cfg`` (an `update.StepConfig`) runs on the grouped path: the tree always,
+    """Whether ``cfg`` (an `update.StepConfig`) runs on the fused path: the tree always,
     a sampled layer when its samples are shared or its input is one vector per row."""
     layer = output_layers.get(cfg.loss)
     if layer.tree:
@@ -72,15 +72,15 @@ def gather(
     (``centre_input``): ``in`` [B, D], ``pos`` [B, C, D], ``neg`` [G, K, D].
     Biases ``pos_bias`` / ``neg_bias`` come along when the model has them, and the
     log-bilinear model's context matrices as ``ctx`` (whole: a dense parameter)."""
-    in_ids, pos_ids = (batch.centers, batch.contexts) if centre_input else (batch.contexts, None)
+    in_ids, pos_ids = (batch.centres, batch.contexts) if centre_input else (batch.contexts, None)
     rows = {"in": losses.take(params["in_embed"], in_ids)}  # V: zeros
     if "ctx_matrices" in params:
         rows["ctx"] = params["ctx_matrices"]
     if layer.tree:
-        points = constants.paths(batch.centers)[1]  # [B, L]; V - 1 on padding
+        points = constants.paths(batch.centres)[1]  # [B, L]; V - 1 on padding
         rows["path"] = losses.take(params[layer.table], points)
         return rows
-    pos_ids = batch.centers if pos_ids is None else pos_ids
+    pos_ids = batch.centres if pos_ids is None else pos_ids
     rows["pos"], pos_bias = rows_lib.output_rows(params, layer.table, pos_ids)
     rows["neg"], neg_bias = rows_lib.output_rows(params, layer.table, samples)
     if pos_bias is not None:
@@ -98,13 +98,13 @@ def row_grads(
 ) -> rows_lib.RowGrads:
     """`gather`'s row gradients ``grads`` with the table rows they belong to."""
     d = grads["in"].shape[-1]
-    in_ids, pos_ids = batch.contexts, batch.centers
+    in_ids, pos_ids = batch.contexts, batch.centres
     if centre_input:
-        in_ids, pos_ids = batch.centers, batch.contexts
+        in_ids, pos_ids = batch.centres, batch.contexts
     in_ids, in_grads = in_ids.reshape(-1), grads["in"].reshape(-1, d)
     dense = rows_lib.dense_grads(grads)
     if layer.tree:
-        points = constants.paths(batch.centers)[1].reshape(-1)  # V - 1: dropped
+        points = constants.paths(batch.centres)[1].reshape(-1)  # V - 1: dropped
         path_grads = grads["path"].reshape(-1, d)
         return rows_lib.RowGrads(in_ids, in_grads, points, path_grads, None, dense)
     ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
@@ -177,7 +177,7 @@ def summed_loss(
     b, c, d = x.shape
     if layer.tree:
         logits = jnp.einsum("bcd,bld->bcl", x, rows["path"])  # [B, C, L]
-        codes, _, path_mask = constants.paths(batch.centers)  # [B, L] each
+        codes, _, path_mask = constants.paths(batch.centres)  # [B, L] each
         per = terms.tree_terms(logits, codes[:, None, :], path_mask[:, None, :])  # [B, C]
         return jnp.sum(weights * per), jnp.sum(weights)
     g, k = samples.shape
@@ -189,7 +189,7 @@ def summed_loss(
         neg = neg + jnp.repeat(rows["neg_bias"], b // g, axis=0)[:, None, :]
     sample_ids = jnp.repeat(samples, b // g, axis=0)[:, None, :]  # [B, 1, K]
     if layer.correction is not None:
-        pos = layer.correct(pos, constants.log_q_at(batch.centers)[:, None], k)
+        pos = layer.correct(pos, constants.log_q_at(batch.centres)[:, None], k)
         neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
     if layer.binary:
         true_term, noise_term = terms.sigmoid_terms(pos, neg)
@@ -197,6 +197,6 @@ def summed_loss(
     else:  # sampled softmax over {label} ∪ samples
         hit = None
         if cfg.remove_accidental_hits:
-            hit = sample_ids == batch.centers[:, None, None]  # [B, 1, K]
+            hit = sample_ids == batch.centres[:, None, None]  # [B, 1, K]
         per = terms.sampled_softmax_terms(pos, neg, hit)
     return jnp.sum(weights * per), jnp.sum(weights)
