@@ -66,13 +66,14 @@ def get_config() -> ml_collections.ConfigDict:
     # Who shares one set of k samples: "pair" (word2vec's estimator, independent per
     # example), "row" (one set per centre word), "block" (one per block_size rows:
     # a different, faster estimator whose negative logits become a matmul). Default
-    # "row" with skipgram_input "context" (Ji et al. 2016's sharing); word2vec's own is
-    # "pair" with "centre" (configs/word2vec.py).
+    # "row" with skipgram_input "context" (Ji et al. 2016's sharing); configs/word2vec.py
+    # has word2vec's estimator, "pair" (with "centre": per pair, the same estimator as
+    # word2vec C's "context", and cheaper). The table: docs/training.md, "Negatives".
     config.loss.share = "row"
     config.loss.block_size = 64
     # Skip-gram, sampled losses: whose vector is the input of a pair's example. "centre"
-    # (the paper; one input per row: cheapest) or "context" (word2vec C's loop: each
-    # context's vector predicts the centre, so a row's shared negatives meet C inputs).
+    # (the centre predicts its contexts; one input per row: cheapest) or "context"
+    # (word2vec C's loop: each context predicts the centre; shared negatives meet C inputs).
     config.loss.skipgram_input = "context"
     config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
     config.loss.use_bias = False  # output biases (word2vec has none)

@@ -4,15 +4,11 @@ Shape letters: B batch rows, C context slots (1 for CBOW), D dim, K samples,
 G sample groups (B for ``share="row"``, B / block for ``share="block"``), R rows per
 group, L Huffman path length.
 
-Which word of a skip-gram pair is the input? A two-sided window yields a symmetric
-multiset of ordered (x, y) pairs — (w, c) occurs as often as (c, w) — so training
-q(y | x) = softmax_y(in[x]·out[y]) on "context predicts centre" (word2vec C) or on
-"centre predicts context" (the paper) is the same objective; only the grouping of a row
-differs. Each kernel takes the cheaper grouping: the sampled losses let the centre
-predict its contexts (one input vector per row, so its K negatives are scored once),
-hierarchical softmax lets the contexts predict the centre (one Huffman path per row).
-Left-only windows are not symmetric: skip-gram with ``left_only`` keeps the generic,
-context-predicts-centre path.
+Who predicts whom, and per what the negatives are drawn, is the table in docs/training.md
+("Negatives"): the contexts predict the centre (their vectors, CBOW's mean, one Huffman
+path per row), except skip-gram's sampled losses with ``skipgram_input="centre"`` and a
+two-sided window, where the centre predicts its contexts (`centre_predicts`: one input
+vector per row, so a shared set of K negatives is scored once).
 
 The generic path (`rows.summed_loss`) calls the loss library per example, which
 gathers the label's output vector once per (centre, context) pair and the negatives
@@ -49,8 +45,9 @@ def supports(cfg) -> bool:
 
 
 def centre_predicts(cfg) -> bool:
-    """Skip-gram sampled losses: the centre's vector predicts its contexts (see above),
-    unless ``cfg.skipgram_input == "context"`` asks for word2vec C's grouping."""
+    """Whether the centre's vector predicts its contexts: skip-gram, a sampled loss,
+    ``skipgram_input="centre"``, a two-sided window. Otherwise the contexts predict the
+    centre (docs/training.md, "Negatives")."""
     return (
         cfg.model == "skipgram"
         and not output_layers.get(cfg.loss).tree

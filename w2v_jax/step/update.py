@@ -54,7 +54,7 @@ class StepConfig:
     cbow_mean: bool = True  # CBOW input = mean (True) or sum of context vectors
     cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's
     left_only: bool = False  # contexts are only previous words (asymmetric pairs)
-    skipgram_input: str = "centre"  # sampled skip-gram: "centre" or "context" (word2vec C)
+    skipgram_input: str = "centre"  # sampled skip-gram: who predicts (docs/training.md)
     optimizer: str = "sgd"  # sgd | adagrad | rowwise_adagrad | adam
     sparse: bool = True  # update only the rows a batch touches (not adam)
     duplicate_power: float = 0.0  # sparse sgd: a row's n summed updates scaled by n^-power
@@ -150,9 +150,9 @@ def row_functions(
     cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
 ) -> RowFunctions:
     """The fused kernels where they apply (`fused.supports`), else the generic,
-    per-example loss-library path (softmax, per-pair negatives). ``axis_name``: the data
-    axis when this device holds one slice of the batch (negatives are its slice of the
-    global draw)."""
+    per-example loss-library path (softmax; per-pair negatives with context input; the
+    table in docs/training.md, "Negatives"). ``axis_name``: the data axis when this device
+    holds one slice of the batch (negatives are its slice of the global draw)."""
     layer = output_layers.get(cfg.loss)
     if fused.supports(cfg):
         samples = batch_samples(cfg, batch, aux, key, axis_name)
