@@ -1,0 +1,169 @@
+"""A finished run as a Flax NNX module: ``w2v_jax.load(run_dir)``.
+
+Shape letters: V vocabulary size, D embedding dim.
+
+`load` returns a `Word2Vec` module whose ``embed`` (`nnx.Embed` [V, D]) holds the run's
+exported input vectors (``vectors.bin``) in the order of ``vocab`` (the words, most
+frequent first, as ``vocab.tsv``), ready to be the embedding layer of a downstream Flax
+model (take ``module.embed`` into it and fine-tune or freeze it as any `nnx.Embed`).
+The output layer comes from the run's final checkpoint, which holds the same step:
+
+  * softmax, sampled softmax, NCE, negative sampling: ``output`` (`nnx.Embed` [V, D], one
+    output vector per word, same ids) and ``output_bias`` (`nnx.Param` [V]) when the run
+    trained biases; ``output.attend(h)`` gives the scores h·u_w [..., V];
+  * hierarchical softmax: ``nodes`` (`nnx.Embed` [V-1, D]), the Huffman tree's inner-node
+    vectors, indexed by node (word2vec's ``points``), not by word; ``output`` is None,
+    since no vector per word exists to put there.
+
+A run folder whose checkpoint was deleted loads its input vectors only (``output`` and
+``nodes`` None, with a warning). The training step itself stays on plain pytrees
+(docs/architecture.md says why); this module is the way out to Flax.
+
+Imports `run_folder`, `settings`, `checkpoint.store` and the model, never the trainer.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from w2v_jax import errors, run_folder, settings
+from w2v_jax.checkpoint import store
+from w2v_jax.data import vocab as vocab_lib
+from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.model import output_layers, word2vec
+from w2v_jax.step import update
+
+
+def _embed(table: np.ndarray) -> nnx.Embed:
+    """An `nnx.Embed` holding ``table`` [N, D] (float32)."""
+    table = np.asarray(table, np.float32)
+    return nnx.Embed(
+        *table.shape,
+        embedding_init=lambda key, shape, dtype: jnp.asarray(table, dtype),
+        rngs=nnx.Rngs(0),  # unused: the table is given
+    )
+
+
+class Word2Vec(nnx.Module):
+    """A trained word2vec model's tables (see the module doc).
+
+    Attributes:
+      vocab: [V] the words, most frequent first; word id = position.
+      loss: the run's ``loss.name`` (which output layer the tables belong to).
+      embed: `nnx.Embed` [V, D], the input vectors.
+      output: `nnx.Embed` [V, D], the output vectors (None for ``hs`` or without them).
+      output_bias: `nnx.Param` [V] (None unless the run trained biases).
+      nodes: `nnx.Embed` [V-1, D], hierarchical softmax's inner nodes (None otherwise).
+    """
+
+    def __init__(
+        self,
+        vocab: tuple[str, ...],
+        loss: str,
+        input_vectors: np.ndarray,
+        output: np.ndarray | None = None,
+        output_bias: np.ndarray | None = None,
+        nodes: np.ndarray | None = None,
+    ):
+        if np.shape(input_vectors)[0] != len(vocab):
+            raise ValueError(f"{len(vocab)} words but {np.shape(input_vectors)[0]} vectors")
+        self.vocab = tuple(vocab)
+        self.loss = loss
+        self.embed = _embed(input_vectors)
+        self.output = None if output is None else _embed(output)
+        self.output_bias = None if output_bias is None else nnx.Param(jnp.asarray(output_bias))
+        self.nodes = None if nodes is None else _embed(nodes)
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        """The input vectors [..., D] of word ids [...]."""
+        return self.embed(ids)
+
+
+def load(run_dir: str | os.PathLike) -> Word2Vec:
+    """The finished run in ``run_dir`` as a `Word2Vec` NNX module.
+
+    Raises:
+      errors.RunFolderError: ``run_dir`` is not a run folder, or its run has no exported
+        vectors (not finished, or ``config.export=False``), or its checkpoint does not
+        hold the exported vectors' step (one line each).
+    """
+    run_dir = pathlib.Path(run_dir)
+    if not (run_dir / run_folder.CONFIG).is_file():
+        raise errors.RunFolderError(
+            f"{run_dir} is not a w2v_jax run folder (no {run_folder.CONFIG}); pass the "
+            "--workdir of a run"
+        )
+    vectors_path, vocab_path = run_dir / run_folder.EXPORTS[1], run_dir / run_folder.EXPORTS[2]
+    if not (vectors_path.is_file() and vocab_path.is_file()):
+        raise errors.RunFolderError(
+            f"{run_dir} has no exported vectors ({vectors_path.name}, {vocab_path.name}): "
+            "its run has not finished (rerun its command to finish it) or ran with "
+            "--config.export=False"
+        )
+    kv = keyed_vectors.load_word2vec(vectors_path, binary=True)
+    words = vocab_lib.Vocab.load(vocab_path).words
+    if tuple(kv.words) != tuple(words):
+        raise errors.RunFolderError(
+            f"{run_dir}: {vectors_path.name} and {vocab_path.name} list other words; "
+            "rerun the run's command to export them again"
+        )
+    config = run_folder.read_config(run_dir)
+    layer = output_layers.get(config.loss.name)
+    params = _final_params(run_dir, config, len(words), kv.vectors)
+    if params is None:
+        return Word2Vec(words, layer.name, kv.vectors)
+    table = np.asarray(params[layer.table])
+    return Word2Vec(
+        words,
+        layer.name,
+        kv.vectors,
+        output=None if layer.tree else table,
+        output_bias=params.get("out_bias"),
+        nodes=table if layer.tree else None,
+    )
+
+
+def _final_params(run_dir: pathlib.Path, config, vocab_size: int, exported) -> dict | None:
+    """The parameters of the run's newest committed checkpoint (host arrays), checked to
+    hold the exported vectors; None when the checkpoint is gone."""
+    found = store.latest(store.folder_in(run_dir))
+    if found is None:
+        logging.warning("%s holds no checkpoint: loading the input vectors only", run_dir)
+        return None
+    template = _state_template(config, vocab_size)
+    params = store.read(found, store.read_meta(found), template).params
+    if not np.array_equal(params["in_embed"], exported):
+        raise errors.RunFolderError(
+            f"{found} is not the step its exported vectors were written at (the run went "
+            "on after its export?); rerun the run's command to export them again"
+        )
+    return params
+
+
+def _state_template(config, vocab_size: int) -> update.TrainState:
+    """The shapes and dtypes of the run's train state (`jax.eval_shape`: no allocation)."""
+    ctx = None
+    if config.model == "lbl" and config.lbl.context_matrices:
+        slots = config.window if config.left_only else 2 * config.window
+        kind = config.lbl.context_matrices
+        ctx = jax.ShapeDtypeStruct(
+            jax.eval_shape(lambda: word2vec.context_matrices(slots, config.dim, kind)).shape,
+            jnp.float32,
+        )
+    init = functools.partial(
+        update.init_state,
+        jax.random.PRNGKey(0),
+        vocab_size,
+        config.dim,
+        settings.step_config(config),
+        settings.uses_bias(config),
+    )
+    return jax.eval_shape(lambda ctx: init(ctx_matrices=ctx), ctx)
