@@ -196,7 +196,7 @@ def _run_train(spec: dict) -> dict:
     the rates come from its last log row: a slow variant still gives a figure."""
     import jax
 
-    from w2v_jax import interrupt, trainer
+    from w2v_jax import interrupt, run_folder, trainer
     from w2v_jax.configs import gpu
 
     config = gpu.get_config()
@@ -215,7 +215,7 @@ def _run_train(spec: dict) -> dict:
         finally:
             if timer:
                 timer.cancel()
-        logged = [r for r in trainer.read_metrics(workdir) if "train/words_per_s" in r]
+        logged = [r for r in run_folder.read_metrics(workdir) if "train/words_per_s" in r]
     final = {**(logged[-1] if logged else {}), **final}  # the final row, else the last row
     losses = [r["train/loss"] for r in logged if "train/loss" in r]
     stats = jax.devices()[0].memory_stats() or {}

@@ -47,6 +47,16 @@ def assert_same(got, want, exact: bool, *, rtol: float, atol: float, err_msg: st
         np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=err_msg)
 
 
+def tiny_config(**overrides):
+    """The tiny config (``configs/tiny.py``) with dotted overrides, e.g.
+    ``tiny_config(epochs=1, **{"loss.name": "nce"})``."""
+    from w2v_jax.configs import tiny  # after the jax.config updates above
+
+    config = tiny.get_config()
+    config.update_from_flattened_dict(overrides)
+    return config
+
+
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import evaluator, progress, settings, trainer
+from w2v_jax import evaluator, progress, run_folder, settings, trainer
 from w2v_jax.configs import gpu, tiny, tpu
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.model import output_layers
@@ -57,7 +57,7 @@ def test_config_trains_a_few_calls_on_a_shrunken_corpus(name, tmp_path):
     config.prefetch = 0
     final = trainer.train_and_evaluate(config, str(tmp_path))
     assert final["step"] == 64
-    rows = trainer.read_metrics(tmp_path)
+    rows = run_folder.read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [64, 64]  # the log row (40 crossed) and the final row
     assert np.isfinite(rows[0]["train/loss"]) and np.isfinite(final["eval/heldout_loss"])
 

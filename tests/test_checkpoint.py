@@ -9,6 +9,7 @@ Damaged pieces and their advice are in test_faults.py; sharded checkpoints of se
 processes in test_multiprocess.py.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -21,11 +22,10 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import cpu_bitwise
+from conftest import cpu_bitwise, tiny_config
 
 from w2v_jax import trainer
 from w2v_jax.checkpoint import store, writer
-from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.step import update
 
@@ -105,10 +105,7 @@ def test_one_save_in_flight_at_a_time(tmp_path, monkeypatch):
     assert [p.name for p in store.committed(tmp_path)] == ["step_000000002", "step_000000003"]
 
 
-def _tiny(**overrides):
-    config = tiny.get_config()
-    config.update_from_flattened_dict({"max_steps": 60, **overrides})
-    return config
+_tiny = functools.partial(tiny_config, max_steps=60)
 
 
 # The tiny run killed mid-save: its save of step 40 writes its pieces, then hangs before

@@ -5,9 +5,9 @@ import math
 import jax
 import numpy as np
 import pytest
+from conftest import tiny_config
 
-from w2v_jax import evaluator, settings, trainer
-from w2v_jax.configs import tiny
+from w2v_jax import evaluator, run_folder, settings, trainer
 from w2v_jax.data import sources
 from w2v_jax.evaluation import likelihood, truth_fit
 from w2v_jax.model import output_layers
@@ -25,13 +25,6 @@ LIKELIHOOD_KEYS = {
 TRUTH_KEYS = {"eval/kl_truth", "eval/corr_true_logp", "eval/corr_true_pmi"}
 
 
-def _config(**overrides):
-    """The tiny config with dotted overrides, e.g. ``**{"loss.name": "nce"}``."""
-    config = tiny.get_config()
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 def _evaluator(config):
     """The Evaluator and freshly initialised host parameters (output vectors at zero)."""
     run = settings.resolve(config)
@@ -46,7 +39,7 @@ def _evaluator(config):
 
 def test_zero_output_vectors_give_uniform_predictions():
     """s = 0 everywhere: NLL = log Z = log V, ppl = V, KL = log V - H(W | C)."""
-    evaluator, params, dataset = _evaluator(_config())
+    evaluator, params, dataset = _evaluator(tiny_config())
     metrics = evaluator(params)
     assert LIKELIHOOD_KEYS | TRUTH_KEYS <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
@@ -63,7 +56,7 @@ def test_zero_output_vectors_give_uniform_predictions():
 
 
 def test_random_parameters_agree_with_the_library():
-    config = _config(**{"loss.use_bias": True})
+    config = tiny_config(**{"loss.use_bias": True})
     evaluator, params, _ = _evaluator(config)
     rng = np.random.default_rng(0)
     params = {k: rng.normal(0, 0.5, x.shape).astype(np.float32) for k, x in params.items()}
@@ -79,7 +72,7 @@ def test_random_parameters_agree_with_the_library():
 
 
 def test_hs_has_log_z_zero():
-    evaluator, params, _ = _evaluator(_config(**{"loss.name": "hs"}))
+    evaluator, params, _ = _evaluator(tiny_config(**{"loss.name": "hs"}))
     rng = np.random.default_rng(1)
     params = {k: rng.normal(0, 0.5, x.shape).astype(np.float32) for k, x in params.items()}
     metrics = evaluator(params)
@@ -91,25 +84,25 @@ def test_hs_has_log_z_zero():
 
 
 def test_cbow_truth_keys():
-    evaluator, params, _ = _evaluator(_config(model="cbow"))
+    evaluator, params, _ = _evaluator(tiny_config(model="cbow"))
     metrics = evaluator(params)
     assert LIKELIHOOD_KEYS <= set(metrics) and not TRUTH_KEYS & set(metrics)
     assert np.isfinite(metrics["eval/kl_truth_heldout"]) and metrics["eval/kl_truth_heldout"] > 0
-    one_left = _config(model="cbow", left_only=True, window=1, dynamic_window=False)
+    one_left = tiny_config(model="cbow", left_only=True, window=1, dynamic_window=False)
     evaluator, params, _ = _evaluator(one_left)
     assert TRUTH_KEYS <= set(evaluator(params))
 
 
 def test_no_heldout_text_means_no_likelihood_keys():
-    evaluator, params, _ = _evaluator(_config(**{"corpus.heldout": ""}))
+    evaluator, params, _ = _evaluator(tiny_config(**{"corpus.heldout": ""}))
     metrics = evaluator(params)
     assert not LIKELIHOOD_KEYS & set(metrics)
     assert TRUTH_KEYS <= set(metrics)  # the truth needs no held-out text
 
 
 def test_train_and_evaluate_writes_the_new_keys(tmp_path):
-    result = trainer.train_and_evaluate(_config(**{"loss.name": "nce"}), str(tmp_path))
-    final = trainer.read_metrics(tmp_path)[-1]
+    result = trainer.train_and_evaluate(tiny_config(**{"loss.name": "nce"}), str(tmp_path))
+    final = run_folder.read_metrics(tmp_path)[-1]
     assert LIKELIHOOD_KEYS | TRUTH_KEYS <= set(final)
     assert all(np.isfinite(final[k]) for k in LIKELIHOOD_KEYS | TRUTH_KEYS)
     assert final["eval/heldout_nll"] == result["eval/heldout_nll"]

@@ -30,20 +30,13 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 from absl import logging
-from conftest import cpu_bitwise
+from conftest import cpu_bitwise, tiny_config
 
 from w2v_jax import files, interrupt, progress, resume, run_folder, trainer
 from w2v_jax.checkpoint import schedule, store, writer
-from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _config(**overrides):
-    config = tiny.get_config()
-    config.update_from_flattened_dict(overrides)
-    return config
 
 
 def _snapshot(folder: pathlib.Path) -> dict:
@@ -59,7 +52,7 @@ def _snapshot(folder: pathlib.Path) -> dict:
 def finished(tmp_path_factory) -> pathlib.Path:
     """A finished tiny run (60 steps) that tests copy before damaging."""
     workdir = tmp_path_factory.mktemp("finished") / "run"
-    trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    trainer.train_and_evaluate(tiny_config(max_steps=60), str(workdir))
     return workdir
 
 
@@ -246,7 +239,7 @@ def test_bad_run_is_refused_in_one_line_before_training(tmp_path, case):
                  for k, v in case.overrides.items()}  # fmt: skip
     before = _snapshot(tmp_path)
     with pytest.raises(case.error, match=case.match) as info:
-        trainer.train_and_evaluate(_config(**overrides), str(workdir))
+        trainer.train_and_evaluate(tiny_config(**overrides), str(workdir))
     assert "\n" not in str(info.value)
     assert _snapshot(tmp_path) == before  # nothing written beside the bad input
     assert not (workdir / "config.json").exists()
@@ -273,7 +266,7 @@ def test_resume_with_other_settings_stops_before_writing(finished, tmp_path, ove
     workdir = _copy(finished, tmp_path / "run")
     before = _snapshot(workdir)
     with pytest.raises(ValueError, match=match) as info:
-        trainer.train_and_evaluate(_config(max_steps=80, **overrides), str(workdir))
+        trainer.train_and_evaluate(tiny_config(max_steps=80, **overrides), str(workdir))
     assert "\n" not in str(info.value)
     assert _snapshot(workdir) == before  # config.json included: the record stays
 
@@ -281,7 +274,7 @@ def test_resume_with_other_settings_stops_before_writing(finished, tmp_path, ove
 def test_finished_run_rerun_changes_nothing(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     before = _snapshot(workdir)
-    result = trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    result = trainer.train_and_evaluate(tiny_config(max_steps=60), str(workdir))
     assert _snapshot(workdir) == before
     assert result["step"] == 60 and "eval/heldout_loss" in result
 
@@ -290,7 +283,7 @@ def test_finished_run_rerun_completes_a_lost_export(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     (workdir / "vectors.bin").unlink()
     rows = run_folder.read_metrics(workdir)
-    trainer.train_and_evaluate(_config(max_steps=60), str(workdir))
+    trainer.train_and_evaluate(tiny_config(max_steps=60), str(workdir))
     assert (workdir / "vectors.bin").read_bytes() == (finished / "vectors.bin").read_bytes()
     assert run_folder.read_metrics(workdir) == rows  # no duplicate final row
 
@@ -298,7 +291,7 @@ def test_finished_run_rerun_completes_a_lost_export(finished, tmp_path):
 def test_schedule_change_with_override_continues(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     result = trainer.train_and_evaluate(
-        _config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
+        tiny_config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
     )
     assert result["step"] == 70
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
@@ -309,7 +302,7 @@ def test_resume_may_move_the_corpus_cache_or_change_its_workers(finished, tmp_pa
     change the data: a run resumes with either changed."""
     workdir = _copy(finished, tmp_path / "run")
     overrides = {"corpus.workers": 3, "corpus.cache_dir": str(tmp_path / "cache")}
-    result = trainer.train_and_evaluate(_config(max_steps=70, **overrides), str(workdir))
+    result = trainer.train_and_evaluate(tiny_config(max_steps=70, **overrides), str(workdir))
     assert result["step"] == 70
 
 
@@ -322,14 +315,16 @@ def test_resume_may_flip_deterministic_but_not_change_matmul_precision(
     # (a GPU backend started without it would refuse in-process).
     monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_deterministic_ops=true")
     workdir = _copy(finished, tmp_path / "run")
-    result = trainer.train_and_evaluate(_config(max_steps=70, deterministic=True), str(workdir))
+    result = trainer.train_and_evaluate(tiny_config(max_steps=70, deterministic=True), str(workdir))
     assert result["step"] == 70
     assert json.loads((workdir / "config.json").read_text())["deterministic"] is True
     before = _snapshot(workdir)
     with pytest.raises(
         resume.ResumeMismatch, match=r"other settings \(matmul_precision 'float32' -> 'bfloat16'"
     ) as info:
-        trainer.train_and_evaluate(_config(max_steps=80, matmul_precision="bfloat16"), str(workdir))
+        trainer.train_and_evaluate(
+            tiny_config(max_steps=80, matmul_precision="bfloat16"), str(workdir)
+        )
     assert "\n" not in str(info.value)
     assert _snapshot(workdir) == before
 
@@ -339,7 +334,7 @@ def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_pat
     workdir = _copy(finished, tmp_path / "run")
     with open(workdir / "metrics.jsonl", "a") as f:
         f.write('{"step": 61, "train/lo')  # a crash in the middle of an append
-    result = trainer.train_and_evaluate(_config(max_steps=70), str(workdir))
+    result = trainer.train_and_evaluate(tiny_config(max_steps=70), str(workdir))
     steps = [r["step"] for r in run_folder.read_metrics(workdir)]
     assert result["step"] == 70 and steps == sorted(steps) and 61 not in steps
     newest = store.latest(workdir / "checkpoint")
@@ -347,7 +342,7 @@ def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_pat
     piece = sorted(newest.glob("leaf_*.npy"))[-1]
     piece.write_bytes(piece.read_bytes()[:100])
     with caplog.at_level(logging.WARNING):
-        assert trainer.train_and_evaluate(_config(max_steps=80), str(workdir))["step"] == 80
+        assert trainer.train_and_evaluate(tiny_config(max_steps=80), str(workdir))["step"] == 80
     said = [r.getMessage() for r in caplog.records if "cannot be resumed" in r.getMessage()]
     assert len(said) == 1 and f"{piece} is damaged" in said[0], said
     assert "step_000000070.damaged" in said[0], said
@@ -360,7 +355,7 @@ def test_partial_metrics_line_and_corrupt_checkpoint_on_resume(finished, tmp_pat
 def test_large_k_does_not_trip_the_divergence_guard(tmp_path):
     """Negative sampling at k = 2,000 starts near 1,387 nats per example, above the
     default max_loss of 1,000: the guard is relative to the first step, so it trains."""
-    config = _config(max_steps=3, log_every=1, **{"loss.k": 2000})
+    config = tiny_config(max_steps=3, log_every=1, **{"loss.k": 2000})
     config.synthetic.vocab_size = 2500
     config.synthetic.num_tokens = 60_000
     result = trainer.train_and_evaluate(config, str(tmp_path))
@@ -393,7 +388,7 @@ def sigint_run(tmp_path_factory) -> SigintRun:
     before = signal.getsignal(signal.SIGINT)
     root = tmp_path_factory.mktemp("sigint")
     clean, cut = root / "clean", root / "cut"
-    trainer.train_and_evaluate(_config(), str(clean))
+    trainer.train_and_evaluate(tiny_config(), str(clean))
     update = progress.Meter.update
 
     def interrupted_at_step_30(self, tokens, epoch):
@@ -406,13 +401,13 @@ def sigint_run(tmp_path_factory) -> SigintRun:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(progress.Meter, "update", interrupted_at_step_30)
         try:
-            trainer.train_and_evaluate(_config(), str(cut))
+            trainer.train_and_evaluate(tiny_config(), str(cut))
         except interrupt.Interrupted as e:
             error = e
     handler_restored = signal.getsignal(signal.SIGINT) is before
     saved = store.latest(store.folder_in(cut))
     checkpoint_step = None if saved is None else store.read_meta(saved)["step"]
-    trainer.train_and_evaluate(_config(), str(cut))
+    trainer.train_and_evaluate(tiny_config(), str(cut))
     return SigintRun(clean, cut, error, checkpoint_step, handler_restored)
 
 
@@ -514,7 +509,7 @@ def test_text8_download_without_network_is_one_line(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
-    config = _config(**{"corpus.name": "text8", "corpus.download": True})
+    config = tiny_config(**{"corpus.name": "text8", "corpus.download": True})
     config.corpus.data_dir = str(tmp_path / "data")
     with pytest.raises(OSError, match=r"could not download http.*text8.zip .*check the network"):
         trainer.train_and_evaluate(config, str(tmp_path / "run"))
@@ -530,18 +525,18 @@ def test_a_rejected_resume_leaves_config_json_as_it_was(finished, tmp_path):
     still finds its run finished."""
     workdir = _copy(finished, tmp_path / "run")
     before = (workdir / "config.json").read_bytes()
-    rejected = _config(max_steps=80, resume_override=True, **{"optimizer.alpha": 1e30})
+    rejected = tiny_config(max_steps=80, resume_override=True, **{"optimizer.alpha": 1e30})
     with pytest.raises(trainer.NonFiniteLossError):
         trainer.train_and_evaluate(rejected, str(workdir))
     assert (workdir / "config.json").read_bytes() == before
     assert store.latest(workdir / "checkpoint").name == "step_000000060"
-    assert trainer.train_and_evaluate(_config(max_steps=60), str(workdir))["step"] == 60
+    assert trainer.train_and_evaluate(tiny_config(max_steps=60), str(workdir))["step"] == 60
 
 
 def test_an_accepted_resume_writes_its_config_once_it_has_a_checkpoint(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     trainer.train_and_evaluate(
-        _config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
+        tiny_config(max_steps=70, resume_override=True, **{"optimizer.alpha": 0.05}), str(workdir)
     )
     assert json.loads((workdir / "config.json").read_text())["optimizer"]["alpha"] == 0.05
 
@@ -550,14 +545,14 @@ def test_a_rerun_without_a_checkpoint_says_it_starts_from_step_0(finished, tmp_p
     workdir = _copy(finished, tmp_path / "run")
     shutil.rmtree(workdir / "checkpoint")  # as a run killed before its first checkpoint
     with caplog.at_level(logging.WARNING):
-        result = trainer.train_and_evaluate(_config(max_steps=3), str(workdir))
+        result = trainer.train_and_evaluate(tiny_config(max_steps=3), str(workdir))
     assert "holds no checkpoint" in caplog.text and "starts from step 0" in caplog.text
     assert result["step"] == 3
 
 
 def test_a_short_run_checkpoints_before_it_exports(tmp_path):
     """A run shorter than checkpoint_every (20) still leaves its final step committed."""
-    trainer.train_and_evaluate(_config(max_steps=7), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(max_steps=7), str(tmp_path))
     assert store.latest(tmp_path / "checkpoint").name == "step_000000007"
     assert (tmp_path / "vectors.bin").exists()
 
@@ -680,7 +675,7 @@ def test_memory_estimate_names_the_fields_that_set_it():
 
 def test_a_config_that_cannot_fit_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="lower --config.window"):
-        trainer.train_and_evaluate(_config(window=100_000), str(tmp_path / "run"))
+        trainer.train_and_evaluate(tiny_config(window=100_000), str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
 

@@ -15,6 +15,7 @@ in one process at the end, on a one-device mesh.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -29,7 +30,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import cpu_bitwise
+from conftest import cpu_bitwise, tiny_config
 
 from w2v_jax import resume, run_folder, trainer
 from w2v_jax.checkpoint import store
@@ -210,12 +211,9 @@ def test_two_processes_match_one_process_quality_on_text8_head(tmp_path):
         assert abs(a - b) <= tolerance, (metric, a, b)
 
 
-def _tiny_config():
-    config = tiny.get_config()
-    config.synthetic.num_tokens = 12000
-    config.checkpoint_every = 25
-    config.log_every = 25
-    return config
+_tiny_config = functools.partial(
+    tiny_config, **{"synthetic.num_tokens": 12000, "checkpoint_every": 25, "log_every": 25}
+)
 
 
 @pytest.mark.slow

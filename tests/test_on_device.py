@@ -339,7 +339,7 @@ def test_device_mode_trains_deterministically_and_resumes_bit_exactly(device_run
 
 @pytest.mark.slow
 def test_device_mode_trains_deterministically_and_resumes_within_tolerance(device_runs):
-    from w2v_jax import trainer
+    from w2v_jax import run_folder
     from w2v_jax.evaluation import keyed_vectors
 
     root, results = device_runs
@@ -350,7 +350,7 @@ def test_device_mode_trains_deterministically_and_resumes_within_tolerance(devic
         got = keyed_vectors.load_word2vec(root / f"{run}/vectors.bin")
         assert got.words == want.words
         np.testing.assert_allclose(got.vectors, want.vectors, **RERUN_TOLERANCE, err_msg=run)
-    logged = [r for r in trainer.read_metrics(root / "a") if "train/loss" in r]
+    logged = [r for r in run_folder.read_metrics(root / "a") if "train/loss" in r]
     assert logged[-1]["train/loss"] < logged[0]["train/loss"]
     # The last call is shorter: the run ends exactly after `epochs` epochs of T steps,
     # having consumed epochs · N tokens.

@@ -9,11 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import EXACTNESS, assert_same, cpu_bitwise
+from conftest import EXACTNESS, assert_same, cpu_bitwise, tiny_config
 
 from w2v_jax import settings, trainer
 from w2v_jax.checkpoint import store, writer
-from w2v_jax.configs import tiny
 from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.model import output_layers
@@ -362,12 +361,6 @@ def test_train_state_with_accumulators_round_trips_through_a_checkpoint(tmp_path
     assert jax.tree.structure(loaded) == jax.tree.structure(state)
 
 
-def _config(**overrides):
-    config = tiny.get_config()
-    config.update_from_flattened_dict(overrides)
-    return config
-
-
 # Resume: bit for bit on XLA:CPU (`cpu_bitwise`); the twin, on any backend, to float32
 # rounding of scatter-add order over the tiny run's steps (as test_trainer.RERUN_TOLERANCE).
 RESUME_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
@@ -379,9 +372,9 @@ def adagrad_resume(request, tmp_path_factory):
     name = request.param
     root = tmp_path_factory.mktemp(name)
     opt = {"optimizer.name": name, "optimizer.alpha": 0.2}
-    full = trainer.train_and_evaluate(_config(**opt), str(root / "full"))
-    first = trainer.train_and_evaluate(_config(max_steps=37, **opt), str(root / "part"))
-    resumed = trainer.train_and_evaluate(_config(**opt), str(root / "part"))
+    full = trainer.train_and_evaluate(tiny_config(**opt), str(root / "full"))
+    first = trainer.train_and_evaluate(tiny_config(max_steps=37, **opt), str(root / "part"))
+    resumed = trainer.train_and_evaluate(tiny_config(**opt), str(root / "part"))
     return root, full["step"], first["step"], resumed["step"]
 
 
@@ -416,11 +409,11 @@ def test_a_stopped_sparse_adagrad_run_resumes_within_tolerance(adagrad_resume):
 )
 def test_bad_optimizer_settings_fail_in_one_line(overrides, message):
     with pytest.raises(ValueError, match=message):
-        settings.validate(_config(**overrides))
+        settings.validate(tiny_config(**overrides))
 
 
 def test_the_new_optimizer_fields_reach_the_step_config():
-    config = _config(
+    config = tiny_config(
         **{"optimizer.name": "rowwise_adagrad", "optimizer.eps": 1e-8,
            "optimizer.initial_accumulator": 0.5}
     )  # fmt: skip
@@ -429,7 +422,7 @@ def test_the_new_optimizer_fields_reach_the_step_config():
     assert (cfg.optimizer, cfg.sparse, cfg.eps, cfg.initial_accumulator) == (
         "rowwise_adagrad", True, 1e-8, 0.5,
     )  # fmt: skip
-    settings.validate(_config(**{"optimizer.name": "adam", "optimizer.sparse": False}))
+    settings.validate(tiny_config(**{"optimizer.name": "adam", "optimizer.sparse": False}))
 
 
 def test_unique_rows_slots_are_distinct_even_for_padding_ids():

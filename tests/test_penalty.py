@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import EXACTNESS, assert_same
+from conftest import EXACTNESS, assert_same, tiny_config
 from jax import test_util as jtu
 
 from w2v_jax import settings, trainer
 from w2v_jax.analysis import style, sweep
-from w2v_jax.configs import default, tiny
+from w2v_jax.configs import default
 from w2v_jax.model import losses, output_layers
 from w2v_jax.model.losses import terms
 
@@ -158,10 +158,7 @@ def test_sweep_points_and_colours():
     }
 
 
-def _config(**overrides):
-    config = tiny.get_config()
-    config.update_from_flattened_dict({"loss.name": "softmax_penalty", **overrides})
-    return config
+_config = functools.partial(tiny_config, **{"loss.name": "softmax_penalty"})
 
 
 @pytest.mark.parametrize(

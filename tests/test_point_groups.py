@@ -1,6 +1,7 @@
 """Point groups: a vmapped group of runs equals its points trained one by one: bit for bit
 on XLA:CPU (`cpu_bitwise`), to GROUP_TOLERANCE on any backend."""
 
+import functools
 import json
 import pathlib
 import subprocess
@@ -10,12 +11,11 @@ import jax
 import numpy as np
 import pytest
 from absl import logging
-from conftest import assert_same, cpu_bitwise
+from conftest import assert_same, cpu_bitwise, tiny_config
 
 from w2v_jax import run_folder, trainer
-from w2v_jax.analysis import sweep
+from w2v_jax.analysis import plots, sweep
 from w2v_jax.checkpoint import store
-from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.point_groups import sweep as point_groups
 from w2v_jax.point_groups import training
@@ -25,11 +25,7 @@ TIMING = ("words_per_s", "elapsed_s", "loop_wall_s", "input_wait_s")
 DIAGNOSTICS = ("train/loss", "train/grad_norm_in", "train/grad_norm_out")
 
 
-def _config(**overrides):
-    config = tiny.get_config()
-    config.epochs = 1
-    config.update_from_flattened_dict(overrides)
-    return config
+_config = functools.partial(tiny_config, epochs=1)
 
 
 # Three points that differ in every kind of vmapped field: seed (init, step keys and the
@@ -78,7 +74,7 @@ def _assert_same_run(in_group, alone, exact: bool):
         store.read_meta(store.latest(store.folder_in(in_group)))["position"]
         == store.read_meta(store.latest(store.folder_in(alone)))["position"]
     )
-    rows_g, rows_a = trainer.read_metrics(in_group), trainer.read_metrics(alone)
+    rows_g, rows_a = run_folder.read_metrics(in_group), run_folder.read_metrics(alone)
     assert [r["step"] for r in rows_g] == [r["step"] for r in rows_a]
     for row_g, row_a in zip(rows_g, rows_a, strict=True):
         assert set(row_g) == set(row_a)
@@ -248,7 +244,7 @@ def test_sweep_cli_groups_the_seeds(cli_sweep):
     "skipped" line for the points it has just trained); a rerun trains nothing."""
     cli_sweep, log = cli_sweep
     assert "4 points, 4 trained now, 0 failed" in log and "skipped" not in log, log
-    summary = json.loads((cli_sweep / sweep.SUMMARY_JSON).read_text())
+    summary = json.loads((cli_sweep / plots.SUMMARY_JSON).read_text())
     assert [r["point"] for r in summary["rows"]] == ["neg_k2_s0", "hs_s0", "neg_k2_s1", "hs_s1"]
     assert {r["status"] for r in summary["rows"]} == {"ok"}
     record = json.loads((cli_sweep / "hs_s1" / sweep.RESULT_FILE).read_text())

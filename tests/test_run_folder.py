@@ -16,19 +16,13 @@ import sys
 import time
 
 import pytest
+from conftest import tiny_config
 
 from w2v_jax import errors, run_folder, trainer
 from w2v_jax.analysis import sweep
-from w2v_jax.configs import tiny
 from w2v_jax.run import claim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _config(**overrides):
-    config = tiny.get_config()
-    config.update_from_flattened_dict(overrides)
-    return config
 
 
 def _snapshot(folder: pathlib.Path) -> dict:
@@ -40,7 +34,7 @@ def _snapshot(folder: pathlib.Path) -> dict:
 def finished(tmp_path_factory) -> pathlib.Path:
     """A finished tiny run of 20 steps, copied by the tests that change it."""
     workdir = tmp_path_factory.mktemp("finished") / "run"
-    trainer.train_and_evaluate(_config(max_steps=20), str(workdir))
+    trainer.train_and_evaluate(tiny_config(max_steps=20), str(workdir))
     return workdir
 
 
@@ -97,13 +91,13 @@ def test_a_second_run_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
 def test_one_process_holding_a_folder_refuses_a_second_claim(tmp_path):
     with claim.hold(tmp_path, claim.RUN):
         with pytest.raises(errors.RunFolderError, match=rf"pid {os.getpid()}, this process"):
-            trainer.train_and_evaluate(_config(max_steps=1), str(tmp_path))
-    trainer.train_and_evaluate(_config(max_steps=1), str(tmp_path))  # released: taken
+            trainer.train_and_evaluate(tiny_config(max_steps=1), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(max_steps=1), str(tmp_path))  # released: taken
 
 
 def test_a_stale_lock_file_is_taken(tmp_path):
     (tmp_path / claim.LOCK).write_text("999999 elsewhere\n")  # a holder killed long ago
-    trainer.train_and_evaluate(_config(max_steps=1), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(max_steps=1), str(tmp_path))
     assert not (tmp_path / claim.LOCK).exists()
 
 
@@ -123,7 +117,7 @@ def test_the_users_files_are_refused_and_left_alone(tmp_path):
     (workdir / "vectors.txt").write_text("my vectors\n")
     before = _snapshot(workdir)
     with pytest.raises(errors.RunFolderError) as info:
-        trainer.train_and_evaluate(_config(max_steps=1), str(workdir))
+        trainer.train_and_evaluate(tiny_config(max_steps=1), str(workdir))
     message = str(info.value)
     assert "\n" not in message
     assert (
@@ -136,58 +130,62 @@ def test_the_users_files_are_refused_and_left_alone(tmp_path):
 def test_a_project_folder_is_refused(tmp_path):
     (tmp_path / "README.md").write_text("# mine\n")
     with pytest.raises(errors.RunFolderError, match=r"did not write \(README.md\)"):
-        trainer.train_and_evaluate(_config(max_steps=1), str(tmp_path))
+        trainer.train_and_evaluate(tiny_config(max_steps=1), str(tmp_path))
 
 
 def test_empty_workdir_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(errors.RunFolderError, match=r"^--workdir is empty; pass a folder"):
-        trainer.train_and_evaluate(_config(max_steps=1), "")
+        trainer.train_and_evaluate(tiny_config(max_steps=1), "")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_empty_corpus_name_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=r"^--config.corpus.name is empty; pass synthetic"):
-        trainer.train_and_evaluate(_config(**{"corpus.name": ""}), str(tmp_path / "run"))
+        trainer.train_and_evaluate(tiny_config(**{"corpus.name": ""}), str(tmp_path / "run"))
 
 
 def test_a_run_folder_from_before_markers_is_accepted(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     (workdir / claim.MARKER).unlink()  # as a run written before this change left it
     before = _snapshot(workdir)
-    result = trainer.train_and_evaluate(_config(max_steps=20), str(workdir))
+    result = trainer.train_and_evaluate(tiny_config(max_steps=20), str(workdir))
     assert result["step"] == 20 and _snapshot(workdir) == before
     (workdir / "notes.txt").write_text("mine")  # not a run's file: the folder is not a run's
     with pytest.raises(errors.RunFolderError, match=r"did not write \(notes.txt\)"):
-        trainer.train_and_evaluate(_config(max_steps=20), str(workdir))
+        trainer.train_and_evaluate(tiny_config(max_steps=20), str(workdir))
 
 
 def test_a_sweep_folder_refuses_a_run_and_a_run_folder_refuses_a_sweep(finished, tmp_path):
     points = [sweep.Point("neg", 2, 0)]
     sweep_dir = tmp_path / "sweep"
-    sweep.run_sweep(_config(), sweep_dir, points, train_fn=_fake_train, make_plots=False)
+    sweep.run_sweep(tiny_config(), sweep_dir, points, train_fn=_fake_train, make_plots=False)
     assert json.loads((sweep_dir / claim.MARKER).read_text())["kind"] == "sweep"
     with pytest.raises(errors.RunFolderError, match=r"is a sweep's folder.*point folders"):
-        trainer.train_and_evaluate(_config(max_steps=1), str(sweep_dir))
+        trainer.train_and_evaluate(tiny_config(max_steps=1), str(sweep_dir))
     with pytest.raises(errors.RunFolderError, match=r"is a run's folder.*new folder"):
-        sweep.run_sweep(_config(), finished, points, train_fn=_fake_train, make_plots=False)
+        sweep.run_sweep(tiny_config(), finished, points, train_fn=_fake_train, make_plots=False)
     # The same folders as versions before markers left them: told apart by their files.
     (sweep_dir / claim.MARKER).unlink()
     run_dir = _copy(finished, tmp_path / "run")
     (run_dir / claim.MARKER).unlink()
     with pytest.raises(errors.RunFolderError, match=r"is a sweep's folder \(neg_k2_s0, summ"):
-        trainer.train_and_evaluate(_config(max_steps=1), str(sweep_dir))
+        trainer.train_and_evaluate(tiny_config(max_steps=1), str(sweep_dir))
     with pytest.raises(errors.RunFolderError, match=r"is a run's folder \(checkpoint, conf"):
-        sweep.run_sweep(_config(), run_dir, points, train_fn=_fake_train, make_plots=False)
-    rerun = sweep.run_sweep(_config(), sweep_dir, points, train_fn=_fake_train, make_plots=False)
+        sweep.run_sweep(tiny_config(), run_dir, points, train_fn=_fake_train, make_plots=False)
+    rerun = sweep.run_sweep(
+        tiny_config(), sweep_dir, points, train_fn=_fake_train, make_plots=False
+    )
     assert rerun.trained == 1  # the old sweep is taken (its point had no result yet)
 
 
 def test_a_sweep_holds_its_folder(tmp_path):
     with claim.hold(tmp_path, claim.SWEEP):
         with pytest.raises(errors.RunFolderError, match=r"in use by another sweep"):
-            sweep.run_sweep(_config(), tmp_path, [sweep.Point("neg", 2, 0)], train_fn=_fake_train)
+            sweep.run_sweep(
+                tiny_config(), tmp_path, [sweep.Point("neg", 2, 0)], train_fn=_fake_train
+            )
 
 
 def test_two_processes_refuse_a_held_folder_together(tmp_path):

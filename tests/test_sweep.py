@@ -7,20 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from conftest import tiny_config
 
-from w2v_jax import trainer
+from w2v_jax import run_folder, trainer
 from w2v_jax.analysis import plots, sweep
-from w2v_jax.configs import tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _config():
-    config = tiny.get_config()
-    config.epochs = 1
-    config.lock()
-    return config
 
 
 class CountingTrain:
@@ -40,7 +33,7 @@ def finished(tmp_path_factory):
     sweep_dir = tmp_path_factory.mktemp("sweep")
     train = CountingTrain()
     points = sweep.make_points(["neg", "softmax"], [2, 3], [0])
-    result = sweep.run_sweep(_config(), sweep_dir, points, train_fn=train)
+    result = sweep.run_sweep(tiny_config(epochs=1).lock(), sweep_dir, points, train_fn=train)
     return sweep_dir, points, result, train.calls
 
 
@@ -54,7 +47,7 @@ def test_points_and_names():
     assert [p.name for p in explicit] == ["neg_k5_s0", "neg_k15_s0", "hs_s0", "nce_k5_s0"]
     with pytest.raises(ValueError, match="needs a k"):
         sweep.parse_points(["neg"], [0])
-    config = sweep.point_config(_config(), sweep.Point("nce", 7, 3))
+    config = sweep.point_config(tiny_config(epochs=1).lock(), sweep.Point("nce", 7, 3))
     assert (config.loss.name, config.loss.k, config.seed) == ("nce", 7, 3)
 
 
@@ -62,7 +55,7 @@ def test_bad_point_config_fails_before_training(tmp_path):
     train = CountingTrain()
     points = [sweep.Point("neg", 2, 0), sweep.Point("bogus", 2, 0)]
     with pytest.raises(ValueError, match="bogus_k2_s0.*loss.name"):
-        sweep.run_sweep(_config(), tmp_path, points, train_fn=train)
+        sweep.run_sweep(tiny_config(epochs=1).lock(), tmp_path, points, train_fn=train)
     assert train.calls == []
 
 
@@ -93,7 +86,9 @@ def test_rerun_skips_finished_points(finished):
     sweep_dir, points, first, _ = finished
     mtimes = {p.name: (sweep_dir / p.name / "vectors.bin").stat().st_mtime_ns for p in points}
     train = CountingTrain()
-    again = sweep.run_sweep(_config(), sweep_dir, points, train_fn=train, make_plots=False)
+    again = sweep.run_sweep(
+        tiny_config(epochs=1).lock(), sweep_dir, points, train_fn=train, make_plots=False
+    )
     assert train.calls == [] and again.trained == 0
     assert mtimes == {
         p.name: (sweep_dir / p.name / "vectors.bin").stat().st_mtime_ns for p in points
@@ -109,7 +104,12 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     train = CountingTrain()
     points = sweep.make_points(["neg", "softmax"], [2], [0])
     result = sweep.run_sweep(
-        _config(), tmp_path, points, configure=nan_for_neg, train_fn=train, make_plots=False
+        tiny_config(epochs=1).lock(),
+        tmp_path,
+        points,
+        configure=nan_for_neg,
+        train_fn=train,
+        make_plots=False,
     )
     assert train.calls == ["neg_k2_s0", "softmax_s0"]  # the failure did not stop the sweep
     assert result.failed == 1
@@ -120,7 +120,7 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["failed"] == 1
     # Without retry_failed a rerun keeps the failure; the finished point is skipped anyway.
     again = sweep.run_sweep(
-        _config(), tmp_path, points, configure=nan_for_neg, train_fn=train,
+        tiny_config(epochs=1).lock(), tmp_path, points, configure=nan_for_neg, train_fn=train,
         retry_failed=False, make_plots=False,
     )  # fmt: skip
     assert len(train.calls) == 2 and again.failed == 1
@@ -129,13 +129,13 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
 def test_interrupted_point_resumes_from_its_checkpoint(tmp_path):
     point = sweep.Point("neg", 2, 0)
     point_dir = tmp_path / point.name
-    partial = sweep.point_config(_config(), point)
+    partial = sweep.point_config(tiny_config(epochs=1).lock(), point)
     partial.max_steps = 30  # stands in for a run killed after its step-30 checkpoint
     trainer.train_and_evaluate(partial, str(point_dir))
-    before = trainer.read_metrics(point_dir)[:3]
+    before = run_folder.read_metrics(point_dir)[:3]
     assert not sweep.is_finished(point_dir)
-    result = sweep.run_sweep(_config(), tmp_path, [point], make_plots=False)
-    after = trainer.read_metrics(point_dir)
+    result = sweep.run_sweep(tiny_config(epochs=1).lock(), tmp_path, [point], make_plots=False)
+    after = run_folder.read_metrics(point_dir)
     assert after[:3] == before  # kept: the run resumed rather than restarted
     assert result.rows[0]["status"] == "ok" and result.rows[0]["steps"] > 30
     assert sweep.is_finished(point_dir)
@@ -206,7 +206,7 @@ def test_rerun_with_other_settings_is_refused_before_training(finished):
     nothing trained, the summary untouched (issue 26: it used to skip them and exit 0)."""
     sweep_dir, points, _, _ = finished
     summary = (sweep_dir / "summary.json").read_bytes()
-    changed = _config()
+    changed = tiny_config(epochs=1).lock()
     changed.dim = 16
     train = CountingTrain()
     with pytest.raises(ValueError, match=r"3 point\(s\) it keeps were made with other") as info:

@@ -10,21 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from conftest import cpu_bitwise
+from conftest import cpu_bitwise, tiny_config
 
-from w2v_jax import trainer
+from w2v_jax import run_folder, trainer
 from w2v_jax.checkpoint import store
-from w2v_jax.configs import tiny
 from w2v_jax.evaluation import keyed_vectors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _config(**overrides):
-    """The tiny config with dotted overrides, e.g. ``**{"loss.name": "nce"}``."""
-    config = tiny.get_config()
-    config.update_from_flattened_dict(overrides)
-    return config
 
 
 def _vectors(workdir):
@@ -32,11 +24,11 @@ def _vectors(workdir):
 
 
 def test_tiny_run_writes_every_output(tmp_path):
-    result = trainer.train_and_evaluate(_config(), str(tmp_path))
+    result = trainer.train_and_evaluate(tiny_config(), str(tmp_path))
     for name in ("config.json", "metrics.jsonl", "vectors.txt", "vectors.bin", "vocab.tsv"):
         assert (tmp_path / name).is_file(), name
     assert json.loads((tmp_path / "config.json").read_text())["loss"]["name"] == "neg"
-    rows = trainer.read_metrics(tmp_path)
+    rows = run_folder.read_metrics(tmp_path)
     logged = [r for r in rows if "train/loss" in r]
     assert logged and all(np.isfinite(r["train/loss"]) for r in logged)
     assert {"train/lr", "train/words_per_s", "train/grad_norm_in"} <= set(logged[0])
@@ -59,7 +51,7 @@ def _template(workdir):
     from w2v_jax import settings
     from w2v_jax.step import update
 
-    config = _config()
+    config = tiny_config()
     vocab_size = len((pathlib.Path(workdir) / "vocab.tsv").read_text().splitlines())
     cfg = settings.step_config(config)
     return jax.device_get(update.init_state(jax.random.PRNGKey(0), vocab_size, config.dim, cfg))
@@ -76,10 +68,10 @@ RERUN_TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 def reruns(tmp_path_factory):
     """Two runs of one config (a, b); one run whole, one stopped at step 37 and resumed."""
     root = tmp_path_factory.mktemp("reruns")
-    trainer.train_and_evaluate(_config(), str(root / "a"))
-    trainer.train_and_evaluate(_config(), str(root / "b"))
-    first = trainer.train_and_evaluate(_config(max_steps=37), str(root / "part"))
-    second = trainer.train_and_evaluate(_config(), str(root / "part"))
+    trainer.train_and_evaluate(tiny_config(), str(root / "a"))
+    trainer.train_and_evaluate(tiny_config(), str(root / "b"))
+    first = trainer.train_and_evaluate(tiny_config(max_steps=37), str(root / "part"))
+    second = trainer.train_and_evaluate(tiny_config(), str(root / "part"))
     return root, first["step"], second["step"]
 
 
@@ -108,7 +100,7 @@ def test_stopped_run_resumes_to_the_same_parameters_within_tolerance(reruns):
     np.testing.assert_allclose(
         _vectors(root / "part").vectors, _vectors(root / "a").vectors, **RERUN_TOLERANCE
     )
-    steps = [r["step"] for r in trainer.read_metrics(root / "part") if "train/loss" in r]
+    steps = [r["step"] for r in run_folder.read_metrics(root / "part") if "train/loss" in r]
     assert steps == sorted(steps)
 
 
@@ -147,12 +139,12 @@ def test_sigkilled_run_resumes_to_identical_parameters(tmp_path):
 
 
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
-    trainer.train_and_evaluate(_config(max_steps=20), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(max_steps=20), str(tmp_path))
     ckpt = store.folder_in(tmp_path)
     before = _files(ckpt)
     with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
         trainer.train_and_evaluate(
-            _config(**{"optimizer.alpha": 1e30, "max_loss": 0.0, "resume_override": True}),
+            tiny_config(**{"optimizer.alpha": 1e30, "max_loss": 0.0, "resume_override": True}),
             str(tmp_path),
         )
     assert _files(ckpt) == before
@@ -171,7 +163,9 @@ def test_a_finite_but_diverged_loss_stops_the_run(tmp_path):
         match=r"loss became [\d.e+]+, more than config.max_loss=1 above the first step's "
         r"[\d.]+ \(diverged\) at step \d+;",
     ):
-        trainer.train_and_evaluate(_config(max_loss=1.0, **{"optimizer.alpha": 5.0}), str(tmp_path))
+        trainer.train_and_evaluate(
+            tiny_config(max_loss=1.0, **{"optimizer.alpha": 5.0}), str(tmp_path)
+        )
 
 
 @pytest.mark.parametrize(
@@ -194,7 +188,7 @@ def test_invalid_config_fails_before_any_work(tmp_path, field, value, message):
     if field == "layout":
         overrides["model"] = "cbow"
     with pytest.raises(ValueError, match=message):
-        trainer.train_and_evaluate(_config(**overrides), str(tmp_path / "w"))
+        trainer.train_and_evaluate(tiny_config(**overrides), str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
@@ -202,7 +196,7 @@ def test_batch_larger_than_an_epoch_is_refused(tmp_path):
     with pytest.raises(
         ValueError, match=r"config.batch_size=100000 x steps_per_call=1 .* is larger than"
     ):
-        trainer.train_and_evaluate(_config(batch_size=100_000), str(tmp_path))
+        trainer.train_and_evaluate(tiny_config(batch_size=100_000), str(tmp_path))
 
 
 def test_cli_reports_one_line_errors(tmp_path):
@@ -228,9 +222,11 @@ def steps_per_call_runs(tmp_path_factory):
     """Four sub-steps per call: one run whole, one stopped after 37 steps (the call ends at
     40) and resumed; trained once for the bitwise test and its tolerance twin."""
     root = tmp_path_factory.mktemp("steps_per_call")
-    result = trainer.train_and_evaluate(_config(steps_per_call=4), str(root / "full"))
-    first = trainer.train_and_evaluate(_config(steps_per_call=4, max_steps=37), str(root / "cut"))
-    resumed = trainer.train_and_evaluate(_config(steps_per_call=4), str(root / "cut"))
+    result = trainer.train_and_evaluate(tiny_config(steps_per_call=4), str(root / "full"))
+    first = trainer.train_and_evaluate(
+        tiny_config(steps_per_call=4, max_steps=37), str(root / "cut")
+    )
+    resumed = trainer.train_and_evaluate(tiny_config(steps_per_call=4), str(root / "cut"))
     return root, result["step"], first["step"], resumed["step"]
 
 
@@ -251,16 +247,16 @@ def test_steps_per_call_run_resumes_mid_run_within_tolerance(steps_per_call_runs
     cut, full = _vectors(root / "cut"), _vectors(root / "full")
     assert cut.words == full.words
     np.testing.assert_allclose(cut.vectors, full.vectors, **RERUN_TOLERANCE)
-    logged = [r["step"] for r in trainer.read_metrics(root / "cut") if "train/loss" in r]
+    logged = [r["step"] for r in run_folder.read_metrics(root / "cut") if "train/loss" in r]
     assert logged == sorted(set(logged)) and logged[-1] == full_step
-    losses = [r["train/loss"] for r in trainer.read_metrics(root / "full") if "train/loss" in r]
+    losses = [r["train/loss"] for r in run_folder.read_metrics(root / "full") if "train/loss" in r]
     assert losses[-1] < losses[0]
 
 
 def test_steps_per_call_needs_a_single_device(tmp_path):
     with pytest.raises(ValueError, match=r"steps_per_call=4 needs parallel.mode 'single' or"):
         trainer.train_and_evaluate(
-            _config(steps_per_call=4, **{"parallel.mode": "pmap"}), str(tmp_path)
+            tiny_config(steps_per_call=4, **{"parallel.mode": "pmap"}), str(tmp_path)
         )
 
 
@@ -271,7 +267,7 @@ def test_every_output_layer_trains_under_the_default_optimiser(tmp_path, loss):
     from w2v_jax.configs import default
 
     base = default.get_config()
-    config = _config(**{"loss.name": loss, "batch_size": 32, "epochs": 3})
+    config = tiny_config(**{"loss.name": loss, "batch_size": 32, "epochs": 3})
     config.optimizer = base.optimizer
     config.loss.share, config.loss.skipgram_input = base.loss.share, base.loss.skipgram_input
     config.input.mode = base.input.mode

@@ -59,7 +59,7 @@ def validate(config) -> None:
     """Raises ValueError naming the first invalid field and its allowed values."""
     _choice("model", config.model, word2vec.MODELS)
     _choice("loss.name", config.loss.name, sorted(output_layers.NAMES))
-    _choice("optimizer.name", config.optimizer.name, update.OPTIMIZERS)
+    _choice("optimizer.name", config.optimizer.name, optimizers.OPTIMIZERS)
     _choice("layout", config.layout, input_pipeline.LAYOUTS)
     _choice("loss.share", config.loss.share, SHARES)
     _choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)

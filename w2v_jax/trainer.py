@@ -54,10 +54,6 @@ from w2v_jax.parallel import budget, placement
 from w2v_jax.run import claim
 from w2v_jax.step import runners, update
 
-# Thin names kept for notebooks and tests: the run folder owns these files.
-export = run_folder.export
-read_metrics = run_folder.read_metrics
-
 
 def _lbl_init(loop, pipeline, counts) -> dict:
     """`update.init_state`'s ``ctx_matrices`` and ``bias_init`` for the log-bilinear model

@@ -51,7 +51,6 @@ REFERENCE_LOSSES = tuple(layer.name for layer in output_layers.LAYERS if not lay
 RESULT_FILE = "result.json"  # the point's marker: status, wall time, error
 ERROR_FILE = "error.txt"  # the traceback of a failed point
 SUMMARY_CSV = "summary.csv"
-SUMMARY_JSON = plots.SUMMARY_JSON
 # Config fields that say where and how fast a point ran, not what it computed: a rerun
 # may change them and keep its finished points (`changed_points`).
 WHERE_FIELDS = (
@@ -386,7 +385,7 @@ def write_summary(
         "failed": sum(row["status"] == "failed" for row in rows),
         "config": json.loads(base.to_json_best_effort()) if base is not None else None,
     }
-    files.write_json(sweep_dir / SUMMARY_JSON, payload, indent=2)
+    files.write_json(sweep_dir / plots.SUMMARY_JSON, payload, indent=2)
 
 
 def _last_values(path: pathlib.Path) -> dict:

@@ -36,8 +36,6 @@ import optax
 from w2v_jax.model import output_layers, sampling, word2vec
 from w2v_jax.step import exchange, fused, optimizers, rows
 
-OPTIMIZERS = optimizers.OPTIMIZERS
-
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
