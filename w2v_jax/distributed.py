@@ -84,12 +84,8 @@ def options(config) -> Options:
     any process tries to join, so a bad command never waits for the others)."""
     p = config.parallel
     for name in ("num_processes", "process_id", "local_devices", "init_timeout_secs"):
-        value = p[name]
         low = 1 if name in ("num_processes", "init_timeout_secs") else 0
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise errors.ConfigError(
-                f"--config.parallel.{name}={value!r} must be an integer >= {low}"
-            )
+        errors.at_least(f"parallel.{name}", p[name], low, integer=True)
     coordinator = p.coordinator
     if not isinstance(coordinator, str):
         raise errors.ConfigError(f"--config.parallel.coordinator={coordinator!r} must be a string")
@@ -106,10 +102,7 @@ def options(config) -> Options:
             f"parallel.num_processes={p.num_processes} (processes are numbered from 0)"
         )
     check_processes(config, p.num_processes)
-    if not isinstance(config.deterministic, bool):
-        raise errors.ConfigError(
-            f"--config.deterministic={config.deterministic!r} must be True or False"
-        )
+    errors.boolean("deterministic", config.deterministic)
     return Options(coordinator, p.num_processes, p.process_id, p.local_devices,
                    p.init_timeout_secs, config.deterministic)  # fmt: skip
 

@@ -13,6 +13,9 @@ traceback. Library code raises the subclass that names where the mistake is:
   processes of a run cannot reach one another;
 * `DivergenceError`: training diverged (NaN, inf, a loss above ``config.max_loss``).
 
+`choice`, `at_least` and `boolean` are the range checks of config fields (`settings`,
+and `distributed` before JAX starts), each a one-line `ConfigError`.
+
 `UserError` subclasses ``ValueError`` so that notebooks and tests that catch
 ``ValueError`` (the project's errors before this family) keep working; the CLI tells the
 two apart by the class, never by ``ValueError``. `DivergenceError` is also a
@@ -48,3 +51,23 @@ class ResourceError(UserError):
 
 class DivergenceError(UserError, FloatingPointError):
     """Training diverged: a NaN or infinite loss or state, or a loss above the limit."""
+
+
+def choice(name: str, value, allowed) -> None:
+    """`ConfigError` unless ``value`` (of ``--config.<name>``) is one of ``allowed``."""
+    if value not in allowed:
+        raise ConfigError(f"--config.{name}={value!r} is not allowed; use one of {list(allowed)}")
+
+
+def at_least(name: str, value, low, *, integer: bool = False) -> None:
+    """`ConfigError` unless ``value`` is a number (an integer if ``integer``) >= ``low``."""
+    kinds = int if integer else (int, float)
+    if not isinstance(value, kinds) or isinstance(value, bool) or not value >= low:
+        what = "an integer" if integer else "a number"
+        raise ConfigError(f"--config.{name}={value!r} must be {what} >= {low}")
+
+
+def boolean(name: str, value) -> None:
+    """`ConfigError` unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"--config.{name}={value!r} must be True or False")

@@ -35,18 +35,6 @@ INPUT_MODES = ("host", "device")
 MATMUL_PRECISIONS = ("float32", "highest", "tensorfloat32", "high", "bfloat16", "default")
 
 
-def _choice(name: str, value, allowed) -> None:
-    if value not in allowed:
-        raise errors.ConfigError(
-            f"--config.{name}={value!r} is not allowed; use one of {list(allowed)}"
-        )
-
-
-def _at_least(name: str, value, low) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= low:
-        raise errors.ConfigError(f"--config.{name}={value!r} must be a number >= {low}")
-
-
 def _existing_files(name: str, paths) -> None:
     """Evaluation files given explicitly must exist before any training ("" = none)."""
     for path in filter(None, paths):
@@ -57,15 +45,15 @@ def _existing_files(name: str, paths) -> None:
 
 def validate(config) -> None:
     """Raises ValueError naming the first invalid field and its allowed values."""
-    _choice("model", config.model, word2vec.MODELS)
-    _choice("loss.name", config.loss.name, sorted(output_layers.NAMES))
-    _choice("optimizer.name", config.optimizer.name, optimizers.OPTIMIZERS)
-    _choice("layout", config.layout, input_pipeline.LAYOUTS)
-    _choice("loss.share", config.loss.share, SHARES)
-    _choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
-    _choice("parallel.mode", config.parallel.mode, runners.PARALLEL)
-    _choice("input.mode", config.input.mode, INPUT_MODES)
-    _at_least("input.device_memory_gib", config.input.device_memory_gib, 0.0)
+    errors.choice("model", config.model, word2vec.MODELS)
+    errors.choice("loss.name", config.loss.name, sorted(output_layers.NAMES))
+    errors.choice("optimizer.name", config.optimizer.name, optimizers.OPTIMIZERS)
+    errors.choice("layout", config.layout, input_pipeline.LAYOUTS)
+    errors.choice("loss.share", config.loss.share, SHARES)
+    errors.choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
+    errors.choice("parallel.mode", config.parallel.mode, runners.PARALLEL)
+    errors.choice("input.mode", config.input.mode, INPUT_MODES)
+    errors.at_least("input.device_memory_gib", config.input.device_memory_gib, 0.0)
     for name in (
         "dim",
         "window",
@@ -75,30 +63,29 @@ def validate(config) -> None:
         "checkpoint_every",
         "steps_per_call",
     ):
-        _at_least(name, config[name], 1)
-    _at_least("loss.k", config.loss.k, 1)
-    _at_least("loss.block_size", config.loss.block_size, 1)
-    _at_least("corpus.min_count", config.corpus.min_count, 1)
-    _at_least("corpus.workers", config.corpus.workers, 0)
+        errors.at_least(name, config[name], 1)
+    errors.at_least("loss.k", config.loss.k, 1)
+    errors.at_least("loss.block_size", config.loss.block_size, 1)
+    errors.at_least("corpus.min_count", config.corpus.min_count, 1)
+    errors.at_least("corpus.workers", config.corpus.workers, 0)
     for name in ("sample", "eval_every", "max_steps", "shuffle_buffer", "prefetch", "max_loss"):
-        _at_least(name, config[name], 0)
-    _at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
+        errors.at_least(name, config[name], 0)
+    errors.at_least("checkpoint_every_secs", config.checkpoint_every_secs, 0)
     for name in ("resume_override", "deterministic", "tensorboard"):
-        if not isinstance(config[name], bool):
-            raise errors.ConfigError(f"--config.{name}={config[name]!r} must be True or False")
+        errors.boolean(name, config[name])
     if config.tensorboard:
         tensorboard.check_installed()
-    _choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
+    errors.choice("matmul_precision", config.matmul_precision, MATMUL_PRECISIONS)
     _existing_files("eval.analogies", [config.eval.analogies])
     _existing_files("eval.similarity", config.eval.similarity.split(","))
-    _at_least("loss.chunk_size", config.loss.chunk_size, 0)
-    _at_least("corpus.max_vocab_size", config.corpus.max_vocab_size, 0)
-    _at_least("parallel.num_devices", config.parallel.num_devices, 0)
-    _at_least("parallel.model_axis", config.parallel.model_axis, 1)
+    errors.at_least("loss.chunk_size", config.loss.chunk_size, 0)
+    errors.at_least("corpus.max_vocab_size", config.corpus.max_vocab_size, 0)
+    errors.at_least("parallel.num_devices", config.parallel.num_devices, 0)
+    errors.at_least("parallel.model_axis", config.parallel.model_axis, 1)
     if not (isinstance(config.optimizer.alpha, float) and config.optimizer.alpha > 0):
         raise errors.ConfigError(f"--config.optimizer.alpha={config.optimizer.alpha!r} must be > 0")
-    _at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
-    _at_least("optimizer.duplicate_power", config.optimizer.duplicate_power, 0.0)
+    errors.at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
+    errors.at_least("optimizer.duplicate_power", config.optimizer.duplicate_power, 0.0)
     if config.optimizer.duplicate_power and not (
         config.optimizer.name == "sgd" and config.optimizer.sparse
     ):
@@ -130,7 +117,7 @@ def validate(config) -> None:
         )
     if config.corpus.name != "synthetic":
         ptb_splits = corpus.PTB_SPLITS[1:] if config.corpus.name == "ptb" else ()
-        _choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *ptb_splits))
+        errors.choice("corpus.heldout", config.corpus.heldout, ("", "heldout", *ptb_splits))
     if config.steps_per_call > 1 and config.parallel.mode == "pmap":
         raise errors.ConfigError(
             f"--config.steps_per_call={config.steps_per_call} needs parallel.mode 'single' or "
@@ -168,8 +155,8 @@ def _penalty(loss) -> None:
 
 def _lbl(config) -> None:
     """The log-bilinear model's options, and what it runs with so far."""
-    _choice("lbl.context_matrices", config.lbl.context_matrices, word2vec.CONTEXT_MATRICES)
-    _choice("lbl.bias_init", config.lbl.bias_init, LBL_BIAS_INIT)
+    errors.choice("lbl.context_matrices", config.lbl.context_matrices, word2vec.CONTEXT_MATRICES)
+    errors.choice("lbl.bias_init", config.lbl.bias_init, LBL_BIAS_INIT)
     if config.model != "lbl":
         for name, default in (("context_matrices", "full"), ("bias_init", "zeros")):
             if config.lbl[name] != default:
