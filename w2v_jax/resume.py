@@ -23,7 +23,6 @@ damaged folder kept aside (`store.set_aside`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from typing import NamedTuple
@@ -75,13 +74,6 @@ def _is_free(field: str) -> bool:
     return any(field == f or (f.endswith(".") and field.startswith(f)) for f in FREE_FIELDS)
 
 
-def vocab_digest(v: vocab.Vocab) -> str:
-    """A short hash of the vocabulary's words and counts (the corpus they came from)."""
-    h = hashlib.sha256("\n".join(v.words).encode("utf-8"))
-    h.update(np.asarray(v.counts, dtype="<i8").tobytes())
-    return h.hexdigest()[:16]
-
-
 def manifest(config: dict, train_vocab: vocab.Vocab, train_tokens: int) -> dict:
     """What a checkpoint's arrays mean (see the module doc), as flat JSON-ready fields.
 
@@ -92,7 +84,7 @@ def manifest(config: dict, train_vocab: vocab.Vocab, train_tokens: int) -> dict:
     """
     fields = {k: v for k, v in flatten(config).items() if not _is_free(k)}
     fields["vocab.size"] = len(train_vocab)
-    fields["vocab.sha256"] = vocab_digest(train_vocab)
+    fields["vocab.sha256"] = train_vocab.digest()
     fields["corpus.train_tokens"] = int(train_tokens)
     return json.loads(json.dumps(fields))  # as it reads back from the checkpoint
 

@@ -49,12 +49,6 @@ def make_key(path: pathlib.Path, **settings) -> dict:
     return json.loads(json.dumps(key))  # tuples become lists, as they are when read back
 
 
-def vocab_digest(v: vocab.Vocab) -> str:
-    """A hash of a given vocabulary's words and counts, for the key of `corpus.encode_corpus`."""
-    table = repr((v.words, v.counts.tolist())).encode()
-    return hashlib.sha256(table).hexdigest()
-
-
 def entry_path(root: pathlib.Path, label: str, split: str, key: dict) -> pathlib.Path:
     """Where the entry for ``key`` lives under ``root``."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

@@ -161,7 +161,7 @@ def encode_corpus(
     result's vocab is `vocab` itself, with its (training) counts.
     """
     options = (options or ReadOptions())._replace(**fields)
-    settings = {"vocab": cache.vocab_digest(vocab)}
+    settings = {"vocab": vocab.digest()}
     return _load(name_or_path, split, vocab, settings, options._asdict())
 
 
@@ -202,7 +202,7 @@ def _load(name_or_path, split, given_vocab, settings, options) -> Corpus:
             return Corpus(ids, np.load(pathlib.Path(tmp) / "offsets.npy"), v)
 
     def heldout_entry(v: vocab.Vocab, write: cache.Build) -> None:
-        heldout_key = _key(source, "heldout", {"vocab": cache.vocab_digest(v)})
+        heldout_key = _key(source, "heldout", {"vocab": v.digest()})
         entry = cache.entry_path(root, label, "heldout", heldout_key)
         cache.load_or_build(entry, heldout_key, v, write)
 

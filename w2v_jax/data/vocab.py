@@ -10,6 +10,7 @@ whatever the order the words were first met in or the Python hash seed.
 
 import dataclasses
 import functools
+import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Mapping
@@ -110,6 +111,13 @@ class Vocab:
     def __repr__(self) -> str:
         head = ", ".join(self.words[:5])
         return f"Vocab(V={len(self)}, tokens={int(self.counts.sum()):,}, words=[{head}, ...])"
+
+    def digest(self) -> str:
+        """A short hash of the words and counts: what a checkpoint's manifest and a cache
+        key encoded with this vocabulary record."""
+        h = hashlib.sha256("\n".join(self.words).encode("utf-8"))
+        h.update(np.asarray(self.counts, dtype="<i8").tobytes())
+        return h.hexdigest()[:16]
 
     @functools.cached_property
     def index(self) -> dict[str, int]:
