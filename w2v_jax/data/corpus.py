@@ -55,7 +55,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax import errors
-from w2v_jax.data import cache, download, encoding, readers, vocab
+from w2v_jax.data import cache, download, encoding, readers, vocab, windows
 
 EOS = "<eos>"
 HELDOUT_FRACTION = 0.01
@@ -316,8 +316,8 @@ def _pre_encoded(path, split, given_vocab, settings, options) -> Corpus:
     lo, hi = _split_range(path, split, n, fraction, split in ("train", "heldout"))
     inner = offsets[(offsets > lo) & (offsets < hi)]
     bounds = np.concatenate([np.array([lo]), inner, np.array([hi])]) - lo
-    starts = encoding.sentence_starts(bounds, options["max_sentence_length"])
-    return Corpus(ids[lo:hi], np.append(starts, hi - lo).astype(np.int64), given_vocab or v)
+    offsets = windows.split_sentences(bounds, options["max_sentence_length"])
+    return Corpus(ids[lo:hi], offsets, given_vocab or v)
 
 
 def _check_split(name_or_path, split) -> None:

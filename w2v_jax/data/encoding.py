@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from w2v_jax.data import blocks, readers
+from w2v_jax.data import blocks, readers, windows
 
 
 def count(tokens: readers.Tokens, lo: int, hi: int) -> np.ndarray:
@@ -35,14 +35,6 @@ def remap(table: dict[str, int], words: tuple[str, ...]) -> np.ndarray:
     out = np.full(len(table), -1, np.int32)
     out[prov[prov >= 0]] = np.flatnonzero(prov >= 0)
     return out
-
-
-def sentence_starts(bounds: np.ndarray, max_sentence_length: int) -> np.ndarray:
-    """int64 starts of the sentences of lines [bounds[i], bounds[i+1]) cut into pieces of
-    at most ``max_sentence_length``; ``bounds`` int64 [lines + 1] is increasing."""
-    pieces = -(-np.diff(bounds) // max_sentence_length)  # [lines] sentences per line
-    within = np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-    return np.repeat(bounds[:-1], pieces) + max_sentence_length * within
 
 
 def encode(
@@ -98,7 +90,7 @@ def _write_starts(f, line_start: int, cuts: np.ndarray, filled: int, max_len: in
     ``filled``; returns where the rest of the open line starts."""
     bounds = np.concatenate([np.array([line_start], np.int64), cuts])
     bounds = bounds[np.diff(bounds, prepend=-1) > 0]  # a repeated cut is an empty line
-    f.write(sentence_starts(bounds, max_len))
+    f.write(windows.split_sentences(bounds, max_len)[:-1])
     line_start = int(bounds[-1])
     full = (filled - line_start) // max_len  # the open line's pieces that are complete
     f.write(line_start + max_len * np.arange(full, dtype=np.int64))

@@ -57,10 +57,11 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
 
 
 def split_sentences(offsets: np.ndarray, max_length: int) -> np.ndarray:
-    """Cuts every sentence longer than ``max_length`` tokens into consecutive pieces.
-
-    Empty sentences are dropped. gensim does the same with 10,000-token pieces; word2vec C
-    with 1,000 kept words. It also lets one-line corpora such as text8 be chunked.
+    """Cuts every sentence longer than ``max_length`` tokens into consecutive pieces: the
+    one sentence cutter (the corpus build, `encoding.encode`, and pre-encoded folders cut
+    with it too). Empty sentences are dropped. gensim does the same with 10,000-token
+    pieces; word2vec C with 1,000 kept words. It also lets one-line corpora such as text8
+    be chunked.
 
     Args:
         offsets: int[S + 1] sentence boundaries.
