@@ -21,7 +21,6 @@ shared/notes).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -168,56 +167,168 @@ def device_scan_steps(cfg: update.StepConfig, spec: on_device.Spec):
     return jax.jit(call, donate_argnums=0)
 
 
-def _create_single(init):
-    return jax.jit(init)()
+def _first_step(metrics):
+    """One step's metrics (pmap: replica 0's) with a leading step axis of 1."""
+    return jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
 
 
-@dataclasses.dataclass
+def _split_steps(batch, n: int):
+    """A call's host batch [S·B, ...] as S steps' batches [S, B, ...]."""
+    return jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+
+
 class Runner:
-    step: Callable[..., tuple[Any, dict]]  # (state, host batch, aux, lr) -> (state, metrics)
-    put_state: Callable[[update.TrainState], Any]  # host (restored) state -> runner layout
-    host_state: Callable[[Any], update.TrainState]  # runner layout -> host numpy state
-    put_aux: Callable[[Any], Any] = jax.device_put  # constants, transferred once
+    """Runs steps on devices; one subclass per way (`make_runner`), so the type says it:
+    `JitRunner` (``parallel.mode='single'``), `DeviceInputRunner` (single, batches drawn
+    on the device), `PmapRunner`, `MeshRunner`. This base places everything on the
+    default device.
+
+    ``step_call(state, batch, aux, lrs) -> (state, metrics [S])`` runs ``len(lrs)`` =
+    ``steps_per_call`` steps on ``batch`` (``steps_per_call × batch_size`` rows: step i
+    takes rows [i·B, (i+1)·B)); the other methods move states between the host and the
+    runner's layout.
+    """
+
     steps_per_call: int = 1
-    scan: Callable[..., tuple[Any, dict]] | None = None  # scan_steps, when S > 1
-    sync: bool = False  # block after every call (multi-device CPU, see the module doc)
-    on_device: bool = False  # step_call's batch is an `on_device.Feed` (device_scan_steps)
-    # What a checkpoint saves: the state's device arrays themselves (the checkpoint writer
-    # copies the blocks it writes to the host); pmap: one replica. None: the state as is.
-    saved_state: Callable[[Any], Any] | None = None
     shardings: Any = None  # mesh: the state's NamedShardings (a sharded restore needs them)
-    # init () -> state, run so that the state is born in the runner layout: each device
-    # computes its own shard or replica, nothing whole on one device first.
-    create_state: Callable[[Callable[[], Any]], Any] = _create_single
+
+    def step_call(self, state, batch, aux, lrs):
+        raise NotImplementedError
+
+    def put_state(self, state: update.TrainState):  # a host (restored) state, placed
+        return jax.device_put(state)
+
+    def host_state(self, state) -> update.TrainState:  # host NumPy arrays
+        return jax.device_get(state)
+
+    def put_aux(self, aux):  # the constants (noise table, Huffman arrays), placed once
+        return jax.device_put(aux)
+
+    def create_state(self, init: Callable[[], Any]):
+        """``init()``'s state born in the runner's layout: each device computes its own
+        shard or replica, nothing whole on one device first."""
+        return jax.jit(init)()
+
+    def state_to_save(self, state):
+        """What a checkpoint saves: device arrays (its writer copies blocks to the host)."""
+        return state
 
     def bytes_per_device(self, abstract_state) -> int:
         """What one device holds of a state like ``abstract_state`` (`jax.eval_shape`)."""
         return placement.bytes_per_device(abstract_state, self.shardings)
 
-    def state_to_save(self, state):
-        """The arrays a checkpoint saves of ``state`` (device arrays, not fetched here)."""
-        return state if self.saved_state is None else self.saved_state(state)
-
     def host_params(self, state) -> dict:
         return self.host_state(state).params
 
-    def step_call(self, state, batch, aux, lrs):
-        """Runs ``len(lrs)`` = ``steps_per_call`` SGD steps on ``batch`` in one call.
 
-        ``batch`` holds ``steps_per_call × batch_size`` rows; step i takes rows
-        [i·B, (i+1)·B). Returns the state and metrics with a leading step axis.
-        With ``on_device``, ``batch`` is the call's `on_device.Feed` and ``lrs`` may be shorter.
-        """
-        if self.on_device:
-            return self.scan(state, batch, aux, np.asarray(lrs, np.float32))
-        if self.scan is None:
+class JitRunner(Runner):
+    """``parallel.mode='single'``: ``jit`` on the default device; ``lax.scan`` over the
+    steps of a call when ``steps_per_call`` > 1."""
+
+    def __init__(self, cfg: update.StepConfig, steps_per_call: int):
+        self.steps_per_call = steps_per_call
+        self._step = jit_step(cfg)
+        self._scan = scan_steps(cfg) if steps_per_call > 1 else None
+
+    def step_call(self, state, batch, aux, lrs):
+        if self._scan is None:
             (lr,) = lrs
-            state, metrics = self.step(state, batch, aux, lr)
-            return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
-        n = self.steps_per_call
-        split = jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
-        out = self.scan(state, split, aux, np.asarray(lrs, np.float32))
-        return jax.block_until_ready(out) if self.sync else out
+            state, metrics = self._step(state, batch, aux, np.float32(lr))
+            return state, _first_step(metrics)
+        batches = _split_steps(batch, self.steps_per_call)
+        return self._scan(state, batches, aux, np.asarray(lrs, np.float32))
+
+
+class DeviceInputRunner(Runner):
+    """``input.mode='device'`` (single device): each call's ``batch`` is its
+    `on_device.Feed` and ``lrs`` may be shorter than ``steps_per_call`` (a run's last)."""
+
+    def __init__(self, cfg: update.StepConfig, steps_per_call: int, spec: on_device.Spec):
+        self.steps_per_call = steps_per_call
+        self._scan = device_scan_steps(cfg, spec)
+
+    def step_call(self, state, batch, aux, lrs):
+        return self._scan(state, batch, aux, np.asarray(lrs, np.float32))
+
+
+class PmapRunner(Runner):
+    """``parallel.mode='pmap'``: a replica per device, one step per call; the state and
+    constants stacked along a leading device axis, a checkpoint saves replica 0."""
+
+    def __init__(self, cfg: update.StepConfig, devices: list, sync: bool):
+        self._devices, self._sync = devices, sync
+        self._step = pmap_step(cfg, devices)
+
+    def step_call(self, state, batch, aux, lrs):
+        (lr,) = lrs
+        batch = input_pipeline.shard_batch(batch, len(self._devices))
+        out = self._step(state, batch, aux, np.float32(lr))
+        state, metrics = jax.block_until_ready(out) if self._sync else out
+        return state, _first_step(metrics)
+
+    def put_state(self, state):
+        return replicate(state, self._devices)
+
+    def host_state(self, state):
+        return jax.device_get(unreplicate(state))
+
+    def put_aux(self, aux):
+        return replicate(aux, self._devices)  # on every device once, not every step
+
+    def create_state(self, init):
+        n, devices = len(self._devices), self._devices
+        stack = lambda x: jnp.broadcast_to(x, (n, *x.shape))  # noqa: E731
+        out = jax.tree_util.tree_map(lambda _: _stacked(devices), jax.eval_shape(init))
+        return jax.jit(lambda: jax.tree_util.tree_map(stack, init()), out_shardings=out)()
+
+    def state_to_save(self, state):
+        return unreplicate(state)
+
+
+class MeshRunner(Runner):
+    """``parallel.mode='mesh'``: `jax.shard_map` over a ``(data, model)`` mesh of every
+    process's devices; each process passes its share's rows (`local_rows`)."""
+
+    def __init__(self, cfg, options: ParallelOptions, mesh, state, sync: bool):
+        self.steps_per_call, self._sync = options.steps_per_call, sync
+        self._step, self.shardings = mesh_step(cfg, mesh, state, options.shard_vocab)
+        self._rows = NamedSharding(mesh, P("data"))
+        self._replicated = NamedSharding(mesh, P())
+        self._scan = None
+        if options.steps_per_call > 1:
+            self._scan, _ = mesh_scan_steps(cfg, mesh, state, options.shard_vocab)
+            self._step_rows = NamedSharding(mesh, P(None, "data"))
+        self._many = jax.process_count() > 1
+
+    def step_call(self, state, batch, aux, lrs):
+        if self._scan is None:
+            (lr,) = lrs
+            # Each process holds its share's rows: [B / shares, ...].
+            batch = jax.tree_util.tree_map(lambda x: local_rows(self._rows, x), batch)
+            out = self._step(state, batch, aux, np.float32(lr))
+            state, metrics = jax.block_until_ready(out) if self._sync else out
+            return state, _first_step(metrics)
+        # Each process holds its share's rows of every step: [S, B / shares].
+        batches = _split_steps(batch, self.steps_per_call)
+        batches = jax.tree_util.tree_map(lambda x: local_rows(self._step_rows, x), batches)
+        out = self._scan(state, batches, aux, np.asarray(lrs, np.float32))
+        return jax.block_until_ready(out) if self._sync else out
+
+    def put_state(self, state):
+        if self._many:
+            return jax.tree_util.tree_map(global_rows, self.shardings, state)
+        return jax.device_put(state, self.shardings)
+
+    def host_state(self, state):
+        return gather(state)
+
+    def put_aux(self, aux):
+        if self._many:
+            return jax.tree_util.tree_map(lambda x: global_rows(self._replicated, x), aux)
+        return jax.device_put(aux, self._replicated)
+
+    def create_state(self, init):
+        return placement.create(init, self.shardings)
 
 
 def global_rows(sharding, x):
@@ -296,83 +407,13 @@ def make_runner(
             raise errors.ConfigError(
                 f"input.mode='device' needs parallel.mode='single', not {mode!r}"
             )
-        return Runner(
-            step=None,
-            put_state=jax.device_put,
-            host_state=jax.device_get,
-            steps_per_call=options.steps_per_call,
-            scan=device_scan_steps(cfg, device_spec),
-            on_device=True,
-        )
+        return DeviceInputRunner(cfg, options.steps_per_call, device_spec)
     if mode == "single":
-        fn = jit_step(cfg)
-        many = options.steps_per_call
-        return Runner(
-            step=lambda s, b, a, lr: fn(s, b, a, np.float32(lr)),
-            put_state=jax.device_put,
-            host_state=jax.device_get,
-            steps_per_call=many,
-            scan=scan_steps(cfg) if many > 1 else None,
-        )
+        return JitRunner(cfg, options.steps_per_call)
     devices = _num_devices(options)
     if mode == "pmap":
-        fn = pmap_step(cfg, devices)
-        n = len(devices)
-
-        def step(s, b, a, lr):
-            out = fn(s, input_pipeline.shard_batch(b, n), a, np.float32(lr))
-            return jax.block_until_ready(out) if sync else out
-
-        def create(init):
-            stack = lambda x: jnp.broadcast_to(x, (n, *x.shape))  # noqa: E731
-            out = jax.tree_util.tree_map(lambda _: _stacked(devices), jax.eval_shape(init))
-            return jax.jit(lambda: jax.tree_util.tree_map(stack, init()), out_shardings=out)()
-
-        return Runner(
-            step=step,
-            put_state=lambda s: replicate(s, devices),
-            host_state=lambda s: jax.device_get(unreplicate(s)),
-            put_aux=lambda a: replicate(a, devices),  # on every device once, not every step
-            saved_state=unreplicate,
-            create_state=create,
-        )
+        return PmapRunner(cfg, devices, sync)
     if mode == "mesh":
         mesh = placement.make_mesh(len(devices) * jax.process_count(), options.model_axis)
-        fn, st_sh = mesh_step(cfg, mesh, state, options.shard_vocab)
-        data_sh = NamedSharding(mesh, P("data"))
-        scan = None
-        if options.steps_per_call > 1:
-            scan_fn, _ = mesh_scan_steps(cfg, mesh, state, options.shard_vocab)
-            scan_sh = NamedSharding(mesh, P(None, "data"))
-
-            def scan(s, batches, a, lrs):
-                # Each process holds its share's rows of every step: [S, B / shares].
-                batches = jax.tree_util.tree_map(lambda x: local_rows(scan_sh, x), batches)
-                return scan_fn(s, batches, a, lrs)
-
-        def step(s, b, a, lr):
-            # Each process holds its share's rows: [B / shares, ...].
-            b = jax.tree_util.tree_map(lambda x: local_rows(data_sh, x), b)
-            out = fn(s, b, a, np.float32(lr))
-            return jax.block_until_ready(out) if sync else out
-
-        many = jax.process_count() > 1
-        rep = NamedSharding(mesh, P())
-        return Runner(
-            step=step,
-            put_state=lambda s: (
-                jax.tree_util.tree_map(global_rows, st_sh, s) if many else jax.device_put(s, st_sh)
-            ),  # fmt: skip
-            host_state=gather,
-            put_aux=lambda a: (
-                jax.tree_util.tree_map(lambda x: global_rows(rep, x), a)
-                if many
-                else jax.device_put(a, rep)
-            ),  # fmt: skip
-            steps_per_call=options.steps_per_call,
-            scan=scan,
-            sync=sync,
-            shardings=st_sh,
-            create_state=lambda init: placement.create(init, st_sh),
-        )
+        return MeshRunner(cfg, options, mesh, state, sync)
     raise errors.ConfigError(f"parallel.mode must be one of {PARALLEL}; got {mode!r}")
