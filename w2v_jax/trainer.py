@@ -130,7 +130,7 @@ def _train(run: Run) -> dict:
     return run.finish(runner.host_params(state), last_window, rates, loop_wall, input_wait)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(kw_only=True)
 class Run:
     """One run's host side: its settings, data, checkpoints and metrics log, and where it
     stands (step, data position, tokens). `open_run` builds it.
@@ -148,7 +148,7 @@ class Run:
     dataset: sources.Data
     aux: output_layers.Constants  # host arrays
     state: update.TrainState  # the state to start from
-    runner: runners.Runner | None
+    runner: runners.Runner | None  # None: the caller steps the state (point groups)
     device_spec: on_device.Spec | None
     planned: int  # tokens over all epochs
     checkpoints: resume.Checkpoints
@@ -393,8 +393,10 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
     if not chief:  # process 0 evaluates and writes the shared files
         evaluate_params = lambda params: {}  # noqa: E731
     out = Run(
-        config, run, workdir, dataset, aux, state, runner, device_spec, planned, checkpoints,
-        guard, evaluate_params, step, position, tokens_done, chief, many,
+        config=config, settings=run, workdir=workdir, dataset=dataset, aux=aux, state=state,
+        runner=runner, device_spec=device_spec, planned=planned, checkpoints=checkpoints,
+        guard=guard, evaluate=evaluate_params, step=step, position=position,
+        tokens_done=tokens_done, chief=chief, many=many,
     )  # fmt: skip
     if resumed is not None and _finished(loop, position, step):
         host = runners.gather(state)  # every process: a collective when several
