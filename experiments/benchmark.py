@@ -344,16 +344,9 @@ def evaluate_run(run: dict) -> None:
     """Adds our evaluator's metrics of the run's vectors (None where a file is missing)."""
     from w2v_jax.evaluation import evaluate  # loads JAX: only in the parent, after every timed run
 
-    analogies, similarity = evaluation_files()
-    metrics = evaluate.evaluate_vectors(
-        keyed_vectors.load_word2vec(run["vectors"]),
-        analogies_path=analogies,
-        similarity_paths=similarity,
-        restrict_vocab=_RESTRICT_VOCAB.value,
-    )
-    for key in ("total", "semantic", "syntactic", "coverage"):
-        run[f"analogy_{key}"] = metrics.get(f"analogy/{key}")
-    run["ws353"] = metrics.get(f"similarity/{pathlib.Path(WORDSIM).stem}/spearman")
+    scores = evaluate.score_file(run["vectors"], *evaluation_files(), _RESTRICT_VOCAB.value)
+    ws353 = scores.pop(f"similarity_{pathlib.Path(WORDSIM).stem}_spearman", None)
+    run.update(scores, ws353=ws353)
 
 
 def spread(runs: list[dict], key: str) -> tuple:

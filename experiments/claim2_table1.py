@@ -36,7 +36,7 @@ from ml_collections import config_flags
 from w2v_jax import cli, errors, files, settings
 from w2v_jax.analysis import figures, sweep
 from w2v_jax.data import corpus
-from w2v_jax.evaluation import evaluate, keyed_vectors
+from w2v_jax.evaluation import evaluate
 
 # (method, subsampling threshold): (minutes, syntactic %, semantic %, total %).
 PAPER = {
@@ -166,24 +166,12 @@ def train_gensim(config, sample: str, run_dir: pathlib.Path, data_dir: pathlib.P
     if done.returncode:
         raise RuntimeError(f"gensim (sample {sample}) failed with exit {done.returncode}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
-    row.update(score(run_dir / "vectors.bin", data_dir, config.eval.restrict_vocab))
+    analogies, wordsim = str(data_dir / ANALOGIES), data_dir / WORDSIM
+    similarity = [str(wordsim)] if wordsim.is_file() else []
+    restrict = config.eval.restrict_vocab
+    row.update(evaluate.score_file(run_dir / "vectors.bin", analogies, similarity, restrict))
     files.write_json(path, row, indent=1)
     return row
-
-
-def score(vectors: pathlib.Path, data_dir: pathlib.Path, restrict_vocab: int) -> dict:
-    """Our evaluator's analogy and WordSim-353 figures of a word2vec-format file."""
-    wordsim = data_dir / WORDSIM
-    metrics = evaluate.evaluate_vectors(
-        keyed_vectors.load_word2vec(vectors),
-        analogies_path=str(data_dir / ANALOGIES),
-        similarity_paths=[str(wordsim)] if wordsim.is_file() else [],
-        restrict_vocab=restrict_vocab,
-    )
-    out = {f"analogy_{k}": metrics.get(f"analogy/{k}") for k in ("total", "semantic", "syntactic")}
-    out["analogy_coverage"] = metrics.get("analogy/coverage")
-    out["similarity_wordsim353_spearman"] = metrics.get("similarity/wordsim353/spearman")
-    return out
 
 
 KEYS = (

@@ -77,6 +77,20 @@ def evaluate_vectors(
         return _evaluate(kv, analogies_path, similarity_paths, restrict_vocab, method, neighbours)
 
 
+_HEADLINE = ("total", "semantic", "syntactic", "coverage")
+
+
+def score_file(path, analogies_path=None, similarity_paths: Sequence = (), restrict_vocab=30000):
+    """The experiments' figures of the word2vec-format vectors at ``path``, flat and named
+    as a sweep's summary: ``analogy_{total,semantic,syntactic,coverage}`` and
+    ``similarity_<file stem>_spearman`` (None where there is nothing to score)."""
+    kv = keyed_vectors.load_word2vec(path)
+    metrics = evaluate_vectors(kv, analogies_path, similarity_paths, restrict_vocab)
+    out = {f"analogy_{k}": metrics.get(f"analogy/{k}") for k in _HEADLINE}
+    spearman = {k: v for k, v in metrics.items() if k.endswith("/spearman")}
+    return {**out, **{k.replace("/", "_"): v for k, v in spearman.items()}}
+
+
 def _read(read, path):
     """``read(path)``, with the file named in any error it raises."""
     try:
