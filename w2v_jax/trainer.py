@@ -110,7 +110,7 @@ def _train(run: Run) -> dict:
             lrs = run.learning_rates(item, n)
             state, metrics = runner.step_call(state, item.batch, aux, lrs)
             before = run.record(item, n, metrics)
-            run.log_call(before, lambda s=state: runner.host_params(s))
+            run.log_call(before, lambda s=state: runner.host_state(s).params)
             if run.at_end:
                 break
             save, stopping = run.checkpoints.agree(before, run.step, stop.requested)
@@ -127,7 +127,7 @@ def _train(run: Run) -> dict:
     loop_wall = time.perf_counter() - loop_start
     rates = run.meter.rates()  # before evaluation, which is not training time
     run.save(runner.state_to_save(state))
-    return run.finish(runner.host_params(state), last_window, rates, loop_wall, input_wait)
+    return run.finish(runner.host_state(state).params, last_window, rates, loop_wall, input_wait)
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -217,9 +217,6 @@ class Runner:
         """What one device holds of a state like ``abstract_state`` (`jax.eval_shape`)."""
         return placement.bytes_per_device(abstract_state, self.shardings)
 
-    def host_params(self, state) -> dict:
-        return self.host_state(state).params
-
 
 class JitRunner(Runner):
     """``parallel.mode='single'``: ``jit`` on the default device; ``lax.scan`` over the
