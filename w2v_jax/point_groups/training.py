@@ -3,8 +3,8 @@
 The runs' configs may differ only in `VMAPPED_FIELDS` (seed, learning rates, noise
 exponent, initial accumulator): nothing that changes an array's shape or a static
 `update.StepConfig` field. Their states are stacked along a leading points axis P and one
-jitted ``jax.vmap`` of the trainer's own step (`runners.jit_step`, or `runners.scan_steps`
-when ``steps_per_call > 1``) updates every point per call: each point its own parameters,
+jitted ``jax.vmap`` of the trainer's own call (`runners.call_steps`) updates every point
+per call: each point its own parameters,
 optimiser state and RNG key, its own learning rate and, where ``loss.ns_exponent``
 differs, its own noise table (the `output_layers.Constants` stacked as well).
 
@@ -145,28 +145,10 @@ def group_steps(
 
     ``batch`` holds S·B rows per point, stacked [P, S·B, ...] (``batch_axis=0``) or shared
     (None), or with ``device_spec`` (input.mode='device') the call's `on_device.Feed`;
-    ``aux`` likewise. The per-point function is the single-run runner's, so each point
+    ``aux`` likewise. The per-point function is `runners.JitRunner`'s, so each point
     takes the same steps it would alone.
     """
-    if device_spec is not None:
-        one = runners.device_scan_steps(cfg, device_spec)
-    elif steps_per_call == 1:
-        step = runners.jit_step(cfg)
-
-        def one(state, batch, aux, lrs):
-            state, metrics = step(state, batch, aux, lrs[0])
-            return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (1,)), metrics)
-
-    else:
-        scan = runners.scan_steps(cfg)
-
-        def one(state, batch, aux, lrs):
-            s = steps_per_call
-            split = jax.tree_util.tree_map(
-                lambda x: x.reshape(s, x.shape[0] // s, *x.shape[1:]), batch
-            )
-            return scan(state, split, aux, lrs)
-
+    one = runners.call_steps(cfg, steps_per_call, device_spec)
     return jax.jit(jax.vmap(one, in_axes=(0, batch_axis, aux_axis, 0)), donate_argnums=0)
 
 

@@ -148,25 +148,6 @@ def mesh_scan_steps(cfg: update.StepConfig, mesh, state, shard_vocab: bool = Fal
     return _mesh_jit(call, mesh, state, shard_vocab, P(None, "data"), P())
 
 
-def device_scan_steps(cfg: update.StepConfig, spec: on_device.Spec):
-    """Single device, batches drawn on the device: ``(state, feed, aux, lrs [S]) ->
-    (state, metrics [S])``.
-
-    Sub-step i trains on `on_device.batch_at` of its own step (``state.step``), drawn inside
-    the ``lax.scan`` body from the call's `on_device.Feed`; the host sends only the learning
-    rates. A call of fewer steps (a run's last) compiles once more.
-    """
-
-    def call(state, feed, aux, lrs):
-        def body(s, lr):
-            batch = on_device.batch_at(feed, s.step, spec)
-            return update.train_step(s, batch, aux, lr, cfg=cfg)
-
-        return jax.lax.scan(body, state, lrs)
-
-    return jax.jit(call, donate_argnums=0)
-
-
 def _first_step(metrics):
     """One step's metrics (pmap: replica 0's) with a leading step axis of 1."""
     return jax.tree_util.tree_map(lambda x: jnp.reshape(x, (-1,))[:1], metrics)
@@ -177,11 +158,43 @@ def _split_steps(batch, n: int):
     return jax.tree_util.tree_map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
 
 
+def call_steps(cfg: update.StepConfig, steps_per_call: int, device_spec=None):
+    """One call on one device, unjitted: ``(state, batch, aux, lrs [S]) -> (state,
+    metrics [S])``, S = ``steps_per_call``. `JitRunner` jits it; point groups vmap it.
+
+    ``batch`` holds S·B host rows (step i takes rows [i·B, (i+1)·B)), or with
+    ``device_spec`` (input.mode='device') the call's `on_device.Feed`: sub-step i trains
+    on `on_device.batch_at` of its own step (``state.step``), drawn inside the
+    ``lax.scan``, and ``lrs`` may be shorter (a run's last call compiles once more).
+    """
+    if device_spec is not None:
+
+        def call(state, feed, aux, lrs):
+            def body(s, lr):
+                batch = on_device.batch_at(feed, s.step, device_spec)
+                return update.train_step(s, batch, aux, lr, cfg=cfg)
+
+            return jax.lax.scan(body, state, lrs)
+
+        return call
+    if steps_per_call == 1:
+
+        def one(state, batch, aux, lrs):
+            state, metrics = update.train_step(state, batch, aux, lrs[0], cfg=cfg)
+            return state, jax.tree_util.tree_map(lambda x: jnp.reshape(x, (1,)), metrics)
+
+        return one
+
+    def scan(state, batch, aux, lrs):
+        return _scan_call(cfg)(state, _split_steps(batch, steps_per_call), aux, lrs)
+
+    return scan
+
+
 class Runner:
-    """Runs steps on devices; one subclass per way (`make_runner`), so the type says it:
-    `JitRunner` (``parallel.mode='single'``), `DeviceInputRunner` (single, batches drawn
-    on the device), `PmapRunner`, `MeshRunner`. This base places everything on the
-    default device.
+    """Runs steps on devices; one subclass per ``parallel.mode`` (`make_runner`), so the
+    type says it: `JitRunner` ('single'), `PmapRunner`, `MeshRunner`. This base places
+    everything on the default device.
 
     ``step_call(state, batch, aux, lrs) -> (state, metrics [S])`` runs ``len(lrs)`` =
     ``steps_per_call`` steps on ``batch`` (``steps_per_call × batch_size`` rows: step i
@@ -219,33 +232,15 @@ class Runner:
 
 
 class JitRunner(Runner):
-    """``parallel.mode='single'``: ``jit`` on the default device; ``lax.scan`` over the
-    steps of a call when ``steps_per_call`` > 1."""
+    """``parallel.mode='single'``: `call_steps` jitted on the default device (host batches,
+    or with a ``device_spec`` batches drawn on the device, input.mode='device')."""
 
-    def __init__(self, cfg: update.StepConfig, steps_per_call: int):
+    def __init__(self, cfg: update.StepConfig, steps_per_call: int, device_spec=None):
         self.steps_per_call = steps_per_call
-        self._step = jit_step(cfg)
-        self._scan = scan_steps(cfg) if steps_per_call > 1 else None
+        self._call = jax.jit(call_steps(cfg, steps_per_call, device_spec), donate_argnums=0)
 
     def step_call(self, state, batch, aux, lrs):
-        if self._scan is None:
-            (lr,) = lrs
-            state, metrics = self._step(state, batch, aux, np.float32(lr))
-            return state, _first_step(metrics)
-        batches = _split_steps(batch, self.steps_per_call)
-        return self._scan(state, batches, aux, np.asarray(lrs, np.float32))
-
-
-class DeviceInputRunner(Runner):
-    """``input.mode='device'`` (single device): each call's ``batch`` is its
-    `on_device.Feed` and ``lrs`` may be shorter than ``steps_per_call`` (a run's last)."""
-
-    def __init__(self, cfg: update.StepConfig, steps_per_call: int, spec: on_device.Spec):
-        self.steps_per_call = steps_per_call
-        self._scan = device_scan_steps(cfg, spec)
-
-    def step_call(self, state, batch, aux, lrs):
-        return self._scan(state, batch, aux, np.asarray(lrs, np.float32))
+        return self._call(state, batch, aux, np.asarray(lrs, np.float32))
 
 
 class PmapRunner(Runner):
@@ -404,7 +399,7 @@ def make_runner(
             raise errors.ConfigError(
                 f"input.mode='device' needs parallel.mode='single', not {mode!r}"
             )
-        return DeviceInputRunner(cfg, options.steps_per_call, device_spec)
+        return JitRunner(cfg, options.steps_per_call, device_spec)
     if mode == "single":
         return JitRunner(cfg, options.steps_per_call)
     devices = _num_devices(options)
