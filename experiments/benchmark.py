@@ -106,6 +106,26 @@ _RUN_DIR = flags.DEFINE_string("run_dir", None, "Internal: the child's output di
 _KEEP_VECTORS = flags.DEFINE_string(
     "keep_vectors", None, "Copy each run's vectors here as SIDE_REPEAT.bin (word2vec binary)."
 )
+_TIME_TO_QUALITY = flags.DEFINE_bool(
+    "time_to_quality",
+    False,
+    "Instead of one comparison: gensim for --epochs, then ours for each of --ours_epochs "
+    "until ours reaches gensim's analogy accuracy, for each of --models (module docstring).",
+)
+_OURS_EPOCHS = flags.DEFINE_list(
+    "ours_epochs", ["1", "2", "3", "4", "5"], "--time_to_quality: our epoch ladder."
+)
+_MODELS = flags.DEFINE_list("models", ["skipgram", "cbow"], "--time_to_quality: models.")
+_TARGET_ANALOGY = flags.DEFINE_float(
+    "target_analogy",
+    None,
+    "--time_to_quality: gensim's analogy accuracy given instead of measured (with "
+    "--target_wall_s; gensim is then not run). For tests and reruns of our side.",
+)
+_TARGET_WALL_S = flags.DEFINE_float("target_wall_s", None, "See --target_analogy.")
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir", None, "--time_to_quality: write CORPUS.json and CORPUS.md here."
+)
 
 ANALOGIES, WORDSIM = "questions-words.txt", "wordsim353.tsv"
 MB = 1 << 20
@@ -314,9 +334,10 @@ def gensim_problem() -> str | None:
     return None
 
 
-def run_child(side: str, run_dir: pathlib.Path) -> dict:
-    """One run in a fresh process; its stderr (logs) passes through, stdout is its JSON."""
-    cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:]]
+def run_child(side: str, run_dir: pathlib.Path, extra=()) -> dict:
+    """One run in a fresh process; its stderr (logs) passes through, stdout is its JSON.
+    ``extra``: flags that override the parent's (the later flag wins)."""
+    cmd = [sys.executable, os.path.abspath(__file__), *sys.argv[1:], *extra]
     data_dir = corpus.resolve_data_dir(_DATA_DIR.value)
     cmd += [f"--data_dir={data_dir}", f"--run_one={side}", f"--run_dir={run_dir}"]
     env = dict(os.environ)
@@ -324,7 +345,7 @@ def run_child(side: str, run_dir: pathlib.Path) -> dict:
         # The trainer evaluates at the end when W2V_DATA_DIR holds evaluation files; the
         # child gets the directory through --data_dir instead, so it trains only.
         env.pop("W2V_DATA_DIR", None)
-    print(f"[{side}] {run_dir.name} ...", file=sys.stderr, flush=True)
+    print(f"[{side}] {run_dir.name} {' '.join(extra)} ...", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
     if done.returncode:
         raise RuntimeError(f"{side} run failed (exit {done.returncode}); see its stderr above")
@@ -484,6 +505,116 @@ def print_table(result: dict) -> None:
         print(f"NOTE: {result['gensim_note']}")
 
 
+# ------------------------------------------------------------------- time to quality
+
+
+def climb(target: dict, train_ours, ladder) -> dict:
+    """Our runs up the epoch ladder until one reaches gensim's analogy accuracy.
+
+    ``target``: gensim's run (``wall_s``, ``analogy_total``, ``ws353``); ``train_ours(e)``
+    trains ours planned for e epochs and returns its evaluated run (same keys plus
+    ``epochs``); ``ladder``: epoch counts, increasing. Stops at the first run whose analogy
+    is >= gensim's; ``ratio`` = gensim's wall / that run's wall (> 1: ours is sooner), None
+    when no rung reached it.
+    """
+    runs = []
+    for epochs in ladder:
+        runs.append(train_ours(epochs))
+        if runs[-1]["analogy_total"] >= target["analogy_total"]:
+            break
+    hit = runs[-1] if runs and runs[-1]["analogy_total"] >= target["analogy_total"] else None
+    return {
+        "gensim_wall_s": target["wall_s"],
+        "gensim_analogy": target["analogy_total"],
+        "gensim_ws353": target.get("ws353"),
+        "reached": hit is not None,
+        "epochs": hit and hit["epochs"],
+        "wall_s": hit and hit["wall_s"],
+        "analogy": hit and hit["analogy_total"],
+        "ws353": hit and hit.get("ws353"),
+        "ratio": hit and target["wall_s"] / hit["wall_s"],
+        "ws353_at_least_gensim": None
+        if hit is None or hit.get("ws353") is None or target.get("ws353") is None
+        else hit["ws353"] >= target["ws353"],
+        "ladder": [
+            {k: r.get(k) for k in ("epochs", "wall_s", "analogy_total", "ws353", "words_per_s")}
+            for r in runs
+        ],
+    }
+
+
+def ttq_table(rows: list[dict]) -> str:
+    """The markdown table of `time_to_quality`'s rows (one per model)."""
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    def num(x, fmt=".3f"):
+        return "n/a" if x is None else format(x, fmt)
+
+    lines = [
+        "| model | gensim: epochs, wall, analogy / WS353 | ours: epochs tried (analogy, wall) "
+        "| ours at gensim's analogy: epochs, wall, analogy / WS353 | gensim wall / ours |",
+        "| --- | --- | --- | --- | ---: |",
+    ]
+    for r in rows:
+        tried = "; ".join(
+            f"{x['epochs']}: {pct(x['analogy_total'])}, {x['wall_s']:.1f} s" for x in r["ladder"]
+        )
+        ours = "not reached"
+        if r["reached"]:
+            ours = f"{r['epochs']}, {r['wall_s']:.1f} s, {pct(r['analogy'])} / {num(r['ws353'])}"
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
+        lines.append(
+            f"| {r['model']} | {r['gensim_epochs']}, {r['gensim_wall_s']:.1f} s, "
+            f"{pct(r['gensim_analogy'])} / {num(r['gensim_ws353'])} | {tried} | {ours} "
+            f"| {ratio} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def time_to_quality(tmp: pathlib.Path) -> dict:
+    """For each of --models: gensim for --epochs (or --target_*), then `climb`."""
+    ladder = sorted({int(e) for e in _OURS_EPOCHS.value})
+    given = _TARGET_ANALOGY.value is not None
+    if given and _TARGET_WALL_S.value is None:
+        raise app.UsageError("--target_analogy needs --target_wall_s")
+    if not given and (problem := gensim_problem()):
+        raise errors.UserError(
+            f"--time_to_quality needs gensim ({problem}): pip install -e .[peers], "
+            "or give --target_analogy and --target_wall_s"
+        )
+    rows = []
+    for model in _MODELS.value:
+        if model not in ("skipgram", "cbow"):
+            raise app.UsageError(f"--models: expected skipgram or cbow, got {model!r}")
+        if given:
+            target = {"wall_s": _TARGET_WALL_S.value, "analogy_total": _TARGET_ANALOGY.value}
+        else:
+            run_dir = tmp / f"gensim_{model}"
+            run_dir.mkdir()
+            target = run_child("gensim", run_dir, [f"--model={model}"])
+            evaluate_run(target)
+
+        def train_ours(epochs, model=model):
+            run_dir = tmp / f"ours_{model}_{epochs}"
+            run_dir.mkdir()
+            run = run_child("ours", run_dir, [f"--model={model}", f"--epochs={epochs}"])
+            evaluate_run(run)
+            return {**run, "epochs": epochs}
+
+        row = climb(target, train_ours, ladder)
+        row.update(model=model, gensim_epochs=_EPOCHS.value, gensim_measured=not given)
+        rows.append(row)
+        print(ttq_table([row]), file=sys.stderr, flush=True)
+    return {
+        "rows": rows,
+        "settings": settings(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python", "experiments/benchmark.py", *sys.argv[1:]]),
+    }
+
+
 def main(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -491,6 +622,20 @@ def main(argv) -> None:
         run_dir = pathlib.Path(_RUN_DIR.value)
         result = (run_ours if _RUN_ONE.value == "ours" else run_gensim)(run_dir)
         print(json.dumps(result))
+        return
+    if _TIME_TO_QUALITY.value:
+        with tempfile.TemporaryDirectory(prefix="w2v_ttq_") as tmp:
+            result = time_to_quality(pathlib.Path(tmp))
+        table = ttq_table(result["rows"])
+        print(table)
+        line = json.dumps(result)
+        if _OUT_DIR.value:
+            out = pathlib.Path(_OUT_DIR.value)
+            out.mkdir(parents=True, exist_ok=True)
+            stem = pathlib.Path(_CORPUS.value).name
+            (out / f"{stem}.json").write_text(line + "\n")
+            (out / f"{stem}.md").write_text(f"`{result['command']}`\n\n{table}")
+        print(line)
         return
     note = None
     if _SKIP_GENSIM.value:
