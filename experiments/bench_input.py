@@ -127,7 +127,6 @@ def ours_items(setup: Setup, p: int, n: int, start=None) -> Iterator[input_pipel
         process_index=p,
         process_count=n,
         chunk_tokens=setup.chunk_tokens,
-        max_sentence_length=o.max_sentence_length,
     )
 
 
@@ -150,7 +149,6 @@ def plan_for(setup: Setup, p: int, n: int) -> windows.Plan:
         process_index=p,
         process_count=n,
         chunk_tokens=setup.chunk_tokens,
-        max_sentence_length=o.max_sentence_length,
     )
 
 

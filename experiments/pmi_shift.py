@@ -44,7 +44,6 @@ def point_shift(point_dir: pathlib.Path, min_count: float) -> dict:
         window=config.window,
         dynamic_window=config.dynamic_window,
         left_only=config.left_only,
-        max_sentence_length=config.corpus.max_sentence_length,
     )
     aux = output_layers.constants_for(run.step.loss, corpus.vocab.counts, run.loop.ns_exponent)
     shift = pmi_shift.pmi_shift(

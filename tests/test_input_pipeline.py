@@ -146,8 +146,9 @@ def test_left_only_matches_naive(layout):
 
 
 def test_long_sentences_are_split_into_pieces():
-    corpus = make_corpus(seed=4, max_length=60)
-    kw = dict(sample=1e-2, max_sentence_length=13)
+    ids, offsets, counts = make_corpus(seed=4, max_length=60)
+    corpus = (ids, windows.split_sentences(offsets, 13), counts)  # as a loaded corpus is cut
+    kw = dict(sample=1e-2)
     draws = draws_of(corpus, **kw)
     assert np.diff(draws.offsets).max() <= 13
     expected = naive_rows(corpus[0], draws.offsets, draws.keep, draws.span, 3, len(corpus[2]))
@@ -332,7 +333,8 @@ def test_shares_match_a_naive_split_and_are_balanced(max_length):
     ragged = np.concatenate([[0], np.cumsum(lengths)])
     for offs in (offsets, ragged, np.array([0, 1000])):  # the last: one long line
         for count in (1, 2, 3, 7):
-            shares = [windows.share_pieces(offs, max_length, p, count) for p in range(count)]
+            cut = windows.split_sentences(offs, max_length)  # as a loaded corpus is cut
+            shares = [windows.share_sentences(cut, p, count) for p in range(count)]
             for p, share in enumerate(shares):
                 naive = _naive_share(offs, max_length, p, count)
                 if naive is None:
@@ -345,13 +347,13 @@ def test_shares_match_a_naive_split_and_are_balanced(max_length):
             longest = min(max_length, int(np.diff(offs).max()))  # a piece is not cut
             assert max(tokens) - min(tokens) <= 2 * longest
     with pytest.raises(ValueError):
-        windows.share_pieces(offsets, 10, 3, 3)
+        windows.share_sentences(offsets, 3, 3)
 
 
 def test_a_share_reads_only_its_tokens():
     ids, offsets, counts = make_corpus(sentences=100)
     for p in range(3):
-        share = windows.share_pieces(offsets, 10_000, p, 3)
+        share = windows.share_sentences(offsets, p, 3)
         poisoned = np.full_like(ids, -1)  # anything read outside the share is -1
         poisoned[share[0] : share[-1]] = ids[share[0] : share[-1]]
         items = collect(
@@ -365,7 +367,7 @@ def _share_options(**fields) -> input_pipeline.PipelineOptions:
     """Grouped rows, window 3, sample 1e-2, seed 1, 2 epochs: what `collect` draws."""
     return input_pipeline.PipelineOptions(
         layout="grouped", rows_per_call=16, window=3, sample=1e-2, dynamic_window=True,
-        left_only=False, max_sentence_length=10_000, shuffle_buffer=0, prefetch=0, seed=1,
+        left_only=False, shuffle_buffer=0, prefetch=0, seed=1,
         epochs=2, **fields,
     )  # fmt: skip
 

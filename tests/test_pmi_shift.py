@@ -28,7 +28,6 @@ def _pipeline_counts(ids, offsets, vocab, window, left_only):
     items = input_pipeline.iterate_batches(
         ids, offsets, np.bincount(ids, minlength=vocab), layout="grouped", batch_size=16,
         window=window, sample=0.0, seed=0, epochs=1, dynamic_window=False, left_only=left_only,
-        max_sentence_length=60,
     )  # fmt: skip
     for item in items:
         b = item.batch
@@ -46,8 +45,7 @@ def _as_dict(pairs):
 def test_count_pairs_equals_the_training_pipeline(left_only):
     ids, offsets = _corpus()
     got = pmi_shift.count_pairs(
-        ids, offsets, 9, window=3, dynamic_window=False, left_only=left_only,
-        max_sentence_length=60, chunk_tokens=50,
+        ids, offsets, 9, window=3, dynamic_window=False, left_only=left_only, chunk_tokens=50,
     )  # fmt: skip
     want = _pipeline_counts(ids, offsets, 9, 3, left_only)
     assert _as_dict(got) == want

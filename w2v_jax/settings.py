@@ -301,7 +301,6 @@ def resolve(config) -> Settings:
         sample=config.sample,
         dynamic_window=config.dynamic_window,
         left_only=config.left_only,
-        max_sentence_length=c.max_sentence_length,
         shuffle_buffer=config.shuffle_buffer,
         prefetch=config.prefetch,
         seed=config.seed,

@@ -471,9 +471,8 @@ def _agree_on_batches(pipeline: input_pipeline.PipelineOptions, corpus):
 def _share_range(pipeline: input_pipeline.PipelineOptions, offsets) -> str:
     """ "[lo, hi) of N": the tokens this process's input share reads."""
     lo, hi = input_pipeline.share_range(
-        offsets, process_index=pipeline.process_index, process_count=pipeline.process_count,
-        max_sentence_length=pipeline.max_sentence_length,
-    )  # fmt: skip
+        offsets, process_index=pipeline.process_index, process_count=pipeline.process_count
+    )
     return f"[{lo}, {hi}) of {int(offsets[-1])}"
 
 
@@ -559,7 +558,6 @@ def _device_calls(run: settings.Settings, corpus, spec: on_device.Spec, start: i
         corpus.offsets,
         corpus.vocab.counts,
         sample=run.pipeline.sample,
-        max_sentence_length=run.pipeline.max_sentence_length,
     )
     key = on_device.data_key(run.loop.seed)
     t_epoch, num_tokens = spec.steps_per_epoch, len(corpus.ids)

@@ -32,7 +32,7 @@ from typing import NamedTuple
 import numpy as np
 from absl import logging
 
-from w2v_jax.data import synthetic, windows
+from w2v_jax.data import synthetic
 from w2v_jax.model import output_layers
 
 
@@ -61,14 +61,13 @@ def count_pairs(
     window: int,
     dynamic_window: bool = True,
     left_only: bool = False,
-    max_sentence_length: int = 10_000,
     top_words: int | None = None,
     chunk_tokens: int = 1 << 20,
 ) -> PairCounts:
     r"""Counts the training pairs with the pipeline's window rule, vectorised NumPy.
 
-    A token at distance d <= W of the centre in the same sentence (pieces of
-    ``max_sentence_length`` tokens, as `input_pipeline`) is a context. With word2vec's
+    A token at distance d <= W of the centre in the same sentence (the corpus's, cut to
+    ``corpus.max_sentence_length`` when it was loaded) is a context. With word2vec's
     dynamic window it is used with probability :math:`a_d = (W - d + 1) / W`
     (`synthetic.window_weights`); the counts are these expectations, so they are
     deterministic and equal, in expectation, one epoch of `input_pipeline.iterate_batches`
@@ -78,7 +77,7 @@ def count_pairs(
     Args:
       ids: int [N] token ids; offsets: int [S + 1] sentence bounds.
       vocab_size: V.
-      window, dynamic_window, left_only, max_sentence_length: as the training config.
+      window, dynamic_window, left_only: as the training config.
       top_words: keep only pairs whose two words both have id < top_words (ids are sorted
         by frequency, so the frequent pairs); the marginals still count every pair. Bounds
         memory on large vocabularies (V = 70k: use ~10-20k).
@@ -90,7 +89,7 @@ def count_pairs(
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     ids = np.asarray(ids, np.int64)
-    pieces = windows.split_sentences(offsets, max_sentence_length)
+    pieces = np.asarray(offsets, np.int64)
     sentence = np.repeat(np.arange(pieces.shape[0] - 1), np.diff(pieces))  # [N]
     ids = ids[pieces[0] : pieces[-1]]
     a = synthetic.window_weights(window, dynamic=dynamic_window)  # [W]

@@ -4,15 +4,15 @@ The corpus comes in as arrays: ``ids`` int32[N] (OOV removed), ``offsets`` int64
 (sentence s is ids[offsets[s]:offsets[s + 1]]) and ``counts`` int64[V]. Everything runs in
 NumPy on the host; the device only sees `Batch`es of one shape.
 
-An epoch is cut into chunks of whole sentences (about ``chunk_tokens`` tokens each; longer
-sentences are first split into ``max_sentence_length`` pieces). Chunk c of epoch e draws
-its subsampling, windows and shuffle from its own generator seeded with (seed, e, first
+An epoch is cut into chunks of whole sentences (about ``chunk_tokens`` tokens each; the
+corpus's sentences are already cut to ``corpus.max_sentence_length``). Chunk c of epoch
+e draws its subsampling, windows and shuffle from its own generator seeded with (seed, e, first
 token of c), so batches are a pure function of (seed, epoch, batch index). A `Position`
 names the chunk and the row within it where the next batch starts, so a resume builds
 that one chunk: O(1) in the corpus size.
 
 Several processes. With P input shares (`PipelineOptions.process_count`) each process
-reads only its share of the corpus (`windows.share_pieces`: 1/P of the tokens) and makes
+reads only its share of the corpus (`windows.share_sentences`: 1/P of the tokens) and makes
 its own rows; step t of the run takes every share's t-th batch. Every share yields the
 same number of batches per epoch (``batches_per_epoch``, agreed before training), and an
 `Item`'s ``tokens`` then counts the whole group's progress from the batch index, so every
@@ -41,7 +41,6 @@ class PipelineOptions(NamedTuple):
     sample: float  # subsampling threshold t (0 = off)
     dynamic_window: bool  # word2vec's effective window ~ Uniform{1..window}
     left_only: bool  # contexts are only the previous words
-    max_sentence_length: int  # longer sentences are split
     shuffle_buffer: int  # rows shuffled within a bounded buffer; 0 = corpus order
     prefetch: int  # host batches prepared ahead on a thread; 0 = none
     seed: int  # subsampling, windows, shuffle
@@ -92,11 +91,10 @@ def share_range(
     *,
     process_index: int = 0,
     process_count: int = 1,
-    max_sentence_length: int = 10_000,
 ) -> tuple[int, int]:
-    """[lo, hi): the tokens this process's share reads (`windows.share_pieces`); with one
-    process an `Item`'s ``tokens`` grow by hi - lo per epoch."""
-    pieces = windows.share_pieces(offsets, max_sentence_length, process_index, process_count)
+    """[lo, hi): the tokens this process's share reads (`windows.share_sentences`); with
+    one process an `Item`'s ``tokens`` grow by hi - lo per epoch."""
+    pieces = windows.share_sentences(offsets, process_index, process_count)
     return int(pieces[0]), int(pieces[-1])
 
 
@@ -181,7 +179,6 @@ def iterate_batches(
     process_index: int = 0,
     process_count: int = 1,
     chunk_tokens: int = 1 << 16,
-    max_sentence_length: int = 10_000,
 ) -> Iterator[Item]:
     """Yields word2vec batches of one fixed shape, epoch after epoch.
 
@@ -215,9 +212,8 @@ def iterate_batches(
             (epoch + (batch + 1) / batches_per_epoch) · epoch_tokens, the same on every
             process (pass the whole corpus's tokens).
         process_index, process_count: this process reads only its share of the sentence
-            pieces (`windows.share_pieces`).
+            sentences (`windows.share_sentences`).
         chunk_tokens: about how many tokens each independently seeded chunk holds.
-        max_sentence_length: longer sentences are cut into pieces of this many tokens.
 
     Padding (empty slots, the rows that fill an epoch's last batch) holds the id
     V = len(counts), never a word's id (`Batch`).
@@ -242,7 +238,6 @@ def iterate_batches(
         process_index=process_index,
         process_count=process_count,
         chunk_tokens=chunk_tokens,
-        max_sentence_length=max_sentence_length,
     )
     opts = dict(
         batch_size=batch_size,
@@ -324,10 +319,9 @@ def expected_rows_per_epoch(options: PipelineOptions, counts: np.ndarray) -> flo
 def share_rows(options: PipelineOptions, ids, offsets, counts, block: int = 1 << 24) -> float:
     """Expected rows of this process's share in one epoch (`expected_rows_per_epoch` of
     its tokens), read in blocks of ``block`` tokens."""
-    pieces = windows.share_pieces(
-        np.asarray(offsets, np.int64), options.max_sentence_length, options.process_index,
-        options.process_count,
-    )  # fmt: skip
+    pieces = windows.share_sentences(
+        np.asarray(offsets, np.int64), options.process_index, options.process_count
+    )
     keep = windows.keep_probabilities(counts, options.sample)
     lo, hi, kept = int(pieces[0]), int(pieces[-1]), 0.0
     for a in range(lo, hi, block):
@@ -350,7 +344,7 @@ def position_at(options: PipelineOptions, ids, offsets, counts, epoch: int, frac
     plan = windows.make_plan(
         ids, offsets, counts, window=options.window, sample=options.sample,
         seed=options.seed, process_index=options.process_index,
-        process_count=options.process_count, max_sentence_length=options.max_sentence_length,
+        process_count=options.process_count,
     )  # fmt: skip
     starts = plan.pieces[plan.bounds[:-1]] - plan.pieces[0]  # [K] first token of each chunk
     chunk = int(np.searchsorted(starts, fraction * plan.tokens, "left"))
@@ -371,7 +365,6 @@ def _iterate(options: PipelineOptions, ids, offsets, counts, **overrides) -> Ite
         shuffle_buffer=options.shuffle_buffer,
         process_index=options.process_index,
         process_count=options.process_count,
-        max_sentence_length=options.max_sentence_length,
     )
     kwargs.update(overrides)
     return iterate_batches(ids, offsets, counts, **kwargs)

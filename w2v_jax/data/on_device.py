@@ -12,8 +12,8 @@ It reproduces the distribution of `input_pipeline.iterate_batches` (layout "grou
 * subsampling before windowing: a token of word w is kept with `windows.keep_probabilities`,
   one float32 uniform per token per epoch, and window distances count kept words;
 * each centre's effective window b is uniform in 1..W (``dynamic_window``), else W;
-* windows never cross a sentence (sentences longer than ``max_sentence_length`` are cut
-  into pieces first, as on the host);
+* windows never cross a sentence (the corpus's, cut to ``corpus.max_sentence_length``
+  when it was loaded);
 * every epoch visits each kept centre about once: exactly T·B/M times in expectation.
 
 Differences from the host, none of which changes the distribution of (centre, context)
@@ -128,7 +128,6 @@ def make_corpus(
     counts: np.ndarray,
     *,
     sample: float,
-    max_sentence_length: int = 10_000,
 ) -> DeviceCorpus:
     """Puts a corpus on the default device.
 
@@ -136,12 +135,8 @@ def make_corpus(
         ids: int[N] token ids; offsets: int[S + 1] sentence bounds; counts: int[V] the
             vocabulary counts that set the keep probabilities (as `iterate_batches`).
         sample: subsampling threshold t (0 keeps every word).
-        max_sentence_length: longer sentences are cut into pieces of this many tokens.
     """
-    plan = windows.make_plan(
-        ids, offsets, counts, window=1, sample=sample, seed=0,
-        max_sentence_length=max_sentence_length,
-    )  # fmt: skip
+    plan = windows.make_plan(ids, offsets, counts, window=1, sample=sample, seed=0)
     if plan.ids.shape[0] >= 2**31 - 1:
         raise errors.ConfigError(
             f"input.mode='device' indexes tokens with int32: {plan.ids.shape[0]:,} tokens "

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from w2v_jax.data import corpus as corpus_lib
-from w2v_jax.data import synthetic
+from w2v_jax.data import synthetic, windows
 
 # What `corpus.heldout = "heldout"` means per named corpus (ptb has its own files; other
 # text-like corpora use their last slice). Any other value is a split name ("test" for ptb).
@@ -48,9 +48,15 @@ def heldout_split(name: str, heldout: str) -> str:
     return heldout
 
 
+def _cut(c: corpus_lib.Corpus, max_sentence_length: int) -> corpus_lib.Corpus:
+    """``c`` with its sentences cut as a loaded corpus's (`windows.split_sentences`)."""
+    return c._replace(offsets=windows.split_sentences(c.offsets, max_sentence_length))
+
+
 def _synthetic(options: CorpusOptions) -> Data:
     spec = options.synthetic
     train, truth = synthetic.make_synthetic(spec)
+    train = _cut(train, options.max_sentence_length)
     heldout = None
     if options.heldout_split and options.synthetic_heldout_tokens:
         chain_ids, offsets = synthetic.sample_chain(
@@ -63,6 +69,7 @@ def _synthetic(options: CorpusOptions) -> Data:
         keep = ids >= 0  # words that never occurred in training are out of vocabulary
         new_offsets = np.concatenate([[0], np.cumsum(keep)])[offsets]
         heldout = corpus_lib.Corpus(ids[keep].astype(np.int32), new_offsets, train.vocab)
+        heldout = _cut(heldout, options.max_sentence_length)
     return Data(train, heldout, truth, word_benchmarks=False)
 
 

@@ -1,6 +1,6 @@
 """Chunks, subsampling and context windows of an epoch, in host NumPy.
 
-A process's share of the corpus (`share_pieces`) is cut into chunks of whole sentences
+A process's share of the corpus (`share_sentences`) is cut into chunks of whole sentences
 (`make_plan`) on a grid of token positions common to every process, so a chunk's tokens
 do not depend on the number of processes unless a share's edge cuts it; chunk c of
 epoch e draws everything from its own generator seeded with (seed, e, first token of c).
@@ -58,10 +58,10 @@ def keep_probabilities(counts: np.ndarray, sample: float) -> np.ndarray:
 
 def split_sentences(offsets: np.ndarray, max_length: int) -> np.ndarray:
     """Cuts every sentence longer than ``max_length`` tokens into consecutive pieces: the
-    one sentence cutter (the corpus build, `encoding.encode`, and pre-encoded folders cut
-    with it too). Empty sentences are dropped. gensim does the same with 10,000-token
-    pieces; word2vec C with 1,000 kept words. It also lets one-line corpora such as text8
-    be chunked.
+    one sentence cutter, applied once, when a corpus is loaded (`encoding.encode`,
+    pre-encoded folders, `sources`' synthetic corpus). Empty sentences are dropped.
+    gensim does the same with 10,000-token pieces; word2vec C with 1,000 kept words. It
+    also lets one-line corpora such as text8 be chunked.
 
     Args:
         offsets: int[S + 1] sentence boundaries.
@@ -210,47 +210,35 @@ def shuffle_rows(rng: np.random.Generator, rows: tuple, buffer: int) -> tuple:
     return tuple(a[order] for a in rows)
 
 
-def share_pieces(
-    offsets: np.ndarray, max_length: int, process_index: int, process_count: int
-) -> np.ndarray:
-    """The sentence pieces of one process's share: contiguous, disjoint, covering and
-    near-equal in tokens over the processes.
+def share_sentences(offsets: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+    """The sentences of one process's share: contiguous, disjoint, covering and near-equal
+    in tokens over the processes.
 
-    The share of process p is the pieces (``split_sentences(offsets, max_length)``) that
-    start in tokens [p·N/P, (p + 1)·N/P). It is found from the share's own sentences: two
-    binary searches in ``offsets`` (which may be memory-mapped) and a split of the
-    sentences that overlap the share, so a process reads O(S/P + P log S) offsets.
+    The share of process p is the sentences that start in tokens [p·N/P, (p + 1)·N/P),
+    found by binary searches in ``offsets`` (which may be memory-mapped), so a process
+    reads O(S/P + P log S) offsets. The sentences are the corpus's own, already cut to
+    ``corpus.max_sentence_length`` (`split_sentences`, when the corpus is loaded).
 
     Args:
-      offsets: int[S + 1] sentence boundaries (0 .. N).
-      max_length: the longest piece, in tokens.
+      offsets: int[S + 1] increasing sentence boundaries (0 .. N).
       process_index, process_count: p and P.
 
     Returns:
-      int64 [S_p + 1] the share's piece boundaries (global token offsets); a share with no
-      piece is ``[t, t]``: zero tokens.
+      int64 [S_p + 1] the share's sentence boundaries (global token offsets); a share with
+      no sentence is ``[t, t]``: zero tokens.
     """
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} not in [0, {process_count})")
-    if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
     n = int(offsets[-1])
-
-    def cut(target: int) -> int:  # the first piece start >= target (n if none)
-        if target >= n:
-            return n
-        s = int(np.searchsorted(offsets, target, "right")) - 1  # offsets[s] <= target
-        start, end = int(offsets[s]), int(offsets[s + 1])
-        return min(start - (start - target) // max_length * max_length, end)
-
-    lo = cut(n * process_index // process_count)
-    hi = cut(n * (process_index + 1) // process_count)
+    lo, hi = (
+        n if t >= n else int(offsets[np.searchsorted(offsets, t, "left")])  # first start >= t
+        for t in (n * process_index // process_count, n * (process_index + 1) // process_count)
+    )
     if hi <= lo:
         return np.array([lo, lo], np.int64)
     first = int(np.searchsorted(offsets, lo, "right")) - 1
     last = int(np.searchsorted(offsets, hi, "left"))
-    bounds = np.clip(np.asarray(offsets[first : last + 1], np.int64), lo, hi)
-    return split_sentences(np.append(bounds, hi) if bounds[-1] < hi else bounds, max_length)
+    return np.asarray(offsets[first : last + 1], np.int64)
 
 
 class Plan(NamedTuple):
@@ -298,7 +286,6 @@ def make_plan(
     process_index: int = 0,
     process_count: int = 1,
     chunk_tokens: int = 1 << 16,
-    max_sentence_length: int = 10_000,
 ) -> Plan:
     """Validates the corpus arrays and cuts this process's share into chunks.
 
@@ -316,7 +303,7 @@ def make_plan(
         raise ValueError(f"ids must be a 1-D integer array, got {ids.dtype}{ids.shape}")
     if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or offsets[-1] != ids.size:
         raise ValueError("offsets must be 1-D, start at 0 and end at len(ids)")
-    pieces = share_pieces(offsets, max_sentence_length, process_index, process_count)
+    pieces = share_sentences(offsets, process_index, process_count)
     if np.any(np.diff(pieces) < 0):
         raise ValueError("offsets must be non-decreasing")
     mine = ids[pieces[0] : pieces[-1]]
