@@ -60,10 +60,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import cli, host_memory
+from w2v_jax import cli
 from w2v_jax.analysis import figures
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers, word2vec
+from w2v_jax.parallel import host_memory
 from w2v_jax.step import runners, update
 
 _LOSSES = flags.DEFINE_list("losses", list(output_layers.NAMES), "Losses to time.")
@@ -94,7 +95,9 @@ _PLOT_FROM = flags.DEFINE_list(
     "median) and draw --plot from them.",
 )
 _KEEP_FREED = flags.DEFINE_bool(
-    "keep_freed_memory", True, "The trainer's malloc policy (host_memory.py), as training runs."
+    "keep_freed_memory",
+    True,
+    "The trainer's malloc policy (host_memory.py), as training runs.",
 )
 
 GB = 1 << 30

@@ -24,9 +24,10 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from w2v_jax import cli, host_memory
+from w2v_jax import cli
 from w2v_jax.data import input_pipeline
 from w2v_jax.model import output_layers
+from w2v_jax.parallel import host_memory
 from w2v_jax.step import update
 
 _VARIANTS = flags.DEFINE_list("variants", ["default"], "StepConfig overrides, k=v+k=v.")

@@ -18,12 +18,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from w2v_jax import distributed, evaluator, settings
+from w2v_jax import evaluator, settings
 from w2v_jax.analysis import gradient_bias
 from w2v_jax.configs import default
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.evaluation import analogy, likelihood
 from w2v_jax.model import output_layers, word2vec
+from w2v_jax.parallel import distributed
 from w2v_jax.step import update
 
 V, D, B, C = 30, 8, 6, 4
@@ -179,7 +180,7 @@ def test_deterministic_sets_the_flag_before_jax_starts():
     XLA_FLAGS aborts the process when the backend starts)."""
     code = """
         import os, jax, jax.numpy as jnp
-        from w2v_jax import distributed
+        from w2v_jax.parallel import distributed
         from w2v_jax.configs import default
         config = default.get_config()
         config.deterministic = True

@@ -19,10 +19,10 @@ from typing import NamedTuple
 
 import jax
 
-from w2v_jax import distributed, errors, evaluator
+from w2v_jax import errors, evaluator
 from w2v_jax.data import corpus, input_pipeline, sources, synthetic
 from w2v_jax.model import output_layers, word2vec
-from w2v_jax.parallel import placement
+from w2v_jax.parallel import distributed, placement
 from w2v_jax.run import tensorboard
 from w2v_jax.step import optimizers, runners, update
 
@@ -177,7 +177,7 @@ def _lbl(config) -> None:
 
 
 def _processes(config) -> None:
-    """What several processes (and sharded tables) need (w2v_jax/distributed.py)."""
+    """What several processes (and sharded tables) need (w2v_jax/parallel/distributed.py)."""
     p = config.parallel
     if p.shard_vocab and p.mode != "mesh":
         raise errors.ConfigError(

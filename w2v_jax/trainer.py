@@ -38,10 +38,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from w2v_jax import (
-    distributed,
     errors,
     evaluator,
-    host_memory,
     interrupt,
     progress,
     resume,
@@ -50,7 +48,7 @@ from w2v_jax import (
 )
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
-from w2v_jax.parallel import budget, placement
+from w2v_jax.parallel import budget, distributed, host_memory, placement
 from w2v_jax.run import claim
 from w2v_jax.step import runners, update
 

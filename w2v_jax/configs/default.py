@@ -151,7 +151,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel.model_axis = 1  # mesh: devices along the vocabulary axis
     config.parallel.shard_vocab = False  # mesh: shard the tables along V over "model"
     # Several processes (hosts, or one per GPU): mode "mesh", input.mode "host"; every
-    # process runs the same command with its own process_id (w2v_jax/distributed.py,
+    # process runs the same command with its own process_id (w2v_jax/parallel/distributed.py,
     # experiments/launch_local.py, README "Multi-host").
     config.parallel.coordinator = ""  # "" = one process; "host:port" of process 0; "auto"
     config.parallel.num_processes = 1
@@ -175,7 +175,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.resume_override = False
     config.prefetch = 2  # host batches prepared ahead on a background thread
     config.export = True  # write vectors.txt / vectors.bin / vocab.tsv at the end
-    # glibc: keep memory XLA frees for reuse instead of unmapping it (host_memory.py):
+    # glibc: keep memory XLA frees for reuse instead of unmapping it (parallel/host_memory.py):
     # faster steps when per-call temporaries are large (docs/performance.md); RSS stays at
     # its peak.
     config.keep_freed_memory = True

@@ -1,4 +1,6 @@
-"""Processes and devices: the mesh, where the train state lives, whether it fits.
+"""Processes and devices: joining a multi-process run, the mesh, where the train state
+lives, whether it fits, the host's malloc policy.
 
-Imports only JAX and NumPy (no other w2v_jax package): `step.runners` and the trainer use it.
+Imports only JAX, NumPy and `w2v_jax.errors` (no w2v_jax package): `step.runners`,
+`settings` and the trainer use it.
 """
