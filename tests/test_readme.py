@@ -27,8 +27,8 @@ def test_ci_runs_exactly_the_readme_test_command_and_then_the_slow_tests():
     rest, so every test runs in CI; the README says how to run the slow ones."""
     ci = (ROOT / ".ci/run").read_text().splitlines()
     quick = _readme_commands()[1]
-    assert quick in ci and quick.endswith('python -m pytest -q -m "not slow"')
-    assert "python -m pytest -q -m slow" in ci[ci.index(quick) + 1 :]
+    assert quick in ci and quick.endswith('python -m pytest -q -m "not slow" -n auto')
+    assert "python -m pytest -q -m slow -n auto" in ci[ci.index(quick) + 1 :]
     assert "python -m pytest -q -m slow" in (ROOT / "README.md").read_text()
 
 
