@@ -52,8 +52,9 @@ _HITS = flags.DEFINE_enum(
     "accidental_hits",
     "config",
     ["config", "remove", "keep"],
-    "Sampled softmax: remove samples equal to the label (as the run's config says, or "
-    "force it). Removing them makes the estimator inconsistent once k·q(label) is not small.",
+    "neg and sampled softmax: remove samples equal to the label (as the run's config says, or "
+    "force it). Removing them makes sampled softmax inconsistent once k·q(label) is not "
+    "small. NCE always keeps them.",
 )
 flags.mark_flags_as_required(["run_dirs", "out_dir"])
 

@@ -139,12 +139,13 @@ def _ref_nce(p: Problem) -> np.ndarray:
     return np.array(out)
 
 
-def _ref_negative_sampling(p: Problem) -> np.ndarray:
+def _ref_negative_sampling(p: Problem, remove_accidental_hits: bool) -> np.ndarray:
     out = []
     for i, label in enumerate(p.labels):
         loss = -_log_sigmoid(_score(p, i, label))
         for n in p.sampled_ids[i]:
-            loss -= _log_sigmoid(-_score(p, i, n))
+            if not (remove_accidental_hits and n == label):  # word2vec C: `continue`
+                loss -= _log_sigmoid(-_score(p, i, n))
         out.append(loss)
     return np.array(out)
 
@@ -222,12 +223,13 @@ def test_nce_matches_reference():
     np.testing.assert_allclose(got, _ref_nce(p), rtol=1e-5, atol=1e-5)
 
 
-def test_negative_sampling_matches_reference():
+@pytest.mark.parametrize("remove_accidental_hits", [True, False])
+def test_negative_sampling_matches_reference(remove_accidental_hits):
     p = _problem()
-    got = jax.jit(losses.negative_sampling_loss)(
-        p.inputs, p.weights, p.labels, p.sampled_ids, p.biases
-    )
-    np.testing.assert_allclose(got, _ref_negative_sampling(p), rtol=1e-5, atol=1e-5)
+    fn = jax.jit(losses.negative_sampling_loss, static_argnames="remove_accidental_hits")
+    got = fn(p.inputs, p.weights, p.labels, p.sampled_ids, p.biases, remove_accidental_hits)
+    want = _ref_negative_sampling(p, remove_accidental_hits)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("codes_dtype, mask_dtype", [(np.int32, np.float32), (np.float32, bool)])
@@ -280,12 +282,14 @@ def test_sampled_softmax_over_every_other_row_is_softmax():
 
 
 def test_nce_with_uniform_q_and_k_equal_v_is_negative_sampling():
-    """log(K q) = log(V / V) = 0: the correction vanishes."""
+    """log(K q) = log(V / V) = 0: the correction vanishes (NCE keeps accidental hits)."""
     rows = 9
     p = _problem(rows=rows, samples=rows)
     uniform = np.full(rows, -math.log(rows), np.float32)
     nce = losses.nce_loss(p.inputs, p.weights, p.labels, p.sampled_ids, uniform, p.biases)
-    neg = losses.negative_sampling_loss(p.inputs, p.weights, p.labels, p.sampled_ids, p.biases)
+    neg = losses.negative_sampling_loss(
+        p.inputs, p.weights, p.labels, p.sampled_ids, p.biases, remove_accidental_hits=False
+    )
     np.testing.assert_allclose(nce, neg, rtol=1e-6, atol=1e-6)
 
 
@@ -475,7 +479,8 @@ def _monte_carlo_gradients(key, params, q, labels, *, per_group, num_samples):
     ids = jnp.minimum(jnp.searchsorted(jnp.cumsum(q), uniform), _V - 1).astype(jnp.int32)
     per_loss = {
         "nce": lambda x, w, y, n, b: losses.nce_loss(x, w, y, n, jnp.log(q), b),
-        "neg": losses.negative_sampling_loss,
+        # `_expected_gradient`'s neg keeps the hits (K independent draws from q).
+        "neg": functools.partial(losses.negative_sampling_loss, remove_accidental_hits=False),
     }
     out = {}
     for name, loss_fn in per_loss.items():

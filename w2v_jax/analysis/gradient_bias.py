@@ -139,7 +139,7 @@ def gradient_bias(
       draws: independent draws per (loss, K), n.
       losses: any of "sampled_softmax", "nce", "neg".
       ns_exponent: the noise distribution's power.
-      remove_accidental_hits: sampled softmax's option, as in training.
+      remove_accidental_hits: neg's and sampled softmax's option, as in training.
 
     Returns:
       ``{loss: {K: BiasStats}}``.

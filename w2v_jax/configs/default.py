@@ -77,7 +77,11 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.skipgram_input = "context"
     config.loss.chunk_size = 0  # softmax: vocabulary block of the streaming logsumexp; 0 = off
     config.loss.use_bias = False  # output biases (word2vec has none)
-    config.loss.remove_accidental_hits = True  # sampled softmax only
+    # neg and sampled_softmax: drop a sampled negative equal to the example's label (its
+    # target). word2vec C and gensim skip it (`if (target == word) continue;`); TensorFlow's
+    # sampled softmax removes these "accidental hits". NCE keeps them whatever this says
+    # (its log(k q) correction assumes k draws from q, label included). docs/training.md.
+    config.loss.remove_accidental_hits = True
     # softmax_penalty only: the weight α >= 0 of the penalty Z − 1 − log Z. 1.0 is what
     # binary NCE (Z fixed at 1) optimises as k grows; 0 is the plain softmax.
     config.loss.penalty = 1.0

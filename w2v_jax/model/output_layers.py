@@ -17,6 +17,12 @@ name                      table           sampled  tree  core                   
 ``hs``                    ``node_embed``  no       yes   tree_terms              none
 ========================  ==============  =======  ====  ======================  =========
 
+Samples equal to the example's label ("accidental hits") are dropped where the layer
+``drops_hits`` and the step's ``remove_accidental_hits`` is on: ``neg`` (word2vec C's and
+gensim's skip of a negative equal to the target) and ``sampled_softmax`` (TensorFlow's
+default). ``nce`` always keeps them: its ``− log(K q)`` logit is the log-odds of data
+against K draws from ``q`` itself, label included (`losses.nce_loss`).
+
 ``softmax_penalty`` is the softmax plus ``penalty`` · (Z − 1 − log Z), Z exact: what binary
 NCE optimises as K grows (Ma & Collins, 2018). It trains like the softmax (a dense output
 gradient) and is scored like it (the exact held-out likelihood ignores the penalty).
@@ -84,6 +90,7 @@ class OutputLayer:
     correction: Callable | None = None  # (logits, log_q, K) -> logits, from `losses.terms`
     biases: bool = True  # output biases are defined (not for the tree's inner nodes)
     penalised: bool = False  # full softmax plus penalty · (Z − 1 − log Z) (takes ``penalty``)
+    drops_hits: bool = False  # sampled: takes ``remove_accidental_hits`` (neg, sampled softmax)
 
     def correct(self, logits: jax.Array, log_q: jax.Array, k: int) -> jax.Array:
         """The layer's correction of sampled logits (unchanged when it has none)."""
@@ -111,7 +118,8 @@ class OutputLayer:
 
         inputs [E, D], out [V, D] (or the gathered rows), labels [E], bias [V] or None,
         samples [E, K] (sampled), log_q [V] (corrected layers), path (codes, points,
-        mask) each [E, L] (tree), penalty α >= 0 (penalised); the rest is ignored.
+        mask) each [E, L] (tree), penalty α >= 0 (penalised), remove_accidental_hits
+        (``drops_hits``); the rest is ignored.
         """
         if self.tree:
             return self.loss(inputs, out, *path)
@@ -120,7 +128,9 @@ class OutputLayer:
         if not self.sampled:
             return self.loss(inputs, out, labels, bias, chunk_size=chunk_size)
         if self.correction is None:
-            return self.loss(inputs, out, labels, samples, bias)
+            return self.loss(
+                inputs, out, labels, samples, bias, remove_accidental_hits=remove_accidental_hits
+            )
         if self.binary:
             return self.loss(inputs, out, labels, samples, log_q, bias)
         return self.loss(
@@ -136,12 +146,13 @@ LAYERS: tuple[OutputLayer, ...] = (
         losses.sampled_softmax_loss,
         sampled=True,
         correction=terms.log_q_correction,
+        drops_hits=True,
     ),
     OutputLayer(
         "nce", losses.nce_loss, sampled=True, binary=True, correction=terms.log_kq_correction
     ),
     # Negative sampling: NCE's sigmoid terms without the log(K q) correction.
-    OutputLayer("neg", losses.negative_sampling_loss, sampled=True, binary=True),
+    OutputLayer("neg", losses.negative_sampling_loss, sampled=True, binary=True, drops_hits=True),
     OutputLayer(
         "hs", losses.hierarchical_softmax_loss, table="node_embed", tree=True, biases=False
     ),

@@ -152,15 +152,25 @@ def _centre_input_loss(rows: dict, batch, samples, constants: output_layers.Cons
         pos = layer.correct(pos, constants.log_q_at(batch.contexts), k)
         neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
     count = jnp.sum(mask)
+    ids = sample_ids if sample_ids.ndim == 3 else sample_ids[:, None, :]  # [B, C or 1, K]
+    hits = None
+    if cfg.remove_accidental_hits and layer.drops_hits:
+        hits = ids == batch.contexts[..., None]  # [B, C, K]: the sample is the pair's label
     if not layer.binary:  # sampled softmax: each pair's softmax over its label and samples
         logits = neg if neg.ndim == 3 else jnp.broadcast_to(neg[:, None, :], (*mask.shape, k))
-        ids = sample_ids if sample_ids.ndim == 3 else sample_ids[:, None, :]
-        hits = (ids == batch.contexts[..., None]) if cfg.remove_accidental_hits else None
         per = terms.sampled_softmax_terms(pos, logits, hits)  # [B, C]
         return jnp.sum(mask * per), count
-    true_term, noise_term = terms.sigmoid_terms(pos, neg)  # [B, C], [B, C] or [B]
-    weights = mask if noise_term.ndim == 2 else jnp.sum(mask, axis=1)  # a row's noise: per pair
-    return jnp.sum(mask * true_term) + jnp.sum(weights * noise_term), count
+    if neg.ndim == 3:  # per pair
+        true_term, noise_term = terms.sigmoid_terms(pos, neg, None if hits is None else ~hits)
+        return jnp.sum(mask * (true_term + noise_term)), count
+    # A row's noise terms [B, K] count once for each of its valid pairs, less the pairs
+    # whose label the sample equals.
+    if hits is None:
+        true_term, noise_term = terms.sigmoid_terms(pos, neg)  # [B, C], [B]
+        return jnp.sum(mask * true_term) + jnp.sum(jnp.sum(mask, axis=1) * noise_term), count
+    pairs = jnp.sum(mask[..., None] * ~hits, axis=1)  # [B, K]
+    true_term, noise_term = terms.sigmoid_terms(pos, neg, pairs)  # [B, C], [B]
+    return jnp.sum(mask * true_term) + jnp.sum(noise_term), count
 
 
 def summed_loss(
@@ -188,12 +198,12 @@ def summed_loss(
     if layer.correction is not None:
         pos = layer.correct(pos, constants.log_q_at(batch.centres)[:, None], k)
         neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
+    hits = None
+    if cfg.remove_accidental_hits and layer.drops_hits:
+        hits = sample_ids == batch.centres[:, None, None]  # [B, 1, K]
     if layer.binary:
-        true_term, noise_term = terms.sigmoid_terms(pos, neg)
+        true_term, noise_term = terms.sigmoid_terms(pos, neg, None if hits is None else ~hits)
         per = true_term + noise_term
     else:  # sampled softmax over {label} ∪ samples
-        hit = None
-        if cfg.remove_accidental_hits:
-            hit = sample_ids == batch.centres[:, None, None]  # [B, 1, K]
-        per = terms.sampled_softmax_terms(pos, neg, hit)
+        per = terms.sampled_softmax_terms(pos, neg, hits)
     return jnp.sum(weights * per), jnp.sum(weights)

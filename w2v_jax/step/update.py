@@ -47,7 +47,7 @@ class StepConfig:
     share: str = "pair"  # pair | row | block: who shares one set of K samples
     block_size: int = 64  # rows per shared set when share == "block"
     chunk_size: int | None = None  # softmax: vocabulary block of the streaming logsumexp
-    remove_accidental_hits: bool = True  # sampled softmax
+    remove_accidental_hits: bool = True  # neg, sampled softmax: drop samples equal to the label
     penalty: float = 1.0  # softmax_penalty: the weight of Z − 1 − log Z
     cbow_mean: bool = True  # CBOW input = mean (True) or sum of context vectors
     cbow_exact_grad: bool = False  # CBOW: true gradient of the mean instead of word2vec's

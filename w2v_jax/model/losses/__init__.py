@@ -121,10 +121,11 @@ def _nce_one(h, label, sampled_ids, weights, biases, log_q):
     return true_term + noise_term
 
 
-def _negative_sampling_one(h, label, sampled_ids, weights, biases):
+def _negative_sampling_one(h, label, sampled_ids, weights, biases, remove_accidental_hits):
     # NCE's terms on the raw scores: no log(K q) correction.
+    keep = (sampled_ids != label) if remove_accidental_hits else None  # [K]
     true_term, noise_term = terms.sigmoid_terms(
-        _scores(h, weights, biases, label), _scores(h, weights, biases, sampled_ids)
+        _scores(h, weights, biases, label), _scores(h, weights, biases, sampled_ids), keep
     )
     return true_term + noise_term
 
@@ -333,7 +334,13 @@ def nce_loss(
     Its expected gradient tends to the softmax gradient as ``K`` grows, and its optimum is
     the normalised data distribution: NCE is a consistent estimator of the softmax model.
     ``K`` is ``sampled_ids.shape[-1]``. With ``K q(v) = 1`` (uniform ``q`` and ``K = V``)
-    it is exactly `negative_sampling_loss`.
+    it is exactly `negative_sampling_loss` with ``remove_accidental_hits=False``.
+
+    Samples equal to the label always count as noise here (there is no
+    ``remove_accidental_hits``): the noise is K draws from ``q`` itself, label included,
+    and the :math:`\log(K q)` logit is the Bayes log-odds only for that noise. Dropping
+    the hits would make the noise ``q`` without the label and the estimator inconsistent
+    (TensorFlow's ``nce_loss`` keeps them by default for the same reason).
 
     Args:
       inputs: ``[B, D]`` float input vectors.
@@ -380,21 +387,27 @@ def negative_sampling_loss(
     labels: jax.typing.ArrayLike,
     sampled_ids: jax.typing.ArrayLike,
     biases: jax.typing.ArrayLike | None = None,
+    remove_accidental_hits: bool = True,
 ) -> jax.Array:
     r"""word2vec's negative sampling: NCE without the :math:`\log(K q)` correction.
 
     .. math::
-        \ell(h, w) = -\log\sigma(s(w)) - \sum_{k=1}^{K} \log\sigma(-s(n_k)),
+        \ell(h, w) = -\log\sigma(s(w)) - \sum_{k=1}^{K} [n_k \ne w] \log\sigma(-s(n_k)),
         \qquad n_k \sim q
 
-    It is not an estimator of the softmax: at its optimum
+    With ``remove_accidental_hits`` (the bracket above; word2vec C's and gensim's
+    ``if (target == word) continue;``) a sample equal to the label is skipped, not
+    redrawn: the example then has fewer than ``K`` negatives. Without it the sample
+    pushes the label's score down while the true term pushes it up.
+
+    It is not an estimator of the softmax: at its optimum, keeping the hits,
     :math:`s(w) = \log \frac{p(w \mid h)}{q(w)} - \log K`, the PMI shifted by
-    :math:`\log K` when ``q`` is the unigram distribution (Levy & Goldberg, 2014), and its
-    expected gradient does not approach the softmax gradient as ``K`` grows. It is what
-    word2vec trains (``negative=K``, ``q`` the unigram^0.75 table) and is cheap and good
-    for embeddings; use `nce_loss` when the scores must be log-probabilities. Samples
-    equal to the label count as noise here; word2vec C skips them, which a sampler can
-    do by redrawing (the difference is negligible when ``K`` is much less than ``V``).
+    :math:`\log K` when ``q`` is the unigram distribution (Levy & Goldberg, 2014);
+    removing them adds :math:`-\log(1 - p(w \mid h))`, which matters only where one
+    word is a large share of a context's continuations. Its expected gradient does not
+    approach the softmax gradient as ``K`` grows. It is what word2vec trains
+    (``negative=K``, ``q`` the unigram^0.75 table) and is cheap and good for embeddings;
+    use `nce_loss` when the scores must be log-probabilities.
 
     .. warning::
       A naming trap: NCE and negative sampling differ only by the :math:`\log(K q)` shift
@@ -410,6 +423,7 @@ def negative_sampling_loss(
       labels: ``[B]`` integer target rows in ``[0, V)``.
       sampled_ids: ``[B, K]`` integer noise rows, or ``[K]`` shared by the whole batch.
       biases: optional ``[V]`` float output biases (word2vec has none).
+      remove_accidental_hits: skip samples that equal the example's label.
 
     Returns:
       ``[B]`` per-example losses.
@@ -436,8 +450,8 @@ def negative_sampling_loss(
     fn = "negative_sampling_loss"
     inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
     sampled_ids, ids_axis = checks.check_samples(fn, sampled_ids, inputs.shape[0], weights.shape[0])
-    return jax.vmap(_negative_sampling_one, in_axes=(0, 0, ids_axis, None, None))(
-        inputs, labels, sampled_ids, weights, biases
+    return jax.vmap(_negative_sampling_one, in_axes=(0, 0, ids_axis, None, None, None))(
+        inputs, labels, sampled_ids, weights, biases, bool(remove_accidental_hits)
     )
 
 

@@ -41,23 +41,31 @@ def log_kq_correction(logits: jax.Array, log_q: jax.Array, k: int) -> jax.Array:
     return logits - math.log(k) - log_q
 
 
-def sigmoid_terms(true_logits: jax.Array, noise_logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+def sigmoid_terms(
+    true_logits: jax.Array, noise_logits: jax.Array, noise_weights: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     r"""The two halves of a binary data-vs-noise loss (NCE and negative sampling).
 
     .. math::
-        -\log\sigma(t), \qquad -\sum_{k=1}^{K} \log\sigma(-n_k)
+        -\log\sigma(t), \qquad -\sum_{k=1}^{K} m_k \log\sigma(-n_k)
 
     Args:
       true_logits: ``[...]`` logit of the example's label.
       noise_logits: ``[..., K]`` logits of its noise samples.
+      noise_weights: optional ``[..., K]`` (broadcastable) weights :math:`m_k` of the
+        samples' terms (1 when None): 0 skips a sample equal to the label (word2vec C's
+        ``if (target == word) continue;``); a caller whose noise is shared by several
+        labels passes how many of them each sample counts for.
 
     Returns:
       ``[...]`` true term and ``[...]`` noise term; their sum is the loss. They come apart
       so a caller whose noise is shared by several labels can weight each once.
     """
     true_term = -jax.nn.log_sigmoid(true_logits)
-    noise_term = -jnp.sum(jax.nn.log_sigmoid(-noise_logits), axis=-1)
-    return true_term, noise_term
+    noise = jax.nn.log_sigmoid(-noise_logits)
+    if noise_weights is not None:
+        noise = noise_weights * noise
+    return true_term, -jnp.sum(noise, axis=-1)
 
 
 def sampled_softmax_terms(
