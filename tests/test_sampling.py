@@ -125,6 +125,17 @@ def test_alias_table_represents_q_exactly(num):
         assert not np.any((table.alias == i) & (table.prob < 1))
 
 
+def test_alias_table_at_a_million_words_implies_q_to_rtol_1e_5():
+    """V = 1e6 Zipf counts (1e6 / rank, down to 1): the distribution the float32 table
+    draws from, computed exactly from its bins (not by sampling), is q to rtol 1e-5 for
+    every word, the rarest (q ~ 2.5e-7) and the zero-count ones (never drawn) included."""
+    num = 1_000_000
+    q = sampling.noise_probs(zipf_counts(num, zeros=(0, num // 2)), power=0.75)
+    implied = sampling.alias_table_probs(sampling.build_alias_table(q))
+    assert implied[0] == implied[num // 2] == 0.0
+    np.testing.assert_allclose(implied, q, rtol=1e-5, atol=0)
+
+
 def test_alias_table_normalises_weights_and_handles_uniform_and_point_mass():
     uniform = sampling.build_alias_table(np.full(5, 3.0))
     np.testing.assert_array_equal(uniform.prob, np.ones(5, np.float32))
