@@ -10,19 +10,17 @@ import pathlib
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 from w2v_jax import files, trainer
-from w2v_jax.configs import tiny
 from w2v_jax.step import update
 
 
 @pytest.mark.slow  # two whole runs with a metrics row per step
 @pytest.mark.parametrize("mode", ["host", "device"])
 def test_learning_rate_decays_to_min_alpha_as_progress_reaches_one(tmp_path, mode):
-    config = tiny.get_config()
-    config.input.mode = mode
-    config.log_every = 1  # one row per step (steps_per_call 1): each row's lr is its step's
-    config.eval.heldout_batches = 1
+    # One row per step (steps_per_call 1): each row's lr is its step's.
+    config = tiny_config(log_every=1, **{"input.mode": mode, "eval.heldout_batches": 1})
     trainer.train_and_evaluate(config, str(tmp_path))
     rows = files.read_jsonl(pathlib.Path(tmp_path) / "metrics.jsonl")
     rows = [r for r in rows if "train/lr" in r]
