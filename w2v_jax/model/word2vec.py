@@ -132,7 +132,10 @@ def example_inputs(
             transformed = rows_in * ctx_matrices[None]  # [B, C, D]
         h = jnp.einsum("bc,bcd->bd", mask, transformed)  # [B, D]
         return h, weights, jnp.arange(b, dtype=jnp.int32)
-    summed = jnp.einsum("bc,bcd->bd", mask, rows_in)  # [B, D]
+    # A masked sum, not einsum("bc,bcd->bd"): XLA:CPU runs that as B tiny batched dots
+    # (forward and backward), 2.6x slower for the whole CBOW loss and gradient
+    # (docs/performance.md, "Time to quality").
+    summed = jnp.sum(mask[..., None] * rows_in, axis=1)  # [B, D]
     h = summed
     if cbow_mean:
         mean = summed / jnp.maximum(count, 1.0)
