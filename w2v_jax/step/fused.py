@@ -92,8 +92,10 @@ def row_grads(
     layer: output_layers.OutputLayer,
     grads: dict,
     centre_input=False,
+    gathered: dict | None = None,
 ) -> rows_lib.RowGrads:
-    """`gather`'s row gradients ``grads`` with the table rows they belong to."""
+    """`gather`'s row gradients ``grads`` with the table rows they belong to, and (given
+    ``gathered``, `gather`'s rows) those rows' weights in the same order."""
     d = grads["in"].shape[-1]
     in_ids, pos_ids = batch.contexts, batch.centres
     if centre_input:
@@ -103,13 +105,22 @@ def row_grads(
     if layer.tree:
         points = constants.paths(batch.centres)[1].reshape(-1)  # V - 1: dropped
         path_grads = grads["path"].reshape(-1, d)
-        return rows_lib.RowGrads(in_ids, in_grads, points, path_grads, None, dense)
+        out = rows_lib.RowGrads(in_ids, in_grads, points, path_grads, None, dense)
+        if gathered is not None:
+            out = out._replace(
+                in_rows=gathered["in"].reshape(-1, d), out_rows=gathered["path"].reshape(-1, d)
+            )
+        return out
     ids = jnp.concatenate([pos_ids.reshape(-1), samples.reshape(-1)])
     out_grads = jnp.concatenate([grads["pos"].reshape(-1, d), grads["neg"].reshape(-1, d)])
     bias_grads = None
     if "pos_bias" in grads:
         bias_grads = jnp.concatenate([grads["pos_bias"].reshape(-1), grads["neg_bias"].reshape(-1)])
-    return rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads, dense)
+    out = rows_lib.RowGrads(in_ids, in_grads, ids, out_grads, bias_grads, dense)
+    if gathered is not None:
+        out_rows = jnp.concatenate([gathered["pos"].reshape(-1, d), gathered["neg"].reshape(-1, d)])
+        out = out._replace(in_rows=gathered["in"].reshape(-1, d), out_rows=out_rows)
+    return out
 
 
 def _inputs(rows: dict, mask, cfg):

@@ -168,12 +168,16 @@ def sgd(table, state, ids, grads, lr, *, duplicate_power: float = 0.0, factor=No
     return table.at[ids].add(rows, mode="drop"), state
 
 
-def _sparse_adaptive(name, table, acc, ids, grads, lr, eps, unique):
+def _sparse_adaptive(name, table, acc, ids, grads, lr, eps, unique, rows=None):
+    """``rows`` [N, ...]: ``table`` at ``ids`` if the caller has them (the step gathered
+    them for its loss): slot i of `unique_rows` is ids[i]'s first occurrence, or dropped on
+    write-back, so rows[i] is that unique row's weights and no second gather is needed."""
     if unique is None:
         unique = unique_rows(ids, table.shape[0])
     g = sum_duplicates(unique, grads)  # [U, D]
     update, new_acc = _DIRECTIONS[name](_gather(acc, unique), g, eps)
-    rows = _gather(table, unique) - lr * update
+    rows = _gather(table, unique) if rows is None else rows.reshape(update.shape)
+    rows = rows - lr * update
     return _write(table, unique, rows), _write(acc, unique, new_acc)
 
 
@@ -229,13 +233,15 @@ def apply_rows(
     power: float = 0.0,
     bias_grads=None,
     counts=None,
+    rows=None,
 ):
     """(params, state) with ``grads`` [N, D] applied to ``params[table]`` at ``ids`` [N]
     by the sparse form of ``name``, and ``bias_grads`` [N] to ``params["out_bias"]`` at
     the same ids (one dedup; SGD's `duplicate_factor` from the table's rows, as word2vec
     scatters it, and ``counts`` [N], the updates each slot sums). ``ids`` None: ``grads``
     is the whole table's dense gradient (`dense_update`). ``state``: `init_sparse`'s (),
-    or its dict of accumulators.
+    or its dict of accumulators. ``rows`` [N, D]: ``params[table]`` at ``ids`` when the
+    caller gathered them already (`_sparse_adaptive`); None: gathered here.
     """
     names = [table] if bias_grads is None else [table, "out_bias"]
     all_grads = [grads] if bias_grads is None else [grads, bias_grads]
@@ -258,8 +264,9 @@ def apply_rows(
         if ids is None:
             params[key], state[key] = dense_update(name, params[key], state[key], g, lr, eps=eps)
         else:
+            known = rows if key == table else None
             params[key], state[key] = _sparse_adaptive(
-                name, params[key], state[key], ids, g, lr, eps, unique
+                name, params[key], state[key], ids, g, lr, eps, unique, known
             )
     return params, state
 

@@ -140,6 +140,11 @@ class RowGrads(NamedTuple):
     # how many non-zero updates each holds, [N] and [M]; None: one each.
     in_counts: jax.Array | None = None
     out_counts: jax.Array | None = None
+    # The tables' rows at in_ids / out_ids as the step gathered them (before its update),
+    # [N, D] and [M, D]: the AdaGrads read a unique row's weights from here instead of
+    # gathering them again. None (sharing or sharding changed the ids): gathered again.
+    in_rows: jax.Array | None = None
+    out_rows: jax.Array | None = None
 
 
 # Gathered-row keys whose gradient is a whole parameter's, and that parameter's name.
@@ -165,11 +170,12 @@ def update_rows(
         )
     params, opt_state = optimizers.apply_rows(
         optimizer, params, opt_state, "in_embed", grads.in_ids, grads.in_grads, lr,
-        eps=eps, power=power, counts=grads.in_counts,
+        eps=eps, power=power, counts=grads.in_counts, rows=grads.in_rows,
     )  # fmt: skip
     return optimizers.apply_rows(
         optimizer, params, opt_state, table, grads.out_ids, grads.out_grads, lr,
         eps=eps, power=power, bias_grads=grads.bias_grads, counts=grads.out_counts,
+        rows=grads.out_rows,
     )  # fmt: skip
 
 

@@ -141,7 +141,7 @@ class RowFunctions(NamedTuple):
 
     gather: Any  # params -> rows
     loss: Any  # rows -> (Σ weight · loss, Σ weight)
-    row_grads: Any  # gradients of the rows -> `rows.RowGrads` (which table rows they update)
+    row_grads: Any  # (gradients of the rows, the rows) -> `rows.RowGrads` (where they go)
 
 
 def row_functions(
@@ -158,13 +158,15 @@ def row_functions(
         return RowFunctions(
             lambda p: fused.gather(p, batch, samples, aux, layer, centre_input),
             lambda gathered: fused.summed_loss(gathered, batch, samples, aux, cfg),
-            lambda g: fused.row_grads(batch, samples, aux, layer, g, centre_input),
+            lambda g, gathered=None: fused.row_grads(
+                batch, samples, aux, layer, g, centre_input, gathered
+            ),
         )
     targets = batch_targets(cfg, batch, aux, key, axis_name)
     return RowFunctions(
         lambda p: rows.gather(p, batch.contexts, targets, layer.table),
         lambda gathered: rows.summed_loss(gathered, batch.mask, targets, cfg),
-        lambda g: rows.row_grads(batch.contexts, targets, g),
+        lambda g, gathered=None: rows.row_grads(batch.contexts, targets, g),
     )
 
 
@@ -230,7 +232,7 @@ def _to_shards(grads: rows.RowGrads, params: dict, table: str, axes: Axes) -> ro
     dense = None if grads.dense is None else {k: own(k, g) for k, g in grads.dense.items()}
     return grads._replace(
         in_ids=ids("in_embed", grads.in_ids), out_ids=out_ids, out_grads=out_grads,
-        bias_grads=bias, dense=dense,
+        bias_grads=bias, dense=dense, in_rows=None, out_rows=None,  # gathered again
     )  # fmt: skip
 
 
@@ -284,7 +286,7 @@ def train_step(
         (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(gathered)
         sq_in = psum(_sum_sq(grads["in"]))
         sq_out = psum(_sum_sq({k: v for k, v in grads.items() if k != "in"}))
-        row_grads = fns.row_grads(grads)
+        row_grads = fns.row_grads(grads, gathered)  # the rows' weights too: no second gather
         if axes.data is not None and jax.lax.axis_size(axes.data) > 1:  # else: nothing to send
             num = _global_rows(params, axes)
             row_grads = exchange.share(row_grads, {**num, "out": num[layer.table]}, axes.data)
