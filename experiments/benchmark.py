@@ -47,6 +47,14 @@ runtime alone (after start-up and one tiny jit, before any data) is reported bes
 The trainer's own end-of-run evaluation is switched off in the child (no held-out split,
 no evaluation files visible) so the peak RSS is training's.
 
+Time to quality (``--time_to_quality``, issue 23): for each of ``--models``, gensim trains
+once for ``--epochs`` (or ``--target_analogy`` / ``--target_wall_s`` stand in for it), then
+ours once per rung of ``--ours_epochs``, each run planned for that many epochs (its
+learning rate decays to the end of that run), until ours reaches gensim's analogy
+accuracy (`climb`); ``ratio`` = gensim's wall / that run's wall (> 1: ours is sooner).
+The last stdout line is then one JSON object of the rows; ``--out_dir`` gets
+``CORPUS.json`` and ``CORPUS.md`` (the table). docs/performance.md, "Time to quality".
+
 Prints a table; the last stdout line is one JSON object (also written to
 ``--output_json``): ``words_per_s``, ``gensim_words_per_s``, ``ratio``, ``analogy``,
 ``gensim_analogy``, ``ws353``, ``gensim_ws353`` (medians over repeats), their ``*_min`` /
