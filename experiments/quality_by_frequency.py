@@ -14,6 +14,11 @@ vocabulary (`evaluation.by_frequency`: ranks 0–1k, 1k–5k, 5k–30k):
   seeds of the same recipe (200 probes per band): a rare word whose neighbourhood is
   noise changes it from seed to seed.
 
+Besides the default and word2vec's SGD, recipes that test why the default's neighbour lists
+are less stable across seeds than gensim's (issue 23 item 4; docs/performance.md, "Why the
+default's neighbour lists are less stable"); ``--epochs=1`` screens them cheaply, gensim
+trained for as many epochs.
+
 Each recipe is trained by `experiments/benchmark.py` (one process per run, ``--repeats=1``,
 ``--keep_vectors``) for each seed; gensim's vectors come from the default recipe's runs.
 A run whose vectors exist in ``--vectors_dir`` (default ``DIR/vectors``; 9 MB per run,
@@ -41,6 +46,13 @@ from w2v_jax.evaluation import analogy, by_frequency, keyed_vectors, similarity
 RECIPES = {
     "default": [],
     "word2vec_sgd32": word2vec.overrides(),
+    # Issue 23 item 4 (why the default's neighbour lists are less stable than gensim's):
+    # one accumulator per row instead of per coordinate; frequent rows' late steps larger
+    # (accumulators from 10 at alpha 1.0: a rare row's first steps as the default's);
+    # word2vec's independent negatives per pair instead of one set per row.
+    "rowwise": ["optimizer.name=rowwise_adagrad"],
+    "acc10_alpha1": ["optimizer.initial_accumulator=10.0", "optimizer.alpha=1.0"],
+    "share_pair": ["loss.share=pair"],
 }
 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where vectors, summary and table go.")
