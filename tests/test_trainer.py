@@ -75,6 +75,21 @@ def reruns(tmp_path_factory):
     return root, first["step"], second["step"]
 
 
+def test_a_checkpoint_between_rows_keeps_its_steps_in_the_next_row(tmp_path):
+    """A row's train/* means cover every step since the row before, a checkpoint saved
+    between them included (saving checked the losses and once dropped those steps)."""
+    rows = {}
+    for every in (20, 1_000):
+        workdir = tmp_path / f"checkpoint_every_{every}"
+        config = tiny_config(max_steps=40, log_every=40, checkpoint_every=every)
+        trainer.train_and_evaluate(config, str(workdir))
+        (row,) = [
+            r for r in run_folder.read_metrics(workdir) if r["step"] == 40 and "train/lr" in r
+        ]
+        rows[every] = {k: v for k, v in row.items() if k in ("train/loss", "train/lr")}
+    assert rows[20] == rows[1_000], rows
+
+
 @cpu_bitwise
 def test_same_config_and_seed_give_bit_identical_vectors(reruns):
     root, _, _ = reruns  # bit equality: XLA:CPU (see RERUN_TOLERANCE)

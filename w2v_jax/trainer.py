@@ -161,6 +161,7 @@ class Run:
     metrics_log: Any = None
     meter: progress.Meter | None = None
     pending: list = dataclasses.field(default_factory=list)  # (metrics [S], n, index)
+    checked: list = dataclasses.field(default_factory=list)  # host {metric: [T, ...]}
     owner: claim.Claim = claim.NOT_HELD  # the folder's lock, held until the run ends
     # A resumed run writes config.json only once a checkpoint under its settings commits:
     # until then the folder's config is the one its checkpoint was made with.
@@ -228,11 +229,11 @@ class Run:
             self.metrics_log.write(self.step, row)
             self.meter.report(self.step, row)
 
-    def flush(self) -> dict:
-        """Fetches the pending metrics in one `jax.device_get` (`_pending_steps`); raises if
-        any step's loss was not finite or diverged. Returns their means over the steps."""
+    def check(self) -> None:
+        """Fetches the pending metrics in one `jax.device_get` (`_pending_steps`) and raises
+        if any step's loss was not finite or diverged; keeps them for the next row."""
         if not self.pending:
-            return {}
+            return
         steps = _pending_steps(self.pending)  # host {metric: [T, ...]}, T steps
         self.pending.clear()
         worst = np.max(steps["loss"].reshape(len(steps["loss"]), -1), axis=1)  # [T]
@@ -257,6 +258,16 @@ class Run:
                     f"{self.checkpoints.where()}. Lower optimizer.alpha or check the data"
                 )
             i += 1
+        self.checked.append(steps)
+
+    def flush(self) -> dict:
+        """The means of every step's metrics since the last row (`check`ed first), a
+        checkpoint between them included."""
+        self.check()
+        if not self.checked:
+            return {}
+        steps = {k: np.concatenate([c[k] for c in self.checked]) for k in self.checked[0]}
+        self.checked.clear()
         return {
             k: float(np.mean(v if v.ndim == 1 else np.array([np.mean(x) for x in v])))
             for k, v in steps.items()
@@ -268,8 +279,8 @@ class Run:
         or host ones) at the current position, after checking the pending losses: a
         diverged state is never saved. Returns once the state is copied to the host (the
         write goes on in the background, `resume.Checkpoints.save`); the meter excludes
-        only that."""
-        self.flush()
+        only that. The checked metrics stay for the next row."""
+        self.check()
         save_start = time.perf_counter()
         extra = _input_record(self.settings.pipeline, self.position)
         self.checkpoints.save(
