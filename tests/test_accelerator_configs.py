@@ -67,9 +67,15 @@ def test_config_trains_a_few_calls_on_a_shrunken_corpus(name, tmp_path):
 
 def _fake_run(alpha=0.3, min_alpha=1e-4, tokens_done=0, planned=1_000_003, **more):
     loop = types.SimpleNamespace(alpha=alpha, min_alpha=min_alpha)
-    return types.SimpleNamespace(
-        settings=types.SimpleNamespace(loop=loop), tokens_done=tokens_done, planned=planned, **more
+    run = types.SimpleNamespace(
+        settings=types.SimpleNamespace(loop=loop),
+        tokens_done=tokens_done,
+        planned=planned,
+        checked=[],
+        **more,
     )
+    run.check = lambda: trainer.Run.check(run)
+    return run
 
 
 def test_learning_rates_equal_the_scalar_schedule_bit_for_bit():
