@@ -622,8 +622,11 @@ def load(corpus_name: str, data_dir: str | None, chunk_tokens: int) -> Setup:
     """The corpus and the default config's pipeline settings."""
     from w2v_jax import settings  # only here: grain's worker processes import this script
 
-    options = settings.resolve(cli.load_config(_CONFIG)).pipeline
-    data = corpus.load_corpus(corpus_name, data_dir=data_dir)
+    config = cli.load_config(_CONFIG)
+    options = settings.resolve(config).pipeline
+    # Sentences are cut where the corpus is loaded, as the trainer loads it.
+    length = config.corpus.max_sentence_length
+    data = corpus.load_corpus(corpus_name, data_dir=data_dir, max_sentence_length=length)
     ids = np.asarray(data.ids, np.int32)
     return Setup(ids, np.asarray(data.offsets, np.int64), data.vocab.counts, options, chunk_tokens)
 
