@@ -50,8 +50,9 @@ no evaluation files visible) so the peak RSS is training's.
 Time to quality (``--time_to_quality``, issue 23): for each of ``--models``, gensim trains
 once for ``--epochs`` (or ``--target_analogy`` / ``--target_wall_s`` stand in for it), then
 ours once per rung of ``--ours_epochs``, each run planned for that many epochs (its
-learning rate decays to the end of that run), until ours reaches gensim's analogy
-accuracy (`climb`); ``ratio`` = gensim's wall / that run's wall (> 1: ours is sooner).
+learning rate decays to the end of that run; 2.5 ends the third pass half way), until ours
+reaches gensim's analogy accuracy (`climb`); ``ratio`` = gensim's wall / that run's wall
+(> 1: ours is sooner).
 The last stdout line is then one JSON object of the rows; ``--out_dir`` gets
 ``CORPUS.json`` and ``CORPUS.md`` (the table). docs/performance.md, "Time to quality".
 
@@ -85,7 +86,12 @@ from w2v_jax.data import corpus
 from w2v_jax.evaluation import keyed_vectors
 
 _MODEL = flags.DEFINE_enum("model", "skipgram", ["skipgram", "cbow"], "sg=1 or sg=0.")
-_EPOCHS = flags.DEFINE_integer("epochs", 5, "Epochs (both sides).", lower_bound=1)
+_EPOCHS = flags.DEFINE_float(
+    "epochs",
+    5,
+    "Epochs (both sides; ours may take a fraction, gensim a whole number).",
+    lower_bound=0,
+)
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per side; medians reported.", lower_bound=1)
 _CORPUS = flags.DEFINE_string("corpus", "text8-head", "Corpus name or path (corpus.load_corpus).")
 _DATA_DIR = flags.DEFINE_string(
@@ -121,7 +127,9 @@ _TIME_TO_QUALITY = flags.DEFINE_bool(
     "until ours reaches gensim's analogy accuracy, for each of --models (module docstring).",
 )
 _OURS_EPOCHS = flags.DEFINE_list(
-    "ours_epochs", ["1", "2", "3", "4", "5"], "--time_to_quality: our epoch ladder."
+    "ours_epochs",
+    ["1", "1.5", "2", "2.5", "3", "4", "5"],
+    "--time_to_quality: our epoch ladder (fractions end the last pass part way).",
 )
 _MODELS = flags.DEFINE_list("models", ["skipgram", "cbow"], "--time_to_quality: models.")
 _TARGET_ANALOGY = flags.DEFINE_float(
@@ -287,7 +295,7 @@ def run_gensim(run_dir: pathlib.Path) -> dict:
         negative=_NEGATIVE.value,
         ns_exponent=0.75,
         cbow_mean=1,
-        epochs=_EPOCHS.value,
+        epochs=gensim_epochs(),
     )
     if _GENSIM_INPUT.value == "corpus_file":
         path = run_dir / "sentences.txt"
@@ -308,7 +316,7 @@ def run_gensim(run_dir: pathlib.Path) -> dict:
     keyed_vectors.save_word2vec_binary(
         run_dir / "vectors.bin", model.wv.index_to_key, model.wv.vectors
     )
-    words = int(data.ids.shape[0]) * _EPOCHS.value  # what it was given (see raw_words)
+    words = int(data.ids.shape[0]) * gensim_epochs()  # what it was given (see raw_words)
     return {
         "side": "gensim",
         "wall_s": wall,
@@ -331,6 +339,13 @@ def run_gensim(run_dir: pathlib.Path) -> dict:
 
 
 # ------------------------------------------------------------------------------ parent
+
+
+def gensim_epochs() -> int:
+    """--epochs for gensim, which trains whole epochs only."""
+    if _EPOCHS.value != int(_EPOCHS.value) or _EPOCHS.value < 1:
+        raise app.UsageError(f"--epochs={_EPOCHS.value:g}: gensim trains a whole number >= 1")
+    return int(_EPOCHS.value)
 
 
 def gensim_problem() -> str | None:
@@ -567,14 +582,14 @@ def ttq_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         tried = "; ".join(
-            f"{x['epochs']}: {pct(x['analogy_total'])}, {x['wall_s']:.1f} s" for x in r["ladder"]
+            f"{x['epochs']:g}: {pct(x['analogy_total'])}, {x['wall_s']:.1f} s" for x in r["ladder"]
         )
         ours = "not reached"
         if r["reached"]:
-            ours = f"{r['epochs']}, {r['wall_s']:.1f} s, {pct(r['analogy'])} / {num(r['ws353'])}"
+            ours = f"{r['epochs']:g}, {r['wall_s']:.1f} s, {pct(r['analogy'])} / {num(r['ws353'])}"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
         lines.append(
-            f"| {r['model']} | {r['gensim_epochs']}, {r['gensim_wall_s']:.1f} s, "
+            f"| {r['model']} | {r['gensim_epochs']:g}, {r['gensim_wall_s']:.1f} s, "
             f"{pct(r['gensim_analogy'])} / {num(r['gensim_ws353'])} | {tried} | {ours} "
             f"| {ratio} |"
         )
@@ -583,7 +598,7 @@ def ttq_table(rows: list[dict]) -> str:
 
 def time_to_quality(tmp: pathlib.Path) -> dict:
     """For each of --models: gensim for --epochs (or --target_*), then `climb`."""
-    ladder = sorted({int(e) for e in _OURS_EPOCHS.value})
+    ladder = sorted({float(e) for e in _OURS_EPOCHS.value})
     given = _TARGET_ANALOGY.value is not None
     if given and _TARGET_WALL_S.value is None:
         raise app.UsageError("--target_analogy needs --target_wall_s")
@@ -605,14 +620,14 @@ def time_to_quality(tmp: pathlib.Path) -> dict:
             evaluate_run(target)
 
         def train_ours(epochs, model=model):
-            run_dir = tmp / f"ours_{model}_{epochs}"
+            run_dir = tmp / f"ours_{model}_{epochs:g}"
             run_dir.mkdir()
-            run = run_child("ours", run_dir, [f"--model={model}", f"--epochs={epochs}"])
+            run = run_child("ours", run_dir, [f"--model={model}", f"--epochs={epochs:g}"])
             evaluate_run(run)
             return {**run, "epochs": epochs}
 
         row = climb(target, train_ours, ladder)
-        row.update(model=model, gensim_epochs=_EPOCHS.value, gensim_measured=not given)
+        row.update(model=model, gensim_epochs=gensim_epochs(), gensim_measured=not given)
         rows.append(row)
         print(ttq_table([row]), file=sys.stderr, flush=True)
     return {

@@ -281,7 +281,7 @@ def test_time_to_quality_mode_end_to_end(zipf_text_dir, tmp_path):
         "--ours_overrides=batch_size=64",
         "--time_to_quality",
         "--models=cbow",
-        "--ours_epochs=1,2",
+        "--ours_epochs=0.5,1",  # a fraction of an epoch as a rung
         "--target_analogy=1.01",  # unreachable: both rungs run
         "--target_wall_s=1.0",
         f"--out_dir={tmp_path / 'out'}",
@@ -289,7 +289,7 @@ def test_time_to_quality_mode_end_to_end(zipf_text_dir, tmp_path):
     result = _run("benchmark.py", args, tmp_path)
     (row,) = result["rows"]
     assert row["model"] == "cbow" and not row["reached"] and row["ratio"] is None
-    assert [r["epochs"] for r in row["ladder"]] == [1, 2]
+    assert [r["epochs"] for r in row["ladder"]] == [0.5, 1]
     assert all(r["wall_s"] > 0 and 0 <= r["analogy_total"] <= 1 for r in row["ladder"])
     assert (tmp_path / "out" / "tiny.txt.json").is_file()
     assert "| cbow |" in (tmp_path / "out" / "tiny.txt.md").read_text()

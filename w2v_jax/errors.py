@@ -67,6 +67,13 @@ def at_least(name: str, value, low, *, integer: bool = False) -> None:
         raise ConfigError(f"--config.{name}={value!r} must be {what} >= {low}")
 
 
+def positive(name: str, value, usual=None) -> None:
+    """`ConfigError` unless ``value`` is a number > 0 (``usual``: a value to suggest)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        hint = "" if usual is None else f" (e.g. {usual})"
+        raise ConfigError(f"--config.{name}={value!r} must be > 0{hint}")
+
+
 def boolean(name: str, value) -> None:
     """`ConfigError` unless ``value`` is True or False."""
     if not isinstance(value, bool):

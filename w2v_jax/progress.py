@@ -42,7 +42,7 @@ class Meter:
     Rates are measured from the end of the first step, so compilation is excluded.
     """
 
-    def __init__(self, planned_tokens: int, tokens_done: int = 0, total_epochs: int = 1):
+    def __init__(self, planned_tokens: int, tokens_done: int = 0, total_epochs: float = 1):
         self.planned = max(int(planned_tokens), 1)
         self.start_tokens = int(tokens_done)
         self.tokens = int(tokens_done)
@@ -79,7 +79,7 @@ class Meter:
         left = max(self.planned - self.tokens, 0) / wps if wps > 0 else float("inf")
         eta = "?" if left == float("inf") else time.strftime("%H:%M:%S", time.gmtime(left))
         parts = [
-            f"epoch {min(self.epoch + 1, self.total_epochs)}/{self.total_epochs}",
+            f"epoch {min(self.epoch + 1, math.ceil(self.total_epochs))}/{self.total_epochs:g}",
             f"{100 * rates['train/progress']:5.1f}%",
             f"step {step}",
         ]

@@ -99,7 +99,8 @@ def check(where, stored: dict | None, current: dict, override: bool, lr_note: st
         logging.warning("%s has no manifest (an older version wrote it): not checked", where)
         return
     differ = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
-    what = "; ".join(f"{k} {stored[k]!r} -> {current[k]!r}" for k in differ)
+    show = lambda x: f"{x:g}" if isinstance(x, float) else repr(x)  # noqa: E731  (5.0: 5)
+    what = "; ".join(f"{k} {show(stored[k])} -> {show(current[k])}" for k in differ)
     if any(k not in SCHEDULE_FIELDS for k in differ):
         raise ResumeMismatch(
             f"{where} holds a run with other settings ({what}); its checkpoint cannot "

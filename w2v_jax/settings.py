@@ -58,12 +58,12 @@ def validate(config) -> None:
         "dim",
         "window",
         "batch_size",
-        "epochs",
         "log_every",
         "checkpoint_every",
         "steps_per_call",
     ):
         errors.at_least(name, config[name], 1)
+    errors.positive("epochs", config.epochs)
     errors.at_least("loss.k", config.loss.k, 1)
     errors.at_least("loss.block_size", config.loss.block_size, 1)
     errors.at_least("corpus.min_count", config.corpus.min_count, 1)
@@ -82,8 +82,7 @@ def validate(config) -> None:
     errors.at_least("corpus.max_vocab_size", config.corpus.max_vocab_size, 0)
     errors.at_least("parallel.num_devices", config.parallel.num_devices, 0)
     errors.at_least("parallel.model_axis", config.parallel.model_axis, 1)
-    if not (isinstance(config.optimizer.alpha, float) and config.optimizer.alpha > 0):
-        raise errors.ConfigError(f"--config.optimizer.alpha={config.optimizer.alpha!r} must be > 0")
+    errors.positive("optimizer.alpha", config.optimizer.alpha)
     errors.at_least("optimizer.min_alpha", config.optimizer.min_alpha, 0.0)
     errors.at_least("optimizer.duplicate_power", config.optimizer.duplicate_power, 0.0)
     if config.optimizer.duplicate_power and not (
@@ -94,11 +93,7 @@ def validate(config) -> None:
             "(optimizer.name='sgd', optimizer.sparse=True); set it to 0"
         )
     for name, usual in (("initial_accumulator", 0.1), ("eps", 1e-7)):
-        value = config.optimizer[name]
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-            raise errors.ConfigError(
-                f"--config.optimizer.{name}={value!r} must be > 0 (e.g. {usual})"
-            )
+        errors.positive(f"optimizer.{name}", config.optimizer[name], usual)
     if config.optimizer.sparse and config.optimizer.name not in optimizers.SPARSE:
         raise errors.ConfigError(
             f"--config.optimizer.name={config.optimizer.name!r} has no sparse form; set "
@@ -208,7 +203,7 @@ class LoopSettings(NamedTuple):
     context_matrices: str  # lbl: "full" or "diagonal" C_i; "" for the other models
     bias_init: str  # "zeros" or "unigram" (log unigram probabilities; lbl)
     ns_exponent: float  # noise q ∝ count^ns_exponent
-    epochs: int
+    epochs: float  # passes over the corpus; a fraction ends the last one early (`passes`)
     alpha: float  # initial learning rate
     min_alpha: float  # final learning rate (linear decay by words processed)
     log_every: int  # steps between metrics rows
@@ -304,7 +299,7 @@ def resolve(config) -> Settings:
         shuffle_buffer=config.shuffle_buffer,
         prefetch=config.prefetch,
         seed=config.seed,
-        epochs=config.epochs,
+        epochs=passes(config.epochs),
         process_index=share,
         process_count=shares,
     )
@@ -321,7 +316,7 @@ def resolve(config) -> Settings:
         context_matrices=config.lbl.context_matrices if config.model == "lbl" else "",
         bias_init=config.lbl.bias_init,
         ns_exponent=float(config.loss.ns_exponent),
-        epochs=config.epochs,
+        epochs=float(config.epochs),
         alpha=config.optimizer.alpha,
         min_alpha=config.optimizer.min_alpha,
         log_every=config.log_every,
@@ -341,6 +336,12 @@ def resolve(config) -> Settings:
 
 
 LBL_BIAS_INIT = ("zeros", "unigram")
+
+
+def passes(epochs: float) -> int:
+    """Passes over the corpus the input reads for ``epochs`` (2.5: 3, the last cut at half
+    way: the run ends once its planned tokens, epochs × N, are processed)."""
+    return math.ceil(epochs)
 
 
 def uses_bias(config) -> bool:
@@ -376,7 +377,7 @@ def check_against_corpus(settings: Settings, train: corpus.Corpus) -> None:
     s, loop = settings.parallel, settings.loop
     batch = call // s.steps_per_call
     per_epoch = math.ceil(rows / batch) + s.steps_per_call
-    steps = loop.epochs * per_epoch
+    steps = math.ceil(loop.epochs * per_epoch)
     if loop.max_steps:
         steps = min(steps, loop.max_steps + s.steps_per_call - 1)
     if steps >= 2**31 - 1:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
 import signal
 import time
@@ -190,6 +191,8 @@ class Run:
                 self.settings.pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts,
                 self.position,
             )  # fmt: skip
+            if self.settings.loop.epochs != settings.passes(self.settings.loop.epochs):
+                batches = _until(batches, self.planned)  # the last pass ends part way
             return ((item, steps_per_call) for item in batches)
         return _device_calls(
             self.settings, self.corpus, self.device_spec, self.step, steps_per_call
@@ -376,7 +379,7 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
     if pipeline.process_count > 1:  # input shares: every one takes the same steps
         pipeline = _agree_on_batches(pipeline, corpus)
         run = run._replace(pipeline=pipeline)
-    planned = loop.epochs * len(corpus.ids)  # the learning rate's tokens: the whole corpus's
+    planned = int(loop.epochs * len(corpus.ids))  # the learning rate's tokens (whole corpus)
     manifest = resume.manifest(config.to_dict(), vocab, len(corpus.ids))
     checkpoints = resume.Checkpoints(
         workdir, manifest, planned, loop.checkpoint_every, loop.checkpoint_every_secs,
@@ -407,7 +410,7 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
         guard=guard, evaluate=evaluate_params, step=step, position=position,
         tokens_done=tokens_done, chief=chief, many=many,
     )  # fmt: skip
-    if resumed is not None and _finished(loop, position, step):
+    if resumed is not None and _finished(loop, position, step, tokens_done, planned):
         host = runners.gather(state)  # every process: a collective when several
         out.done = {"step": step}
         if chief:
@@ -570,7 +573,7 @@ def _device_calls(run: settings.Settings, corpus, spec: on_device.Spec, start: i
     )
     key = on_device.data_key(run.loop.seed)
     t_epoch, num_tokens = spec.steps_per_epoch, len(corpus.ids)
-    stop = run.loop.epochs * t_epoch
+    stop = math.ceil(run.loop.epochs * t_epoch)  # a fraction of an epoch: part of the last
     for call in on_device.calls(
         device_corpus, key, spec, start=start, stop=stop, steps_per_call=per_call
     ):
@@ -578,6 +581,14 @@ def _device_calls(run: settings.Settings, corpus, spec: on_device.Spec, start: i
         tokens = on_device.tokens_done(end, num_tokens, spec)
         position = input_pipeline.Position(*divmod(end, t_epoch))
         yield input_pipeline.Item(call.feed, position, tokens), call.num_steps
+
+
+def _until(items: Iterator[input_pipeline.Item], planned: int) -> Iterator[input_pipeline.Item]:
+    """``items`` up to the first whose tokens reach ``planned`` (a fractional epoch's end)."""
+    for item in items:
+        yield item
+        if item.tokens >= planned:
+            return
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
@@ -608,9 +619,11 @@ def _local_copy(x):
     return x
 
 
-def _finished(loop: settings.LoopSettings, position, step: int) -> bool:
-    """Whether a run at ``position`` / ``step`` has nothing left to train."""
-    return position.epoch >= loop.epochs or (bool(loop.max_steps) and step >= loop.max_steps)
+def _finished(loop: settings.LoopSettings, position, step: int, tokens: int, planned: int) -> bool:
+    """Whether a run at ``position`` / ``step`` / ``tokens`` has nothing left to train."""
+    passes = settings.passes(loop.epochs)
+    end = position.epoch >= passes or (loop.epochs != passes and tokens >= planned)
+    return end or (bool(loop.max_steps) and step >= loop.max_steps)
 
 
 def _finished_before(workdir, loop, vocab, state, step: int, evaluate_params) -> dict:

@@ -107,7 +107,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.duplicate_power = 0.0
     config.optimizer.alpha = 0.3  # alpha: initial learning rate (word2vec SGD: 0.025)
     config.optimizer.min_alpha = 1e-4  # min_alpha: final learning rate (linear decay)
-    config.epochs = 5  # epochs / -iter
+    config.epochs = 5.0  # epochs / -iter; a fraction (2.5) ends the last pass part way
     # Rows (centre words, or pairs with layout "pairs") per step. Every row of a step is
     # computed from the same parameters, so a frequent word drawn many times in one step
     # gets many stale updates at once: summed SGD diverges past ~128 rows at α 0.025
