@@ -5,9 +5,9 @@ min_count 5, 5 epochs. Needs ``text8-head.txt.gz`` in ``$W2V_DATA_DIR``.
 
   python -m w2v_jax.main --config=w2v_jax/configs/text8_head.py --workdir=/tmp/text8_head
 
-What to expect, against gensim with the same settings: docs/performance.md, "The
-configs". Faster at the same quality: ``--config.loss.share=row
---config.loss.skipgram_input=context``.
+The default's large-batch AdaGrad on it: 10.7% analogy and WS353 0.604 after 5 epochs
+(gensim, same settings: 8.2% and 0.471); against gensim's time, docs/performance.md,
+"Time to quality against gensim".
 """
 
 from w2v_jax.configs import default
