@@ -174,6 +174,19 @@ SLOW_IN_CI_ONLY = (
 )
 
 
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under ``-n``, each worker runs whole test files (xdist's ``--dist loadfile``), the
+    files with the most tests first: a module-scoped fixture (a trained run, a launch of
+    processes that several tests read) is then built once, not once per worker that gets
+    one of its tests, as xdist's default (``load``) hands out runs of consecutive tests."""
+    if config.getoption("dist") == "load":
+        from xdist.scheduler import LoadFileScheduling
+
+        return LoadFileScheduling(config, log)
+    return None
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Marks `SLOW_IN_CI_ONLY` slow, before `-m` selects; fails collection on an entry whose
