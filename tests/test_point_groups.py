@@ -93,6 +93,24 @@ def _assert_same_run(in_group, alone, exact: bool):
     )
 
 
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """``alone(overrides) -> (run folder, final metrics)``: ``_config(**overrides)`` trained
+    by itself, once per module. A point's run alone does not depend on the group it is
+    compared with, so the fixtures below share the runs of equal configs."""
+    root = tmp_path_factory.mktemp("alone")
+    runs = {}
+
+    def train(overrides: dict) -> tuple[pathlib.Path, dict]:
+        key = json.dumps(overrides, sort_keys=True)
+        if key not in runs:
+            workdir = root / f"run{len(runs)}"
+            runs[key] = workdir, trainer.train_and_evaluate(_config(**overrides), str(workdir))
+        return runs[key]
+
+    return train
+
+
 @pytest.fixture(
     scope="module",
     params=[
@@ -105,39 +123,39 @@ def _assert_same_run(in_group, alone, exact: bool):
     ],
     ids=["sgd-neg", "adagrad-scan", "subsampled-hs", "device-input"],
 )
-def group_and_alone(request, tmp_path_factory):
-    """The three points trained as one group (group{i}) and one by one (alone{i})."""
+def group_and_alone(request, tmp_path_factory, alone):
+    """The three points trained as one group (root / group{i}) and one by one: ``alone``'s
+    (folder, final metrics) of each."""
     root = tmp_path_factory.mktemp("group")
     overrides = request.param
     configs = [_config(**{**overrides, **point}) for point in POINTS]
     in_group = training.train_group(configs, [str(root / f"group{i}") for i in range(3)])
-    alone = [trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs)]
-    return root, overrides, in_group, alone
+    return root, overrides, in_group, [alone({**overrides, **point}) for point in POINTS]
 
 
 @cpu_bitwise
 @pytest.mark.slow
 def test_group_equals_its_points_trained_alone(group_and_alone):
-    root, _, _, _ = group_and_alone  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
-    for i in range(len(POINTS)):
-        _assert_same_run(root / f"group{i}", root / f"alone{i}", exact=True)
+    root, _, _, alone = group_and_alone  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
+    for i, (workdir, _) in enumerate(alone):
+        _assert_same_run(root / f"group{i}", workdir, exact=True)
 
 
 @pytest.mark.slow
 def test_group_equals_its_points_trained_alone_within_tolerance(group_and_alone):
     root, overrides, in_group, alone = group_and_alone
-    assert [r["step"] for r in in_group] == [r["step"] for r in alone]
-    for i in range(len(POINTS)):
-        _assert_same_run(root / f"group{i}", root / f"alone{i}", exact=False)
+    assert [r["step"] for r in in_group] == [r["step"] for _, r in alone]
+    for i, (workdir, _) in enumerate(alone):
+        _assert_same_run(root / f"group{i}", workdir, exact=False)
     steps = {r["step"] for r in in_group}
     if overrides.get("sample") and overrides.get("input.mode") != "device":
         assert len(steps) > 1  # the points really had epochs of different lengths
 
 
 @pytest.fixture(scope="module")
-def resumed_points(tmp_path_factory):
+def resumed_points(tmp_path_factory, alone):
     """One point stopped at step 23, one fresh, one finished: the group resumes each; the
-    first two also trained alone."""
+    first two also trained alone (``alone``'s folder and final metrics)."""
     root = tmp_path_factory.mktemp("resumed")
     configs = [_config(**point) for point in POINTS]
     dirs = [root / f"group{i}" for i in range(3)]
@@ -146,50 +164,47 @@ def resumed_points(tmp_path_factory):
     finished = (dirs[2] / "vectors.bin").stat().st_mtime_ns
     in_group = training.train_group(configs, [str(d) for d in dirs])
     untouched = (dirs[2] / "vectors.bin").stat().st_mtime_ns == finished
-    alone = [
-        trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs[:2])
-    ]
-    return root, in_group, alone, untouched
+    return root, in_group, [alone(point) for point in POINTS[:2]], untouched
 
 
 @cpu_bitwise
 @pytest.mark.slow
 def test_points_resume_from_different_steps(resumed_points):
-    root, _, _, _ = resumed_points  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
-    for i in range(2):
-        _assert_same_vectors(root / f"group{i}", root / f"alone{i}", exact=True)
+    root, _, alone, _ = resumed_points  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
+    for i, (workdir, _) in enumerate(alone):
+        _assert_same_vectors(root / f"group{i}", workdir, exact=True)
 
 
 @pytest.mark.slow
 def test_points_resume_from_different_steps_within_tolerance(resumed_points):
     root, in_group, alone, untouched = resumed_points
     assert untouched  # the finished point: nothing to do
-    for i in range(2):
-        assert in_group[i]["step"] == alone[i]["step"]
-        _assert_same_vectors(root / f"group{i}", root / f"alone{i}", exact=False)
+    for i, (workdir, final) in enumerate(alone):
+        assert in_group[i]["step"] == final["step"]
+        _assert_same_vectors(root / f"group{i}", workdir, exact=False)
 
 
 @pytest.fixture(scope="module")
-def diverging_point(tmp_path_factory):
-    """A group of a sound point and one at alpha 1e30, and the sound point alone."""
+def diverging_point(tmp_path_factory, alone):
+    """A group of a sound point and one at alpha 1e30, and the sound point alone (its
+    folder)."""
     root = tmp_path_factory.mktemp("diverging")
     configs = [_config(seed=0), _config(seed=1, **{"optimizer.alpha": 1e30})]
     results = training.train_group(configs, [str(root / "ok"), str(root / "nan")])
-    trainer.train_and_evaluate(configs[0], str(root / "alone"))
-    return root, results
+    return root, results, alone({"seed": 0})[0]
 
 
 @cpu_bitwise
 def test_a_diverging_point_fails_alone(diverging_point):
-    root, _ = diverging_point  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
-    _assert_same_vectors(root / "ok", root / "alone", exact=True)
+    root, _, sound = diverging_point  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
+    _assert_same_vectors(root / "ok", sound, exact=True)
 
 
 def test_a_diverging_point_fails_alone_within_tolerance(diverging_point):
-    root, results = diverging_point
+    root, results, sound = diverging_point
     assert isinstance(results[1], trainer.NonFiniteLossError)
     assert not (root / "nan" / "vectors.bin").exists()
-    _assert_same_vectors(root / "ok", root / "alone", exact=False)
+    _assert_same_vectors(root / "ok", sound, exact=False)
 
 
 def test_what_may_differ_in_a_group():
@@ -259,30 +274,30 @@ def test_sweep_cli_groups_the_seeds(cli_sweep):
 
 
 @pytest.fixture(scope="module")
-def device_input_in_parts(tmp_path_factory):
-    """Two device-input points, one stopped at step 16, trained on as a group; and alone."""
+def device_input_in_parts(tmp_path_factory, alone):
+    """Two device-input points (group_and_alone's "device-input" settings, so their runs
+    alone are shared), one stopped at step 16, trained on as a group; and alone."""
     root = tmp_path_factory.mktemp("parts")
-    overrides = {"input.mode": "device", "steps_per_call": 8}
+    overrides = {"input.mode": "device", "sample": 1e-3, "steps_per_call": 8}
     configs = [_config(**overrides, **point) for point in POINTS[:2]]
     dirs = [root / "group0", root / "group1"]
     trainer.train_and_evaluate(_config(**overrides, **POINTS[0], max_steps=16), str(dirs[0]))
     in_group = training.train_group(configs, [str(d) for d in dirs])
-    alone = [trainer.train_and_evaluate(c, str(root / f"alone{i}")) for i, c in enumerate(configs)]
-    return root, in_group, alone
+    return root, in_group, [alone({**overrides, **point}) for point in POINTS[:2]]
 
 
-def _assert_parts_equal(root, exact: bool):
-    for i in range(2):
-        _assert_same_vectors(root / f"group{i}", root / f"alone{i}", exact)
-        for a, b in zip(_state(root / f"group{i}"), _state(root / f"alone{i}"), strict=True):
+def _assert_parts_equal(root, alone, exact: bool):
+    for i, (workdir, _) in enumerate(alone):
+        _assert_same_vectors(root / f"group{i}", workdir, exact)
+        for a, b in zip(_state(root / f"group{i}"), _state(workdir), strict=True):
             assert_same(a, b, exact, **GROUP_TOLERANCE)
 
 
 @cpu_bitwise
 @pytest.mark.slow
 def test_device_input_points_at_different_steps_train_in_parts(device_input_in_parts):
-    root, _, _ = device_input_in_parts  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
-    _assert_parts_equal(root, exact=True)
+    root, _, alone = device_input_in_parts  # bit equality: XLA:CPU (see GROUP_TOLERANCE)
+    _assert_parts_equal(root, alone, exact=True)
 
 
 @pytest.mark.slow
@@ -290,8 +305,8 @@ def test_device_input_points_at_different_steps_train_in_parts_within_tolerance(
     device_input_in_parts,
 ):
     root, in_group, alone = device_input_in_parts
-    assert [r["step"] for r in in_group] == [r["step"] for r in alone]
-    _assert_parts_equal(root, exact=False)
+    assert [r["step"] for r in in_group] == [r["step"] for _, r in alone]
+    _assert_parts_equal(root, alone, exact=False)
 
 
 def test_a_diverged_group_reports_its_points_as_failed_now(tmp_path, caplog):
