@@ -66,65 +66,59 @@ def test_parallel_steps_equal_single_device(parallel_rows):
             assert row[key] < 1e-5, (key, row)
 
 
-@pytest.mark.slow
-def test_full_runs_on_two_devices_match_one_device(tmp_path):
-    """train_and_evaluate under pmap and mesh ends where the single-device run ends."""
+# The three runs on 2 simulated devices, in one process (one start of JAX): pmap, mesh,
+# and the mesh with four sub-steps per call, into sys.argv[1]/{pmap,mesh,mesh_scan}.
+TWO_DEVICE_RUNS = """
+import sys
+from w2v_jax import trainer
+from w2v_jax.configs import tiny
+for name, mode, steps_per_call in (("pmap", "pmap", 1), ("mesh", "mesh", 1),
+                                   ("mesh_scan", "mesh", 4)):
+    config = tiny.get_config()
+    config.parallel.mode = mode
+    config.steps_per_call = steps_per_call
+    trainer.train_and_evaluate(config, sys.argv[1] + "/" + name)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_device_runs(tmp_path_factory):
+    """The tiny run under pmap, mesh and mesh with 4 steps per call on 2 devices (a child
+    process), and on one device here with 1 and 4 steps per call (single, single_scan)."""
     from w2v_jax import trainer
     from w2v_jax.configs import tiny
+
+    root = tmp_path_factory.mktemp("two_devices")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_DEVICE_RUNS, str(root)],
+        cwd=SCRIPT.parents[1], env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, steps_per_call in (("single", 1), ("single_scan", 4)):
+        config = tiny.get_config()
+        config.steps_per_call = steps_per_call
+        trainer.train_and_evaluate(config, str(root / name))
+    return root
+
+
+def _vectors(workdir):
     from w2v_jax.evaluation import keyed_vectors
 
-    trainer.train_and_evaluate(tiny.get_config(), str(tmp_path / "single"))
-    ref = keyed_vectors.load_word2vec(tmp_path / "single/vectors.bin").vectors
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    root = SCRIPT.parents[1]
+    return keyed_vectors.load_word2vec(workdir / "vectors.bin").vectors
+
+
+@pytest.mark.slow
+def test_full_runs_on_two_devices_match_one_device(two_device_runs):
+    """train_and_evaluate under pmap and mesh ends where the single-device run ends."""
+    ref = _vectors(two_device_runs / "single")
     for mode in ("pmap", "mesh"):
-        workdir = tmp_path / mode
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "w2v_jax.main",
-                "--config=w2v_jax/configs/tiny.py",
-                f"--config.parallel.mode={mode}",
-                f"--workdir={workdir}",
-            ],
-            cwd=root,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-        got = keyed_vectors.load_word2vec(workdir / "vectors.bin").vectors
+        got = _vectors(two_device_runs / mode)
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4, err_msg=mode)
 
 
 @pytest.mark.slow
-def test_mesh_scan_matches_single_device_scan(tmp_path):
+def test_mesh_scan_matches_single_device_scan(two_device_runs):
     """Four sub-steps per call on a 2-device mesh end where one device ends."""
-    from w2v_jax import trainer
-    from w2v_jax.configs import tiny
-    from w2v_jax.evaluation import keyed_vectors
-
-    config = tiny.get_config()
-    config.steps_per_call = 4
-    trainer.train_and_evaluate(config, str(tmp_path / "single"))
-    ref = keyed_vectors.load_word2vec(tmp_path / "single/vectors.bin").vectors
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "w2v_jax.main",
-            "--config=w2v_jax/configs/tiny.py",
-            "--config.parallel.mode=mesh",
-            "--config.steps_per_call=4",
-            f"--workdir={tmp_path / 'mesh'}",
-        ],
-        cwd=SCRIPT.parents[1],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    got = keyed_vectors.load_word2vec(tmp_path / "mesh/vectors.bin").vectors
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+    got = _vectors(two_device_runs / "mesh_scan")
+    np.testing.assert_allclose(got, _vectors(two_device_runs / "single_scan"), rtol=0, atol=1e-4)
