@@ -23,13 +23,14 @@ learning rates, metrics, checkpoints, the final evaluation and exports) are shar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
 import pathlib
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -89,44 +90,123 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 def _train(run: Run) -> dict:
     """`train_and_evaluate`'s loop, from where ``run`` stands to its end."""
-    runner = run.runner
     state, run.state = run.state, None  # already in the runner's layout; the loop owns it
-    aux = runner.put_aux(run.aux)
-    calls = run.calls(runner.steps_per_call)
+    (result,) = train_points([run], _Alone(run), state)
+    return result
 
+
+class _Alone:
+    """`train_points`' calls for one run through its runner (`Run.runner`): a failure
+    raises, and the state is the runner's (one device's, replicated or sharded)."""
+
+    isolated = False  # a failure raises
+
+    def __init__(self, run: Run):
+        self.runner = run.runner
+        self.aux = self.runner.put_aux(run.aux)
+        self.calls = iter(run.calls(self.runner.steps_per_call))  # (item, steps of the call)
+
+    def next_calls(self, active: set) -> dict:
+        return {0: next(self.calls, (None, 0))}
+
+    def step(self, state, calls: dict, lrs: dict):
+        return self.runner.step_call(state, calls[0][0].batch, self.aux, lrs[0])
+
+    def index(self, s: int) -> None:
+        return None  # the metrics are the run's own
+
+    def host_state(self, state, s: int) -> update.TrainState:
+        return self.runner.host_state(state)
+
+    def state_to_save(self, state, s: int):
+        return self.runner.state_to_save(state)
+
+
+def train_points(runs: Sequence[Run], points, state) -> list[dict | Exception]:
+    """The training loop: every run of ``runs`` from where it stands to its end, one call
+    of ``points`` per iteration for all runs still training; returns each run's final
+    metrics, or the exception that stopped it.
+
+    ``points`` says how the runs' ``state`` steps: `_Alone` (one run, its runner) or
+    `point_groups.training`'s group (several runs stacked, one vmapped call). It gives
+    each iteration's (item, steps) per run (``next_calls(active)``; item None: that run's
+    input ended), runs the call (``step(state, calls, lrs)``, learning rates per run), says
+    where a run's metrics are in the call's (``index(s)``), and takes a run's state out
+    (``host_state``, ``state_to_save``). With ``points.isolated`` a run that fails (a
+    diverged loss, a failed save) stops alone, its exception in the result; otherwise the
+    failure raises.
+
+    Ctrl-C, SIGTERM: finish the call, save, raise `interrupt.Interrupted` (several
+    processes: all at the step they agree on, `resume.Checkpoints.agree`). On every way
+    out the saves in flight are committed (`resume.Checkpoints.waiting`).
+    """
+    results: list = [None] * len(runs)
+    active = set(range(len(runs)))
     loop_start = time.perf_counter()
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
-    items = iter(calls)  # (item, steps of the call)
-    # Ctrl-C, SIGTERM: finish the call, save, stop (several processes: all at the step
-    # they agree on, `resume.Checkpoints.agree`).
-    with interrupt.Catcher() as stop, run.checkpoints.waiting():  # the save committed
-        while True:
-            wait_start = time.perf_counter()
-            item, n = next(items, (None, 0))
-            input_wait += time.perf_counter() - wait_start
-            if item is None:
-                break
-            lrs = run.learning_rates(item, n)
-            state, metrics = runner.step_call(state, item.batch, aux, lrs)
-            before = run.record(item, n, metrics)
-            run.log_call(before, lambda s=state: runner.host_state(s).params)
-            if run.at_end:
-                break
-            save, stopping = run.checkpoints.agree(before, run.step, stop.requested)
-            if save:
-                run.save(runner.state_to_save(state))
-            if stopping:  # a peer's signal, when not this process's
-                raise interrupt.Interrupted(
-                    stop.signum or signal.SIGTERM,
-                    f"stopped at step {run.step}: checkpoint saved to {run.checkpoints.path}; "
-                    "rerun the same command to resume",
-                )
 
-    last_window = run.flush()  # waits for the last step
-    loop_wall = time.perf_counter() - loop_start
-    rates = run.meter.rates()  # before evaluation, which is not training time
-    run.save(runner.state_to_save(state))
-    return run.finish(runner.host_state(state).params, last_window, rates, loop_wall, input_wait)
+    @contextlib.contextmanager
+    def alone(s: int):  # a failure of run s stops only run s, when isolated
+        try:
+            yield
+        except Exception as e:
+            if not points.isolated:
+                raise
+            logging.error("point %s failed: %s", runs[s].workdir, e)
+            results[s] = e
+            active.discard(s)
+
+    def end(s: int) -> None:
+        run = runs[s]
+        last_window = run.flush()  # waits for the last step
+        loop_wall = time.perf_counter() - loop_start
+        rates = run.meter.rates()  # before evaluation, which is not training time
+        run.save(points.state_to_save(state, s))
+        params = points.host_state(state, s).params
+        results[s] = run.finish(params, last_window, rates, loop_wall, input_wait)
+        active.discard(s)
+
+    with interrupt.Catcher() as stop, contextlib.ExitStack() as saves:
+        for run in runs:
+            saves.enter_context(run.checkpoints.waiting())
+        while active:
+            wait_start = time.perf_counter()
+            calls = points.next_calls(active)
+            input_wait += time.perf_counter() - wait_start
+            for s in sorted(s for s in active if calls[s][0] is None):
+                with alone(s):
+                    end(s)
+            if not active:
+                break
+            lrs = {s: runs[s].learning_rates(*calls[s]) for s in sorted(active)}
+            state, metrics = points.step(state, calls, lrs)
+            stopping = False
+            for s in sorted(active):
+                run = runs[s]
+                with alone(s):
+                    before = run.record(*calls[s], metrics, index=points.index(s))
+                    run.log_call(before, lambda s=s, x=state: points.host_state(x, s).params)
+                    if run.at_end:
+                        end(s)
+                        continue
+                    save, stop_here = run.checkpoints.agree(before, run.step, stop.requested)
+                    if save:
+                        run.save(points.state_to_save(state, s))
+                    stopping |= stop_here
+            if stopping:  # a peer's signal, when not this process's
+                raise interrupt.Interrupted(stop.signum or signal.SIGTERM, _stopped(runs, active))
+    return results
+
+
+def _stopped(runs: Sequence[Run], active: set) -> str:
+    """`interrupt.Interrupted`'s message: where the checkpoints were saved."""
+    if len(runs) == 1:
+        run = runs[0]
+        where = f"stopped at step {run.step}: checkpoint saved to {run.checkpoints.path}"
+    else:
+        folders = ", ".join(str(runs[s].workdir) for s in sorted(active))
+        where = f"stopped: checkpoints saved for {len(active)} points still training ({folders})"
+    return f"{where}; rerun the same command to resume"
 
 
 @dataclasses.dataclass(kw_only=True)

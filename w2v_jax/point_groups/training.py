@@ -37,7 +37,6 @@ Shape letters: P points, S steps per call, B batch rows.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 import jax
@@ -46,7 +45,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from w2v_jax import errors, interrupt, resume, trainer
+from w2v_jax import errors, resume, trainer
 from w2v_jax.step import runners, update
 
 # Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
@@ -197,91 +196,68 @@ def train_group(
 
 
 def _train(runs: dict[int, trainer.Run], results: list) -> None:
-    """The loop: one vmapped call per iteration for every point still training."""
+    """`trainer.train_points` over ``runs`` as one group; fills their ``results``."""
     order = list(runs)  # slot s trains point order[s]
-    first = runs[order[0]]
-    per_call = first.settings.parallel.steps_per_call
-    pipelines = [(runs[p].settings.pipeline, runs[p].position) for p in order]
-    shared_input = all(x == pipelines[0] for x in pipelines)
-    aux_list = [runs[p].aux for p in order]
-    shared_aux = _all_equal(aux_list)
-    aux = jax.device_put(aux_list[0] if shared_aux else stack(aux_list))
-    state = stack([runs[p].state for p in order])
-    call = group_steps(
-        first.settings.step, per_call, None if shared_input else 0, None if shared_aux else 0,
-        first.device_spec,
-    )  # fmt: skip
-    streams = [runs[p].calls(per_call) for p in (order[:1] if shared_input else order)]
-    how = {True: "shared", False: "per-point"}
-    logging.info(
-        "training %d points as one group: %s input, %s noise tables",
-        len(order), how[shared_input], how[shared_aux],
-    )  # fmt: skip
-    device = first.device_spec is not None
-    stack_feeds = _FeedStack()
-    active = set(range(len(order)))
-    loop_start, input_wait = time.perf_counter(), 0.0
+    group = [runs[p] for p in order]
+    state = stack([run.state for run in group])
+    for p, result in zip(order, trainer.train_points(group, _Group(group), state), strict=True):
+        results[p] = result
 
-    def host_state(s: int) -> update.TrainState:
+
+class _Group:
+    """`trainer.train_points`' calls for several runs as one: their states stacked [P],
+    one vmapped call (`group_steps`) for every point, each point's failure its own."""
+
+    isolated = True  # one point's failure stops only that point
+
+    def __init__(self, runs: Sequence[trainer.Run]):
+        first = runs[0]
+        per_call = first.settings.parallel.steps_per_call
+        pipelines = [(run.settings.pipeline, run.position) for run in runs]
+        self.shared_input = all(x == pipelines[0] for x in pipelines)
+        aux_list = [run.aux for run in runs]
+        shared_aux = _all_equal(aux_list)
+        self.aux = jax.device_put(aux_list[0] if shared_aux else stack(aux_list))
+        self.call = group_steps(
+            first.settings.step, per_call, None if self.shared_input else 0,
+            None if shared_aux else 0, first.device_spec,
+        )  # fmt: skip
+        self.streams = [run.calls(per_call) for run in (runs[:1] if self.shared_input else runs)]
+        how = {True: "shared", False: "per-point"}
+        logging.info(
+            "training %d points as one group: %s input, %s noise tables",
+            len(runs), how[self.shared_input], how[shared_aux],
+        )  # fmt: skip
+        self.points = len(runs)
+        self.device = first.device_spec is not None
+        self.stack_feeds = _FeedStack()
+
+    def next_calls(self, active: set) -> dict:
+        if self.shared_input:
+            item = next(self.streams[0], (None, 0))
+            return {s: item for s in active}
+        return {s: next(self.streams[s], (None, 0)) for s in sorted(active)}
+
+    def step(self, state, calls: dict, lrs: dict):
+        """One call for every point: ``lrs`` holds the points still training, the others
+        step on filler batches whose results are discarded."""
+        first = calls[min(lrs)]
+        n = first[1]  # device input: the last call may be shorter (for all)
+        lr = np.zeros((self.points, n), np.float32)
+        for s, point_lrs in lrs.items():
+            lr[s] = point_lrs
+        filler = first[0].batch
+        if self.shared_input:
+            batch = filler
+        else:
+            batches = [calls[s][0].batch if s in lrs else filler for s in range(self.points)]
+            batch = self.stack_feeds(batches) if self.device else _host_stack(batches)
+        return self.call(state, batch, self.aux, lr)
+
+    def index(self, s: int) -> int:
+        return s  # the metrics [P, S]: point s's at s
+
+    def host_state(self, state, s: int) -> update.TrainState:
         return jax.device_get(point(state, s))
 
-    def fail(s: int, error: Exception) -> None:
-        logging.error("point %s failed: %s", runs[order[s]].workdir, error)
-        results[order[s]] = error
-        active.discard(s)
-
-    def end(s: int) -> None:
-        run = runs[order[s]]
-        try:
-            last_window = run.flush()
-            rates = run.meter.rates()
-            host = host_state(s)
-            run.save(host)
-            wall = time.perf_counter() - loop_start
-            results[order[s]] = run.finish(host.params, last_window, rates, wall, input_wait)
-            active.discard(s)
-        except Exception as e:  # noqa: BLE001  (one point's failure stops only that point)
-            fail(s, e)
-
-    with interrupt.Catcher() as stop:
-        while active:
-            wait_start = time.perf_counter()
-            if shared_input:
-                item = next(streams[0], (None, 0))
-                items = {s: item for s in active}
-            else:
-                items = {s: next(streams[s], (None, 0)) for s in sorted(active)}
-            input_wait += time.perf_counter() - wait_start
-            for s in [s for s in sorted(active) if items[s][0] is None]:
-                end(s)
-            if not active:
-                break
-            n = items[min(active)][1]  # device input: the last call may be shorter (for all)
-            lrs = np.zeros((len(order), n), np.float32)
-            for s in active:
-                lrs[s] = runs[order[s]].learning_rates(*items[s])
-            filler = items[min(active)][0].batch  # for finished slots: results discarded
-            if shared_input:
-                batch = filler
-            else:
-                batches = [items[s][0].batch if s in active else filler for s in range(len(order))]
-                batch = stack_feeds(batches) if device else _host_stack(batches)
-            state, metrics = call(state, batch, aux, lrs)
-            for s in sorted(active):
-                run = runs[order[s]]
-                try:
-                    before = run.record(*items[s], metrics, index=s)
-                    run.log_call(before, lambda s=s: host_state(s).params)
-                    if run.at_end:
-                        end(s)
-                    elif stop.requested or run.checkpoints.due(before, run.step):
-                        run.save(host_state(s))
-                except Exception as e:  # noqa: BLE001
-                    fail(s, e)
-            if stop.requested:
-                raise interrupt.Interrupted(
-                    stop.signum,
-                    f"stopped: checkpoints saved for {len(active)} points still training "
-                    f"({', '.join(str(runs[order[s]].workdir) for s in sorted(active))}); "
-                    "rerun the same command to resume",
-                )
+    state_to_save = host_state
