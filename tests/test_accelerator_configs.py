@@ -16,6 +16,7 @@ from w2v_jax import evaluator, progress, run_folder, settings, trainer
 from w2v_jax.configs import gpu, tiny, tpu
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.model import output_layers
+from w2v_jax.run import host, record
 from w2v_jax.step import update
 
 CONFIGS = {"gpu": gpu, "tpu": tpu}
@@ -65,17 +66,13 @@ def test_config_trains_a_few_calls_on_a_shrunken_corpus(name, tmp_path):
 # ---- per-call host work ------------------------------------------------------------------
 
 
-def _fake_run(alpha=0.3, min_alpha=1e-4, tokens_done=0, planned=1_000_003, **more):
+def _fake_run(alpha=0.3, min_alpha=1e-4, tokens_done=0, planned=1_000_003):
     loop = types.SimpleNamespace(alpha=alpha, min_alpha=min_alpha)
-    run = types.SimpleNamespace(
+    return types.SimpleNamespace(
         settings=types.SimpleNamespace(loop=loop),
-        tokens_done=tokens_done,
+        at=host.Stand(0, None, tokens_done),
         planned=planned,
-        checked=[],
-        **more,
     )
-    run.check = lambda: trainer.Run.check(run)
-    return run
 
 
 def test_learning_rates_equal_the_scalar_schedule_bit_for_bit():
@@ -88,7 +85,7 @@ def test_learning_rates_equal_the_scalar_schedule_bit_for_bit():
         alpha, min_alpha = float(rng.uniform(0.001, 1.0)), float(rng.uniform(0, 1e-3))
         run = _fake_run(alpha, min_alpha, done, planned)
         item = input_pipeline.Item(None, None, tokens)
-        got = trainer.Run.learning_rates(run, item, n)
+        got = host.Run.learning_rates(run, item, n)
         fractions = (np.arange(n) / n) * (tokens - done)
         want = [update.learning_rate(alpha, min_alpha, (done + f) / planned) for f in fractions]
         assert got.dtype == np.float32 and got.shape == (n,)
@@ -107,7 +104,7 @@ def _reference_flush(pending, step, guard):
     for i, m in enumerate(rows):
         problem = guard.problem(bool(np.all(m["finite"])), float(np.max(m["loss"])))
         if problem:
-            raise trainer.NonFiniteLossError(f"loss became {problem} at step {first + i + 1}")
+            raise record.NonFiniteLossError(f"loss became {problem} at step {first + i + 1}")
     keys = [k for k in rows[0] if k != "finite"]
     return {k: float(np.mean([np.mean(r[k]) for r in rows])) for k in keys}
 
@@ -141,15 +138,14 @@ def _flush_both(losses, sizes, ns=None, group=None, max_loss=5.0):
     for impl in ("new", "reference"):
         guard = progress.LossGuard(max_loss)
         step = 100 + sum(ns)
-        run = _fake_run(pending=list(pending), step=step, guard=guard)
-        run.checkpoints = types.SimpleNamespace(where=lambda: "ckpt")
+        metrics = record.Record(guard, pending=list(pending))
         try:
             if impl == "new":
-                out = trainer.Run.flush(run)
-                assert run.pending == []
+                out = metrics.flush(step, "ckpt")
+                assert metrics.pending == []
             else:
                 out = _reference_flush(pending, step, guard)
-        except trainer.NonFiniteLossError as e:
+        except record.NonFiniteLossError as e:
             out = str(e).split(";")[0]
         results.append((out, guard.initial))
     return results
@@ -180,10 +176,10 @@ def test_flush_fetches_every_pending_call_at_once(monkeypatch):
     monkeypatch.setattr(
         jax, "device_get", lambda x: fetched.append(len(jax.tree_util.tree_leaves(x))) or real(x)
     )
-    run = _fake_run(pending=[(m, 4, None) for m in calls], step=64, guard=progress.LossGuard(5.0))
-    trainer.Run.flush(run)
+    metrics = record.Record(progress.LossGuard(5.0), pending=[(m, 4, None) for m in calls])
+    metrics.flush(64, "ckpt")
     assert fetched == [4 * 16]  # one device_get: every call's 4 metrics copied together
-    assert trainer.Run.flush(run) == {}  # nothing pending: nothing fetched
+    assert metrics.flush(64, "ckpt") == {}  # nothing pending: nothing fetched
     assert fetched == [4 * 16]
 
 

@@ -35,6 +35,7 @@ from conftest import cpu_bitwise, tiny_config
 from w2v_jax import files, interrupt, progress, resume, run_folder, trainer
 from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.run import record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -526,7 +527,7 @@ def test_a_rejected_resume_leaves_config_json_as_it_was(finished, tmp_path):
     workdir = _copy(finished, tmp_path / "run")
     before = (workdir / "config.json").read_bytes()
     rejected = tiny_config(max_steps=80, resume_override=True, **{"optimizer.alpha": 1e30})
-    with pytest.raises(trainer.NonFiniteLossError):
+    with pytest.raises(record.NonFiniteLossError):
         trainer.train_and_evaluate(rejected, str(workdir))
     assert (workdir / "config.json").read_bytes() == before
     assert store.latest(workdir / "checkpoint").name == "step_000000060"
@@ -592,7 +593,7 @@ def test_every_user_error_is_one_value_error_family():
               errors.EvaluationFileError, errors.ResourceError, errors.DivergenceError)  # fmt: skip
     for cls in family:
         assert issubclass(cls, errors.UserError) and issubclass(cls, ValueError)
-    assert issubclass(trainer.NonFiniteLossError, errors.DivergenceError)
+    assert issubclass(record.NonFiniteLossError, errors.DivergenceError)
     assert issubclass(errors.DivergenceError, FloatingPointError)
     assert issubclass(store.CorruptCheckpointError, errors.RunFolderError)
     assert issubclass(resume.ResumeMismatch, errors.RunFolderError)

@@ -19,6 +19,7 @@ from w2v_jax.checkpoint import store
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.point_groups import sweep as point_groups
 from w2v_jax.point_groups import training
+from w2v_jax.run import record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMING = ("words_per_s", "elapsed_s", "loop_wall_s", "input_wait_s")
@@ -202,7 +203,7 @@ def test_a_diverging_point_fails_alone(diverging_point):
 
 def test_a_diverging_point_fails_alone_within_tolerance(diverging_point):
     root, results, sound = diverging_point
-    assert isinstance(results[1], trainer.NonFiniteLossError)
+    assert isinstance(results[1], record.NonFiniteLossError)
     assert not (root / "nan" / "vectors.bin").exists()
     _assert_same_vectors(root / "ok", sound, exact=False)
 

@@ -15,6 +15,7 @@ from conftest import cpu_bitwise, tiny_config
 from w2v_jax import run_folder, trainer
 from w2v_jax.checkpoint import store
 from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.run import record
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -157,7 +158,7 @@ def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path):
     trainer.train_and_evaluate(tiny_config(max_steps=20), str(tmp_path))
     ckpt = store.folder_in(tmp_path)
     before = _files(ckpt)
-    with pytest.raises(trainer.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
+    with pytest.raises(record.NonFiniteLossError, match=r"non-finite at step \d+.*step 20"):
         trainer.train_and_evaluate(
             tiny_config(**{"optimizer.alpha": 1e30, "max_loss": 0.0, "resume_override": True}),
             str(tmp_path),
@@ -174,7 +175,7 @@ def test_a_finite_but_diverged_loss_stops_the_run(tmp_path):
     """A loss config.max_loss above the first step's is an error too (a diverged HS run
     stayed finite); with alpha 5 the tiny run's loss climbs within a few steps."""
     with pytest.raises(
-        trainer.NonFiniteLossError,
+        record.NonFiniteLossError,
         match=r"loss became [\d.e+]+, more than config.max_loss=1 above the first step's "
         r"[\d.]+ \(diverged\) at step \d+;",
     ):

@@ -16,22 +16,20 @@ shards, and only process 0 writes the run folder's shared files (config, metrics
 evaluation, exports). A signal to any of them stops all at the next step they agree on,
 each with its part of one checkpoint.
 
-The pieces of a run that do not depend on how its steps run (`open_run`, `Run`: resume,
-learning rates, metrics, checkpoints, the final evaluation and exports) are shared with
-`point_groups.training`, which trains several runs as one vmapped program.
+`open_run` builds a run's host side (`run.host.Run`: resume, learning rates, metrics,
+checkpoints, the final evaluation and exports) and `train_points` is the one loop: it
+trains one run through its runner, or (`point_groups.training`) several runs as one
+vmapped program.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
-import math
 import pathlib
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import ml_collections
@@ -40,7 +38,6 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from w2v_jax import (
-    errors,
     evaluator,
     interrupt,
     progress,
@@ -51,7 +48,7 @@ from w2v_jax import (
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import budget, distributed, host_memory, placement
-from w2v_jax.run import claim
+from w2v_jax.run import claim, host, record
 from w2v_jax.step import runners, update
 
 
@@ -66,10 +63,6 @@ def _lbl_init(loop, pipeline, counts) -> dict:
         counts = np.asarray(counts, np.float64)
         out["bias_init"] = np.log(counts / counts.sum()).astype(np.float32)
     return out
-
-
-class NonFiniteLossError(errors.DivergenceError):
-    """Training produced a NaN or infinite loss, or one ``config.max_loss`` above the start."""
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -88,7 +81,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         raise lost from None
 
 
-def _train(run: Run) -> dict:
+def _train(run: host.Run) -> dict:
     """`train_and_evaluate`'s loop, from where ``run`` stands to its end."""
     state, run.state = run.state, None  # already in the runner's layout; the loop owns it
     (result,) = train_points([run], _Alone(run), state)
@@ -101,7 +94,7 @@ class _Alone:
 
     isolated = False  # a failure raises
 
-    def __init__(self, run: Run):
+    def __init__(self, run: host.Run):
         self.runner = run.runner
         self.aux = self.runner.put_aux(run.aux)
         self.calls = iter(run.calls(self.runner.steps_per_call))  # (item, steps of the call)
@@ -122,7 +115,7 @@ class _Alone:
         return self.runner.state_to_save(state)
 
 
-def train_points(runs: Sequence[Run], points, state) -> list[dict | Exception]:
+def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Exception]:
     """The training loop: every run of ``runs`` from where it stands to its end, one call
     of ``points`` per iteration for all runs still training; returns each run's final
     metrics, or the exception that stopped it.
@@ -184,12 +177,12 @@ def train_points(runs: Sequence[Run], points, state) -> list[dict | Exception]:
             for s in sorted(active):
                 run = runs[s]
                 with alone(s):
-                    before = run.record(*calls[s], metrics, index=points.index(s))
+                    before = run.advance(*calls[s], metrics, index=points.index(s))
                     run.log_call(before, lambda s=s, x=state: points.host_state(x, s).params)
                     if run.at_end:
                         end(s)
                         continue
-                    save, stop_here = run.checkpoints.agree(before, run.step, stop.requested)
+                    save, stop_here = run.checkpoints.agree(before, run.at.step, stop.requested)
                     if save:
                         run.save(points.state_to_save(state, s))
                     stopping |= stop_here
@@ -198,203 +191,15 @@ def train_points(runs: Sequence[Run], points, state) -> list[dict | Exception]:
     return results
 
 
-def _stopped(runs: Sequence[Run], active: set) -> str:
+def _stopped(runs: Sequence[host.Run], active: set) -> str:
     """`interrupt.Interrupted`'s message: where the checkpoints were saved."""
     if len(runs) == 1:
         run = runs[0]
-        where = f"stopped at step {run.step}: checkpoint saved to {run.checkpoints.path}"
+        where = f"stopped at step {run.at.step}: checkpoint saved to {run.checkpoints.path}"
     else:
         folders = ", ".join(str(runs[s].workdir) for s in sorted(active))
         where = f"stopped: checkpoints saved for {len(active)} points still training ({folders})"
     return f"{where}; rerun the same command to resume"
-
-
-@dataclasses.dataclass(kw_only=True)
-class Run:
-    """One run's host side: its settings, data, checkpoints and metrics log, and where it
-    stands (step, data position, tokens). `open_run` builds it.
-
-    A training loop (`train_and_evaluate`'s, or `point_groups.training`'s, which drives
-    several runs in one program) iterates over `calls`, calls `learning_rates` before each
-    call of ``n`` steps, `record` and `log_call` after it, `save` when `checkpoints` says
-    so, and at the end `flush`, `save` and `finish`. ``state`` is the host state to start
-    from (step 0 or resumed).
-    """
-
-    config: ml_collections.ConfigDict
-    settings: settings.Settings
-    workdir: pathlib.Path
-    dataset: sources.Data
-    aux: output_layers.Constants  # host arrays
-    state: update.TrainState  # the state to start from
-    runner: runners.Runner | None  # None: the caller steps the state (point groups)
-    device_spec: on_device.Spec | None
-    planned: int  # tokens over all epochs
-    checkpoints: resume.Checkpoints
-    guard: progress.LossGuard
-    evaluate: Callable[[dict], dict]  # host params -> eval/* metrics
-    step: int
-    position: input_pipeline.Position
-    tokens_done: int
-    chief: bool
-    many: bool  # several processes
-    done: dict | None = None  # the result of a run that was finished before: nothing to do
-    metrics_log: Any = None
-    meter: progress.Meter | None = None
-    pending: list = dataclasses.field(default_factory=list)  # (metrics [S], n, index)
-    checked: list = dataclasses.field(default_factory=list)  # host {metric: [T, ...]}
-    owner: claim.Claim = claim.NOT_HELD  # the folder's lock, held until the run ends
-    # A resumed run writes config.json only once a checkpoint under its settings commits:
-    # until then the folder's config is the one its checkpoint was made with.
-    config_pending: bool = False
-
-    @property
-    def corpus(self):
-        return self.dataset.train
-
-    @property
-    def vocab(self):
-        return self.dataset.train.vocab
-
-    @property
-    def at_end(self) -> bool:
-        """Whether ``max_steps`` is reached (the loop stops after this call)."""
-        loop = self.settings.loop
-        return bool(loop.max_steps) and self.step >= loop.max_steps
-
-    def calls(self, steps_per_call: int) -> Iterator[tuple[input_pipeline.Item, int]]:
-        """(item, steps) of every call from where the run stands to its end: host batches
-        of ``steps_per_call`` steps' rows, or (input.mode='device') `on_device.Feed`s."""
-        if self.device_spec is None:
-            corpus = self.corpus
-            batches = input_pipeline.batches(
-                self.settings.pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts,
-                self.position,
-            )  # fmt: skip
-            if self.settings.loop.epochs != settings.passes(self.settings.loop.epochs):
-                batches = _until(batches, self.planned)  # the last pass ends part way
-            return ((item, steps_per_call) for item in batches)
-        return _device_calls(
-            self.settings, self.corpus, self.device_spec, self.step, steps_per_call
-        )
-
-    def learning_rates(self, item: input_pipeline.Item, n: int) -> np.ndarray:
-        """word2vec's decay by words processed, interpolated across the call's sub-steps:
-        float32 [n], `update.learning_rate` of every sub-step at once."""
-        loop = self.settings.loop
-        fractions = (np.arange(n) / n) * (item.tokens - self.tokens_done)
-        progress = (self.tokens_done + fractions) / self.planned  # float64 [n]
-        return update.learning_rate(loop.alpha, loop.min_alpha, progress)
-
-    def record(self, item: input_pipeline.Item, n: int, metrics: dict, index=None) -> int:
-        """After a call of ``n`` steps on ``item`` whose device ``metrics`` have a leading
-        step axis (``metrics[k][index]`` has it when ``index`` is given); returns the step
-        before the call."""
-        self.tokens_done = item.tokens
-        self.pending.append((metrics, n, index))
-        before, self.step = self.step, self.step + n
-        self.position = item.position
-        self.meter.update(self.tokens_done, self.position.epoch)
-        return before
-
-    def log_call(self, before: int, host_params: Callable[[], dict]) -> None:
-        """Logs (and evaluates ``host_params()``) when the last call crossed a multiple of
-        ``log_every`` (or ``eval_every``), or reached ``max_steps``."""
-        loop, row = self.settings.loop, {}
-        if _crossed(before, self.step, loop.log_every) or self.at_end:
-            row.update({f"train/{k}": v for k, v in self.flush().items()})
-            row.update(self.meter.rates())
-        if _crossed(before, self.step, loop.eval_every):
-            eval_start = time.perf_counter()
-            row.update(self.evaluate(host_params()))
-            self.meter.exclude(time.perf_counter() - eval_start)
-        if row:
-            self.metrics_log.write(self.step, row)
-            self.meter.report(self.step, row)
-
-    def check(self) -> None:
-        """Fetches the pending metrics in one `jax.device_get` (`_pending_steps`) and raises
-        if any step's loss was not finite or diverged; keeps them for the next row."""
-        if not self.pending:
-            return
-        steps = _pending_steps(self.pending)  # host {metric: [T, ...]}, T steps
-        self.pending.clear()
-        worst = np.max(steps["loss"].reshape(len(steps["loss"]), -1), axis=1)  # [T]
-        finite = np.all(steps["finite"].reshape(len(worst), -1), axis=1)  # [T]
-        # `guard.problem` of every step in order, as one check per step would be: the
-        # first step sets the guard's reference loss; after it a step can only be a problem
-        # when it is non-finite or above the reference, so only those are asked about.
-        first, guard, i = self.step - len(worst), self.guard, 0
-        while i < len(worst):
-            if i > 0:  # skip to the next step that can be a problem
-                suspect = ~finite[i:] | ~np.isfinite(worst[i:])
-                if guard.max_loss and guard.initial is not None:
-                    limit = guard.initial + guard.max_loss  # float64, as the guard compares
-                    suspect |= worst[i:].astype(np.float64) > limit
-                if not suspect.any():
-                    break
-                i += int(np.argmax(suspect))
-            problem = guard.problem(bool(finite[i]), float(worst[i]))
-            if problem:
-                raise NonFiniteLossError(
-                    f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
-                    f"{self.checkpoints.where()}. Lower optimizer.alpha or check the data"
-                )
-            i += 1
-        self.checked.append(steps)
-
-    def flush(self) -> dict:
-        """The means of every step's metrics since the last row (`check`ed first), a
-        checkpoint between them included."""
-        self.check()
-        if not self.checked:
-            return {}
-        steps = {k: np.concatenate([c[k] for c in self.checked]) for k in self.checked[0]}
-        self.checked.clear()
-        return {
-            k: float(np.mean(v if v.ndim == 1 else np.array([np.mean(x) for x in v])))
-            for k, v in steps.items()
-            if k != "finite"
-        }
-
-    def save(self, state_to_save) -> None:
-        """Starts saving ``state_to_save`` (`runners.Runner.state_to_save`: device arrays,
-        or host ones) at the current position, after checking the pending losses: a
-        diverged state is never saved. Returns once the state is copied to the host (the
-        write goes on in the background, `resume.Checkpoints.save`); the meter excludes
-        only that. The checked metrics stay for the next row."""
-        self.check()
-        save_start = time.perf_counter()
-        extra = _input_record(self.settings.pipeline, self.position)
-        self.checkpoints.save(
-            state_to_save, self.position, self.tokens_done, self.guard.initial, extra
-        )
-        if self.config_pending:  # once: the first checkpoint under these settings commits
-            self.checkpoints.wait()
-            _write_config(self.workdir, self.config)
-            self.config_pending = False
-        self.meter.exclude(time.perf_counter() - save_start)
-
-    def finish(self, params, last_window, rates, loop_wall, input_wait) -> dict:
-        """Evaluates the final ``params``, writes the final row and the exports; returns
-        the final metrics."""
-        final = {
-            **{f"train/{k}": v for k, v in last_window.items()},  # steps since the last log
-            **rates,
-            # The whole loop, first-step compilation included, and the share of it spent
-            # waiting for input batches (the device can only be idle that long).
-            "train/loop_wall_s": loop_wall,
-            "train/input_wait_s": input_wait,
-            "train/tokens": self.tokens_done,
-            **self.evaluate(params),
-        }
-        self.checkpoints.close()  # the final checkpoint is committed before the last row
-        self.metrics_log.write(self.step, final)
-        self.metrics_log.close()
-        self.meter.report(self.step, final, final=True)
-        if self.settings.loop.export and self.chief:
-            run_folder.export(self.workdir, self.vocab, params["in_embed"])
-        return {"step": self.step, **final}
 
 
 def open_run(
@@ -403,16 +208,16 @@ def open_run(
     *,
     with_runner: bool = True,
     dataset: sources.Data | None = None,
-) -> Run:
+) -> host.Run:
     """Everything before the first step: validates ``config``, loads the data (or takes
     ``dataset``, the one it would load), builds the state, its runner (unless
     ``with_runner=False``: the caller runs the steps) and the checkpoints, and resumes.
 
     The folder is claimed first (`claim.for_run`: its lock, held by process 0 until
-    ``Run.owner`` is released; refused in one line when another run holds it, or it holds
+    ``host.Run.owner`` is released; refused in one line when another run holds it, or it holds
     files w2v_jax did not write or a sweep). A run found finished has ``done`` set (its
     final metrics) and writes nothing more; a new run writes ``config.json`` (every check
-    passed) and a resumed one once its first checkpoint commits (`Run.save`), so a resume
+    passed) and a resumed one once its first checkpoint commits (`host.Run.save`), so a resume
     rejected on the way (a schedule that diverges) leaves the folder's config as it was.
     """
     run = settings.resolve(config)  # one-line ValueError before any work
@@ -428,9 +233,9 @@ def open_run(
     return out
 
 
-def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, dataset) -> Run:
+def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, dataset) -> host.Run:
     """`open_run` in a claimed folder."""
-    chief, many = distributed.is_chief(), jax.process_count() > 1
+    chief = distributed.is_chief()
     loop, step_cfg, pipeline = run.loop, run.step, run.pipeline
     if loop.keep_freed_memory:
         host_memory.keep_freed_memory()
@@ -484,44 +289,28 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
     evaluate_params = evaluator.Evaluator(dataset, run.evaluation, pipeline, step_cfg, aux)
     if not chief:  # process 0 evaluates and writes the shared files
         evaluate_params = lambda params: {}  # noqa: E731
-    out = Run(
+    out = host.Run(
         config=config, settings=run, workdir=workdir, dataset=dataset, aux=aux, state=state,
-        runner=runner, device_spec=device_spec, planned=planned, checkpoints=checkpoints,
-        guard=guard, evaluate=evaluate_params, step=step, position=position,
-        tokens_done=tokens_done, chief=chief, many=many,
+        runner=runner, device_spec=device_spec, planned=planned, evaluate=evaluate_params,
+        chief=chief, at=host.Stand(step, position, tokens_done), record=record.Record(guard),
+        checkpoints=checkpoints,
     )  # fmt: skip
     if resumed is not None and _finished(loop, position, step, tokens_done, planned):
-        host = runners.gather(state)  # every process: a collective when several
+        gathered = runners.gather(state)  # every process: a collective when several
         out.done = {"step": step}
         if chief:
-            out.done = _finished_before(workdir, loop, vocab, host, step, evaluate_params)
+            out.done = _finished_before(workdir, loop, vocab, gathered, step, evaluate_params)
         return out
     if chief and resumed is None:
-        _write_config(workdir, config)  # only now: the checks above passed
+        host.write_config(workdir, config)  # only now: the checks above passed
     out.config_pending = chief and resumed is not None
     out.metrics_log = (
         run_folder.MetricsLog(workdir, resume_step=step, events=loop.tensorboard)
         if chief
-        else _NoLog()
+        else host.NoLog()
     )
     out.meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
     return out
-
-
-def _write_config(workdir, config) -> None:
-    """``config.json``, with the folder's marker (`claim.mark`) the first time."""
-    claim.mark(workdir, claim.RUN)
-    run_folder.write_config(workdir, config)
-
-
-class _NoLog:
-    """The metrics log of a process other than 0: writes nothing."""
-
-    def write(self, step: int, row: dict) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _check_state_fits(run: settings.Settings, abstract, runner) -> None:
@@ -566,23 +355,6 @@ def _share_range(pipeline: input_pipeline.PipelineOptions, offsets) -> str:
         offsets, process_index=pipeline.process_index, process_count=pipeline.process_count
     )
     return f"[{lo}, {hi}) of {int(offsets[-1])}"
-
-
-def _input_record(pipeline: input_pipeline.PipelineOptions, position) -> dict:
-    """What a checkpoint records of the input besides ``position`` (process 0's): with
-    several shares, every process's position (a small all-gather; every process calls
-    this at the same step)."""
-    if pipeline.process_count == 1:
-        return {}
-    every = multihost_utils.process_allgather(np.asarray(position, np.int64))  # [P, 4]
-    return {
-        "input": {
-            "shares": pipeline.process_count,
-            "processes": jax.process_count(),
-            "batches_per_epoch": pipeline.batches_per_epoch,
-            "positions": np.asarray(every).reshape(jax.process_count(), -1).tolist(),
-        }
-    }
 
 
 def _resume_position(run: settings.Settings, corpus, resumed):
@@ -636,67 +408,6 @@ def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:
         dynamic_window=p.dynamic_window,
         left_only=p.left_only,
     )
-
-
-def _device_calls(run: settings.Settings, corpus, spec: on_device.Spec, start: int, per_call):
-    """input.mode='device': (`input_pipeline.Item` whose batch is the call's
-    `on_device.Feed`, steps of the call) from step ``start`` to the end of the last epoch.
-
-    Tokens are `on_device.tokens_done` (step·N // T) and the position is (epoch, step within
-    the epoch), both functions of the step, so a resumed run continues exactly.
-    """
-    device_corpus = on_device.make_corpus(
-        corpus.ids,
-        corpus.offsets,
-        corpus.vocab.counts,
-        sample=run.pipeline.sample,
-    )
-    key = on_device.data_key(run.loop.seed)
-    t_epoch, num_tokens = spec.steps_per_epoch, len(corpus.ids)
-    stop = math.ceil(run.loop.epochs * t_epoch)  # a fraction of an epoch: part of the last
-    for call in on_device.calls(
-        device_corpus, key, spec, start=start, stop=stop, steps_per_call=per_call
-    ):
-        end = call.first_step + call.num_steps
-        tokens = on_device.tokens_done(end, num_tokens, spec)
-        position = input_pipeline.Position(*divmod(end, t_epoch))
-        yield input_pipeline.Item(call.feed, position, tokens), call.num_steps
-
-
-def _until(items: Iterator[input_pipeline.Item], planned: int) -> Iterator[input_pipeline.Item]:
-    """``items`` up to the first whose tokens reach ``planned`` (a fractional epoch's end)."""
-    for item in items:
-        yield item
-        if item.tokens >= planned:
-            return
-
-
-def _crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in (before, after]."""
-    return bool(every) and after // every > before // every
-
-
-def _pending_steps(pending: list) -> dict:
-    """`Run.pending`'s calls, (metrics [S] or [G, S] taken at ``index``, n, index) each, as
-    host {metric: [T, ...]} of the first ``n`` steps of each call, in order.
-
-    One `jax.device_get` of them all: it starts every copy before it waits for any, so a
-    log row costs one round trip, and the join is NumPy on the host. (Joining on the device
-    first needs a program per number of pending calls: 2.1 s to compile and run for the
-    1,447 calls of a text8-head epoch, against 0.15 s for this fetch.)"""
-    fetched = jax.device_get([jax.tree_util.tree_map(_local_copy, m) for m, _, _ in pending])
-    parts = [
-        {k: (v if index is None else v[index])[:n] for k, v in metrics.items()}
-        for metrics, (_, n, index) in zip(fetched, pending, strict=True)
-    ]
-    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
-
-
-def _local_copy(x):
-    """A metric replicated over several processes' devices: this process's copy."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return x.addressable_data(0)
-    return x
 
 
 def _finished(loop: settings.LoopSettings, position, step: int, tokens: int, planned: int) -> bool:

@@ -13,7 +13,7 @@ per point, pending ones included), and at the end the plots of `plots.plot_sweep
   a sweep's), and a rerun keeps finished points only if they were made with the settings
   given now: a changed config stops it in one line before anything is trained
   (`open_sweep`), so ``summary.json`` never pairs a config with rows it did not produce.
-* A point that raises (any ``Exception``: `trainer.NonFiniteLossError`, a missing file,
+* A point that raises (any ``Exception``: `record.NonFiniteLossError`, a missing file,
   a bug) is recorded, with the traceback in ``error.txt`` and the one-line error in its
   ``result.json`` and the summary, and the sweep goes on. A rerun retries it unless
   ``retry_failed=False``.

@@ -38,7 +38,7 @@ def get_config():
     config.input.mode = "device"
     config.parallel.mode = "single"
     # A log row every 1,024 steps (32 calls, ~17M rows); it fetches the pending calls'
-    # metrics in one device_get (trainer.Run.flush).
+    # metrics in one device_get (run.record.Record.flush).
     config.log_every = 1_024
     # Kept from the default, on purpose:
     # - optimizer.name "adagrad" (per element): it doubles the tables' memory (an [V, D]

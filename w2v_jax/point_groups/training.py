@@ -15,10 +15,10 @@ stacked. A point whose stream ends first (subsampling and dynamic windows make e
 different lengths per seed) finishes then; its slot keeps stepping on filler batches
 whose results are discarded.
 
-Everything else is `trainer.Run`'s, per point: resume from its own checkpoint (points may
+Everything else is `run.host.Run`'s, per point: resume from its own checkpoint (points may
 stand at different steps), learning rates by words processed, ``metrics.jsonl``,
 checkpoints, evaluation, the final row and the exports: each run folder reads as if the
-point had trained alone. A point that diverges (`trainer.NonFiniteLossError`) or fails
+point had trained alone. A point that diverges (`record.NonFiniteLossError`) or fails
 otherwise is reported in the result list; the others go on.
 
 Equality with separate runs: the vmapped step runs the same operations on each point's
@@ -46,6 +46,7 @@ import numpy as np
 from absl import logging
 
 from w2v_jax import errors, resume, trainer
+from w2v_jax.run import host
 from w2v_jax.step import runners, update
 
 # Config fields the points of a group may differ in. ``optimizer.initial_accumulator`` only
@@ -165,7 +166,7 @@ def train_group(
         raise errors.ConfigError(f"{len(configs)} configs but {len(workdirs)} workdirs")
     check_group(configs)
     results: list = [None] * len(configs)
-    runs: dict[int, trainer.Run] = {}  # point -> its run, for those left to train
+    runs: dict[int, host.Run] = {}  # point -> its run, for those left to train
     dataset = None  # identical settings: every point reads the same corpus
     for p, (config, workdir) in enumerate(zip(configs, workdirs, strict=True)):
         try:
@@ -184,7 +185,7 @@ def train_group(
     # resumed at different steps train in one group per step.
     by_step: dict = {}
     for p, run in runs.items():
-        key = run.step if run.device_spec is not None else None
+        key = run.at.step if run.device_spec is not None else None
         by_step.setdefault(key, {})[p] = run
     try:
         for part in by_step.values():
@@ -195,7 +196,7 @@ def train_group(
     return results
 
 
-def _train(runs: dict[int, trainer.Run], results: list) -> None:
+def _train(runs: dict[int, host.Run], results: list) -> None:
     """`trainer.train_points` over ``runs`` as one group; fills their ``results``."""
     order = list(runs)  # slot s trains point order[s]
     group = [runs[p] for p in order]
@@ -210,10 +211,10 @@ class _Group:
 
     isolated = True  # one point's failure stops only that point
 
-    def __init__(self, runs: Sequence[trainer.Run]):
+    def __init__(self, runs: Sequence[host.Run]):
         first = runs[0]
         per_call = first.settings.parallel.steps_per_call
-        pipelines = [(run.settings.pipeline, run.position) for run in runs]
+        pipelines = [(run.settings.pipeline, run.at.position) for run in runs]
         self.shared_input = all(x == pipelines[0] for x in pipelines)
         aux_list = [run.aux for run in runs]
         shared_aux = _all_equal(aux_list)

@@ -1,0 +1,102 @@
+"""A run's metrics on the host between log rows: `Record`.
+
+Each call's device metrics (a leading step axis S) are kept pending, unfetched, until a
+row or a checkpoint needs them (`Record.check`): then every pending call is fetched in one
+`jax.device_get`, every step's loss is checked (`NonFiniteLossError`), and the steps wait
+in ``checked`` for the next row's means (`Record.flush`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from w2v_jax import errors, progress
+
+
+class NonFiniteLossError(errors.DivergenceError):
+    """Training produced a NaN or infinite loss, or one ``config.max_loss`` above the start."""
+
+
+@dataclasses.dataclass
+class Record:
+    """The metrics of the steps since the last row: ``pending`` calls on the device
+    ((metrics [S] or [P, S], n, index): the first ``n`` steps, at ``index`` when the call
+    trained several points), ``checked`` ones on the host ({metric: [T, ...]}), and the
+    ``guard`` that says when a loss diverged."""
+
+    guard: progress.LossGuard
+    pending: list = dataclasses.field(default_factory=list)
+    checked: list = dataclasses.field(default_factory=list)
+
+    def check(self, step: int, last_good: str) -> None:
+        """Fetches the pending metrics in one `jax.device_get` (`_pending_steps`) and raises
+        if any step's loss was not finite or diverged (``step``: the run's step after the
+        last call; ``last_good``: its last good checkpoint, for the message); keeps them
+        for the next row."""
+        if not self.pending:
+            return
+        steps = _pending_steps(self.pending)  # host {metric: [T, ...]}, T steps
+        self.pending.clear()
+        worst = np.max(steps["loss"].reshape(len(steps["loss"]), -1), axis=1)  # [T]
+        finite = np.all(steps["finite"].reshape(len(worst), -1), axis=1)  # [T]
+        # `guard.problem` of every step in order, as one check per step would be: the
+        # first step sets the guard's reference loss; after it a step can only be a problem
+        # when it is non-finite or above the reference, so only those are asked about.
+        first, guard, i = step - len(worst), self.guard, 0
+        while i < len(worst):
+            if i > 0:  # skip to the next step that can be a problem
+                suspect = ~finite[i:] | ~np.isfinite(worst[i:])
+                if guard.max_loss and guard.initial is not None:
+                    limit = guard.initial + guard.max_loss  # float64, as the guard compares
+                    suspect |= worst[i:].astype(np.float64) > limit
+                if not suspect.any():
+                    break
+                i += int(np.argmax(suspect))
+            problem = guard.problem(bool(finite[i]), float(worst[i]))
+            if problem:
+                raise NonFiniteLossError(
+                    f"loss became {problem} at step {first + i + 1}; last good checkpoint: "
+                    f"{last_good}. Lower optimizer.alpha or check the data"
+                )
+            i += 1
+        self.checked.append(steps)
+
+    def flush(self, step: int, last_good: str) -> dict:
+        """The means of every step's metrics since the last row (`check`ed first), a
+        checkpoint between them included."""
+        self.check(step, last_good)
+        if not self.checked:
+            return {}
+        steps = {k: np.concatenate([c[k] for c in self.checked]) for k in self.checked[0]}
+        self.checked.clear()
+        return {
+            k: float(np.mean(v if v.ndim == 1 else np.array([np.mean(x) for x in v])))
+            for k, v in steps.items()
+            if k != "finite"
+        }
+
+
+def _pending_steps(pending: list) -> dict:
+    """`Record.pending`'s calls as host {metric: [T, ...]} of the first ``n`` steps of
+    each call, in order.
+
+    One `jax.device_get` of them all: it starts every copy before it waits for any, so a
+    log row costs one round trip, and the join is NumPy on the host. (Joining on the device
+    first needs a program per number of pending calls: 2.1 s to compile and run for the
+    1,447 calls of a text8-head epoch, against 0.15 s for this fetch.)"""
+    fetched = jax.device_get([jax.tree_util.tree_map(_local_copy, m) for m, _, _ in pending])
+    parts = [
+        {k: (v if index is None else v[index])[:n] for k, v in metrics.items()}
+        for metrics, (_, n, index) in zip(fetched, pending, strict=True)
+    ]
+    return {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+
+
+def _local_copy(x):
+    """A metric replicated over several processes' devices: this process's copy."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_data(0)
+    return x
