@@ -184,21 +184,50 @@ def run_point(
     ``error.txt`` and the record.
     """
     point_dir = pathlib.Path(point_dir)
-    point_dir.mkdir(parents=True, exist_ok=True)
-    for stale in (RESULT_FILE, ERROR_FILE):
-        (point_dir / stale).unlink(missing_ok=True)
-    record = {"status": "ok", "exported": bool(config.export), "error": None}
-    start = time.perf_counter()
+    clear_result(point_dir)
+    start, error = time.perf_counter(), None
     try:
         train_fn(config, str(point_dir))
     except Exception as e:  # any failure is recorded: one point must not stop the sweep
-        record.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
-        files.write_atomic(point_dir / ERROR_FILE, traceback.format_exc())
-        logging.error("point %s failed: %s", point_dir.name, record["error"])
-    record["wall_s"] = time.perf_counter() - start
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        error = e
+        logging.error("point %s failed: %s", point_dir.name, e)
+    return write_result(point_dir, config, error, time.perf_counter() - start)
+
+
+def clear_result(point_dir: pathlib.Path) -> None:
+    """The point's folder, without the ``result.json`` and ``error.txt`` of a last attempt."""
+    point_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, ERROR_FILE):
+        (point_dir / stale).unlink(missing_ok=True)
+
+
+def write_result(point_dir: pathlib.Path, config, error, wall_s: float, **more) -> dict:
+    """Writes and returns the point's ``result.json`` (``more``: further fields) and, when
+    ``error`` (the exception that stopped it) is given, its traceback as ``error.txt``."""
+    record = {"status": "ok", "exported": bool(config.export), "error": None}
+    if error is not None:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}".splitlines()[0])
+        files.write_atomic(point_dir / ERROR_FILE, "".join(traceback.format_exception(error)))
+    record.update(wall_s=wall_s, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **more)
     files.write_json(point_dir / RESULT_FILE, record, indent=2)
     return record
+
+
+def to_train(sweep_dir: pathlib.Path, points: Sequence[Point], retry_failed: bool) -> list:
+    """The points left to train: not finished, nor failed unless ``retry_failed``; logs
+    the others as skipped."""
+    todo = []
+    for point in points:
+        if _kept(sweep_dir / point.name, retry_failed):
+            logging.info("%s kept (%s before), skipped", point.name, status(sweep_dir / point.name))
+        else:
+            todo.append(point)
+    return todo
+
+
+def _kept(point_dir: pathlib.Path, retry_failed: bool) -> bool:
+    """Whether the sweep keeps a point as it is: finished, or failed and not retried."""
+    return is_finished(point_dir) or (status(point_dir) == "failed" and not retry_failed)
 
 
 def run_sweep(
@@ -235,21 +264,13 @@ def run_sweep(
     train_fn = train_fn or trainer.train_and_evaluate
     points = list(points)
     with open_sweep(base, sweep_dir, points, configure, retry_failed) as (sweep_dir, configs):
-        trained = 0
-        for i, point in enumerate(points):
+        todo = to_train(sweep_dir, points, retry_failed)
+        for i, point in enumerate(todo):
             point_dir = sweep_dir / point.name
-            if is_finished(point_dir):
-                logging.info("[%d/%d] %s finished, skipped", i + 1, len(points), point.name)
-            elif status(point_dir) == "failed" and not retry_failed:
-                logging.info("[%d/%d] %s failed before, skipped", i + 1, len(points), point.name)
-            else:
-                logging.info(
-                    "[%d/%d] %s: training in %s", i + 1, len(points), point.name, point_dir
-                )
-                run_point(configs[point], point_dir, train_fn)
-                trained += 1
-                write_summary(sweep_dir, [summary_row(p, sweep_dir / p.name) for p in points], base)
-        return finish(base, sweep_dir, points, trained, make_plots)
+            logging.info("[%d/%d] %s: training in %s", i + 1, len(todo), point.name, point_dir)
+            run_point(configs[point], point_dir, train_fn)
+            write_summary(sweep_dir, [summary_row(p, sweep_dir / p.name) for p in points], base)
+        return finish(base, sweep_dir, points, len(todo), make_plots)
 
 
 @contextlib.contextmanager
@@ -273,12 +294,7 @@ def open_sweep(
     configs = validated_configs(base, points, configure)
     sweep_dir = run_folder.prepare(sweep_dir)
     with claim.hold(sweep_dir, claim.SWEEP):
-        kept = [
-            p
-            for p in points
-            if is_finished(sweep_dir / p.name)
-            or (status(sweep_dir / p.name) == "failed" and not retry_failed)
-        ]
+        kept = [p for p in points if _kept(sweep_dir / p.name, retry_failed)]
         changed = changed_points(sweep_dir, {p: configs[p] for p in kept})
         if changed:
             shown = "; ".join(f"{name}: {what}" for name, what in list(changed.items())[:3])

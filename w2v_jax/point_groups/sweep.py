@@ -15,13 +15,12 @@ from __future__ import annotations
 import os
 import pathlib
 import time
-import traceback
 from collections.abc import Sequence
 
 import ml_collections
 from absl import logging
 
-from w2v_jax import files, trainer
+from w2v_jax import trainer
 from w2v_jax.analysis import sweep
 from w2v_jax.point_groups import training
 
@@ -36,34 +35,18 @@ def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _write_record(point_dir: pathlib.Path, config, outcome, wall_s: float, names) -> dict:
-    """The point's ``result.json`` (as `sweep.run_point` writes it) and ``error.txt``."""
-    record = {"status": "ok", "exported": bool(config.export), "error": None}
-    if isinstance(outcome, Exception):
-        record.update(status="failed", error=f"{type(outcome).__name__}: {outcome}".splitlines()[0])
-        trace = "".join(traceback.format_exception(outcome))
-        files.write_atomic(point_dir / sweep.ERROR_FILE, trace)
-    record.update(
-        wall_s=wall_s, finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), group=list(names)
-    )
-    files.write_json(point_dir / sweep.RESULT_FILE, record, indent=2)
-    return record
-
-
 def run_group(
     configs: Sequence[ml_collections.ConfigDict], point_dirs: Sequence[pathlib.Path]
 ) -> list[dict]:
     """Trains one group and writes each point's record; returns the records."""
     for point_dir in point_dirs:
-        point_dir.mkdir(parents=True, exist_ok=True)
-        for stale in (sweep.RESULT_FILE, sweep.ERROR_FILE):
-            (point_dir / stale).unlink(missing_ok=True)
+        sweep.clear_result(point_dir)
     start = time.perf_counter()
     outcomes = training.train_group(configs, [str(d) for d in point_dirs])
     wall = time.perf_counter() - start
     names = [d.name for d in point_dirs]
     return [
-        _write_record(d, c, o, wall, names)
+        sweep.write_result(d, c, o if isinstance(o, Exception) else None, wall, group=names)
         for d, c, o in zip(point_dirs, configs, outcomes, strict=True)
     ]
 
@@ -84,15 +67,7 @@ def run_sweep(
         sweep_dir,
         configs,
     ):
-        todo = []
-        for point in points:
-            if sweep.is_finished(sweep_dir / point.name):
-                logging.info("%s finished, skipped", point.name)
-            elif sweep.status(sweep_dir / point.name) == "failed" and not retry_failed:
-                logging.info("%s failed before, skipped", point.name)
-            else:
-                todo.append(point)
-        trained = 0
+        todo = sweep.to_train(sweep_dir, points, retry_failed)
         for group in plan([configs[p] for p in todo]):
             group_points = [todo[i] for i in group]
             dirs = [sweep_dir / p.name for p in group_points]
@@ -103,7 +78,6 @@ def run_sweep(
             else:
                 logging.info("training %d points as one group: %s", len(group), names)
                 run_group([configs[p] for p in group_points], dirs)
-            trained += len(group)
             rows = [sweep.summary_row(p, sweep_dir / p.name) for p in points]
             sweep.write_summary(sweep_dir, rows, base)
-        return sweep.finish(base, sweep_dir, points, trained, make_plots)
+        return sweep.finish(base, sweep_dir, points, len(todo), make_plots)
