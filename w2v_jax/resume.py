@@ -234,11 +234,6 @@ class Checkpoints:
             )  # fmt: skip
         return meta, store.read(found, meta, template, self.shardings)
 
-    def due(self, before: int, step: int) -> bool:
-        """Whether to save after the call that took the run from ``before`` to ``step``
-        (`agree` with no stop requested)."""
-        return self.agree(before, step, False)[0]
-
     def agree(self, before: int, step: int, stop: bool) -> tuple[bool, bool]:
         """``(save, stop)`` after the call that took the run from ``before`` to ``step``,
         ``stop`` saying whether this process was asked to stop (a signal).

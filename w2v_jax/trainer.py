@@ -37,14 +37,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from w2v_jax import (
-    evaluator,
-    interrupt,
-    progress,
-    resume,
-    run_folder,
-    settings,
-)
+from w2v_jax import evaluator, interrupt, progress, resume, run_folder, settings
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import budget, distributed, host_memory, placement
@@ -89,10 +82,13 @@ def _train(run: host.Run) -> dict:
 
 
 class _Alone:
-    """`train_points`' calls for one run through its runner (`Run.runner`): a failure
-    raises, and the state is the runner's (one device's, replicated or sharded)."""
+    """One run's calls through its runner (`host.Run.runner`, whose layout the state is
+    in); a failure raises. What `train_points` asks of its ``points``: ``next_calls(active)``
+    ({run: (item, steps)}, item None when that run's input ended), ``step(state, calls,
+    lrs)`` (learning rates per run) and a run's state out (``host_state``,
+    ``state_to_save``)."""
 
-    isolated = False  # a failure raises
+    group = False
 
     def __init__(self, run: host.Run):
         self.runner = run.runner
@@ -105,9 +101,6 @@ class _Alone:
     def step(self, state, calls: dict, lrs: dict):
         return self.runner.step_call(state, calls[0][0].batch, self.aux, lrs[0])
 
-    def index(self, s: int) -> None:
-        return None  # the metrics are the run's own
-
     def host_state(self, state, s: int) -> update.TrainState:
         return self.runner.host_state(state)
 
@@ -117,21 +110,14 @@ class _Alone:
 
 def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Exception]:
     """The training loop: every run of ``runs`` from where it stands to its end, one call
-    of ``points`` per iteration for all runs still training; returns each run's final
-    metrics, or the exception that stopped it.
+    for all runs still training per iteration; returns each run's final metrics, or the
+    exception that stopped it.
 
-    ``points`` says how the runs' ``state`` steps: `_Alone` (one run, its runner) or
-    `point_groups.training`'s group (several runs stacked, one vmapped call). It gives
-    each iteration's (item, steps) per run (``next_calls(active)``; item None: that run's
-    input ended), runs the call (``step(state, calls, lrs)``, learning rates per run), says
-    where a run's metrics are in the call's (``index(s)``), and takes a run's state out
-    (``host_state``, ``state_to_save``). With ``points.isolated`` a run that fails (a
-    diverged loss, a failed save) stops alone, its exception in the result; otherwise the
-    failure raises.
-
-    Ctrl-C, SIGTERM: finish the call, save, raise `interrupt.Interrupted` (several
-    processes: all at the step they agree on, `resume.Checkpoints.agree`). On every way
-    out the saves in flight are committed (`resume.Checkpoints.waiting`).
+    ``points`` steps the runs' ``state``: `_Alone` (one run, its runner) or
+    `point_groups.training._Group` (one vmapped call, the runs' states stacked; a failure
+    stops only its run, whose metrics are at its index of the call's). Ctrl-C, SIGTERM:
+    finish the call, save, raise `interrupt.Interrupted` (several processes: at the step
+    they agree on, `resume.Checkpoints.agree`); the saves in flight commit on every way out.
     """
     results: list = [None] * len(runs)
     active = set(range(len(runs)))
@@ -139,11 +125,11 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
     input_wait = 0.0  # time the loop waited for the host pipeline (device idle, at most)
 
     @contextlib.contextmanager
-    def alone(s: int):  # a failure of run s stops only run s, when isolated
+    def alone(s: int):  # in a group, a failure of run s stops only run s
         try:
             yield
         except Exception as e:
-            if not points.isolated:
+            if not points.group:
                 raise
             logging.error("point %s failed: %s", runs[s].workdir, e)
             results[s] = e
@@ -177,7 +163,7 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
             for s in sorted(active):
                 run = runs[s]
                 with alone(s):
-                    before = run.advance(*calls[s], metrics, index=points.index(s))
+                    before = run.advance(*calls[s], metrics, index=s if points.group else None)
                     run.log_call(before, lambda s=s, x=state: points.host_state(x, s).params)
                     if run.at_end:
                         end(s)
@@ -340,21 +326,16 @@ def _agree_on_batches(pipeline: input_pipeline.PipelineOptions, corpus):
     )
     every = multihost_utils.process_allgather(np.asarray(mine, np.int64))
     agreed = int(np.min(every))
+    lo, hi = input_pipeline.share_range(
+        corpus.offsets, process_index=pipeline.process_index, process_count=pipeline.process_count
+    )
     logging.info(
-        "input: share %d of %d reads tokens %s; %d batches of %d rows per epoch on every "
-        "process (this share fills ~%d)",
-        pipeline.process_index, pipeline.process_count,
-        _share_range(pipeline, corpus.offsets), agreed, pipeline.rows_per_call, mine,
+        "input: share %d of %d reads tokens [%d, %d) of %d; %d batches of %d rows per epoch "
+        "on every process (this share fills ~%d)",
+        pipeline.process_index, pipeline.process_count, lo, hi, len(corpus.ids), agreed,
+        pipeline.rows_per_call, mine,
     )  # fmt: skip
     return pipeline._replace(batches_per_epoch=agreed, epoch_tokens=len(corpus.ids))
-
-
-def _share_range(pipeline: input_pipeline.PipelineOptions, offsets) -> str:
-    """ "[lo, hi) of N": the tokens this process's input share reads."""
-    lo, hi = input_pipeline.share_range(
-        offsets, process_index=pipeline.process_index, process_count=pipeline.process_count
-    )
-    return f"[{lo}, {hi}) of {int(offsets[-1])}"
 
 
 def _resume_position(run: settings.Settings, corpus, resumed):

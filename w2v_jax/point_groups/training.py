@@ -15,11 +15,13 @@ stacked. A point whose stream ends first (subsampling and dynamic windows make e
 different lengths per seed) finishes then; its slot keeps stepping on filler batches
 whose results are discarded.
 
-Everything else is `run.host.Run`'s, per point: resume from its own checkpoint (points may
-stand at different steps), learning rates by words processed, ``metrics.jsonl``,
-checkpoints, evaluation, the final row and the exports: each run folder reads as if the
-point had trained alone. A point that diverges (`record.NonFiniteLossError`) or fails
-otherwise is reported in the result list; the others go on.
+The loop is the trainer's own (`trainer.train_points`; this module only says how a group
+steps, `_Group`), and everything else is `run.host.Run`'s, per point: resume from its own
+checkpoint (points may stand at different steps), learning rates by words processed,
+``metrics.jsonl``, checkpoints, Ctrl-C, evaluation, the final row and the exports: each
+run folder reads as if the point had trained alone. A point that diverges
+(`run.record.NonFiniteLossError`) or fails otherwise is reported in the result list; the
+others go on.
 
 Equality with separate runs: the vmapped step runs the same operations on each point's
 slice, but XLA compiles batched gathers, scatters and matrix products as other kernels,
@@ -189,27 +191,23 @@ def train_group(
         by_step.setdefault(key, {})[p] = run
     try:
         for part in by_step.values():
-            _train(part, results)
+            group = list(part.values())
+            state = stack([run.state for run in group])
+            for p, result in zip(
+                part, trainer.train_points(group, _Group(group), state), strict=True
+            ):
+                results[p] = result
     finally:  # every point's folder is free again, however the group ended
         for run in runs.values():
             run.owner.release()
     return results
 
 
-def _train(runs: dict[int, host.Run], results: list) -> None:
-    """`trainer.train_points` over ``runs`` as one group; fills their ``results``."""
-    order = list(runs)  # slot s trains point order[s]
-    group = [runs[p] for p in order]
-    state = stack([run.state for run in group])
-    for p, result in zip(order, trainer.train_points(group, _Group(group), state), strict=True):
-        results[p] = result
-
-
 class _Group:
     """`trainer.train_points`' calls for several runs as one: their states stacked [P],
     one vmapped call (`group_steps`) for every point, each point's failure its own."""
 
-    isolated = True  # one point's failure stops only that point
+    group = True  # point s's metrics at s; one point's failure stops only that point
 
     def __init__(self, runs: Sequence[host.Run]):
         first = runs[0]
@@ -254,9 +252,6 @@ class _Group:
             batches = [calls[s][0].batch if s in lrs else filler for s in range(self.points)]
             batch = self.stack_feeds(batches) if self.device else _host_stack(batches)
         return self.call(state, batch, self.aux, lr)
-
-    def index(self, s: int) -> int:
-        return s  # the metrics [P, S]: point s's at s
 
     def host_state(self, state, s: int) -> update.TrainState:
         return jax.device_get(point(state, s))
