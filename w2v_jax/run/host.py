@@ -67,10 +67,6 @@ class Run:
     config_pending: bool = False
 
     @property
-    def corpus(self):
-        return self.dataset.train
-
-    @property
     def at_end(self) -> bool:
         """Whether ``max_steps`` is reached (the loop stops after this call)."""
         loop = self.settings.loop
@@ -80,7 +76,7 @@ class Run:
         """(item, steps) of every call from where the run stands to its end: host batches
         of ``steps_per_call`` steps' rows, or (input.mode='device') `on_device.Feed`s."""
         if self.device_spec is None:
-            corpus = self.corpus
+            corpus = self.dataset.train
             batches = input_pipeline.batches(
                 self.settings.pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts,
                 self.at.position,
@@ -89,7 +85,7 @@ class Run:
                 batches = _until(batches, self.planned)  # the last pass ends part way
             return ((item, steps_per_call) for item in batches)
         return _device_calls(
-            self.settings, self.corpus, self.device_spec, self.at.step, steps_per_call
+            self.settings, self.dataset.train, self.device_spec, self.at.step, steps_per_call
         )
 
     def learning_rates(self, item: input_pipeline.Item, n: int) -> np.ndarray:
@@ -165,7 +161,7 @@ class Run:
         self.metrics_log.close()
         self.meter.report(self.at.step, final, final=True)
         if self.settings.loop.export and self.chief:
-            run_folder.export(self.workdir, self.corpus.vocab, params["in_embed"])
+            run_folder.export(self.workdir, self.dataset.train.vocab, params["in_embed"])
         return {"step": self.at.step, **final}
 
 
