@@ -174,19 +174,14 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
                         run.save(points.state_to_save(state, s))
                     stopping |= stop_here
             if stopping:  # a peer's signal, when not this process's
-                raise interrupt.Interrupted(stop.signum or signal.SIGTERM, _stopped(runs, active))
+                where = "; ".join(
+                    f"stopped at step {runs[s].at.step}: checkpoint saved to "
+                    f"{runs[s].checkpoints.path}"
+                    for s in sorted(active)
+                )
+                message = f"{where}; rerun the same command to resume"
+                raise interrupt.Interrupted(stop.signum or signal.SIGTERM, message)
     return results
-
-
-def _stopped(runs: Sequence[host.Run], active: set) -> str:
-    """`interrupt.Interrupted`'s message: where the checkpoints were saved."""
-    if len(runs) == 1:
-        run = runs[0]
-        where = f"stopped at step {run.at.step}: checkpoint saved to {run.checkpoints.path}"
-    else:
-        folders = ", ".join(str(runs[s].workdir) for s in sorted(active))
-        where = f"stopped: checkpoints saved for {len(active)} points still training ({folders})"
-    return f"{where}; rerun the same command to resume"
 
 
 def open_run(
