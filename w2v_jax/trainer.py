@@ -117,7 +117,7 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
     `point_groups.training._Group` (one vmapped call, the runs' states stacked; a failure
     stops only its run, whose metrics are at its index of the call's). Ctrl-C, SIGTERM:
     finish the call, save, raise `interrupt.Interrupted` (several processes: at the step
-    they agree on, `resume.Checkpoints.agree`).
+    they agree on, `resume.Checkpoints.agree`), every save committed first.
     """
     results: list = [None] * len(runs)
     active = set(range(len(runs)))
@@ -134,6 +134,8 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
             logging.error("point %s failed: %s", runs[s].workdir, e)
             results[s] = e
             active.discard(s)
+            with contextlib.suppress(Exception):  # its save in flight fails only it
+                runs[s].checkpoints.wait()
 
     def end(s: int) -> None:
         run = runs[s]
@@ -145,10 +147,9 @@ def train_points(runs: Sequence[host.Run], points, state) -> list[dict | Excepti
         results[s] = run.finish(params, last_window, rates, loop_wall, input_wait)
         active.discard(s)
 
-    # One run: its save in flight commits on every way out (a group's points commit as
-    # each finishes, and a failed point's save stays its own).
-    saves = contextlib.nullcontext() if points.group else runs[0].checkpoints.waiting()
-    with interrupt.Catcher() as stop, saves:
+    with interrupt.Catcher() as stop, contextlib.ExitStack() as saves:
+        for run in runs:  # the saves in flight commit on every way out
+            saves.enter_context(run.checkpoints.waiting())
         while active:
             wait_start = time.perf_counter()
             calls = points.next_calls(active)
