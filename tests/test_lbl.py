@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from w2v_jax import settings, trainer
+from w2v_jax import run_folder, settings, trainer
 from w2v_jax.configs import tiny
 from w2v_jax.data import input_pipeline
 from w2v_jax.evaluation import likelihood
@@ -164,6 +164,9 @@ def test_tiny_lbl_run_trains_scores_exactly_and_starts_biases_at_log_unigram(tmp
     assert np.isfinite(final["train/loss"])
     assert np.isfinite(final["eval/heldout_ppl"]) and final["eval/heldout_ppl"] > 1
     assert "eval/log_z_std" in final
+    # Read back whole, its context matrices included (load_run refused lbl runs before).
+    state = run_folder.load_run(tmp_path / "run").state
+    assert state.params["ctx_matrices"].shape[0] == config.window  # left_only: W slots
 
 
 def test_lbl_init_gives_identity_matrices_and_log_unigram_biases():

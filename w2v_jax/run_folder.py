@@ -19,12 +19,14 @@ folder read back by `load_run`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -34,6 +36,7 @@ from w2v_jax.checkpoint import store
 from w2v_jax.configs import default
 from w2v_jax.data import sources, vocab
 from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.model import word2vec
 from w2v_jax.run import tensorboard
 from w2v_jax.step import update
 
@@ -198,11 +201,26 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         raise FileNotFoundError(f"{path} holds no checkpoint; the run has not saved one yet")
     run = settings.resolve(config)
     dataset = sources.load(run.corpus)
-    vocab_size = len(dataset.train.vocab)
-    template = jax.device_get(
-        update.init_state(
-            jax.random.PRNGKey(0), vocab_size, run.loop.dim, run.step, run.loop.use_bias
-        )
-    )
-    state, _ = store.load(path, template)
+    state, _ = store.load(path, state_template(config, len(dataset.train.vocab)))
     return Run(config, run, dataset, state)
+
+
+def state_template(config, vocab_size: int) -> update.TrainState:
+    """The shapes and dtypes of the run's train state (`jax.eval_shape`: no allocation)."""
+    ctx = None
+    if config.model == "lbl" and config.lbl.context_matrices:
+        slots = config.window if config.left_only else 2 * config.window
+        kind = config.lbl.context_matrices
+        ctx = jax.ShapeDtypeStruct(
+            jax.eval_shape(lambda: word2vec.context_matrices(slots, config.dim, kind)).shape,
+            jnp.float32,
+        )
+    init = functools.partial(
+        update.init_state,
+        jax.random.PRNGKey(0),
+        vocab_size,
+        config.dim,
+        settings.step_config(config),
+        settings.uses_bias(config),
+    )
+    return jax.eval_shape(lambda ctx: init(ctx_matrices=ctx), ctx)

@@ -24,7 +24,6 @@ Imports `run_folder`, `settings`, `checkpoint.store` and the model, never the tr
 
 from __future__ import annotations
 
-import functools
 import os
 import pathlib
 
@@ -34,12 +33,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from w2v_jax import errors, run_folder, settings
+from w2v_jax import errors, run_folder
 from w2v_jax.checkpoint import store
 from w2v_jax.data import vocab as vocab_lib
 from w2v_jax.evaluation import keyed_vectors
-from w2v_jax.model import output_layers, word2vec
-from w2v_jax.step import update
+from w2v_jax.model import output_layers
 
 
 def _embed(table: np.ndarray) -> nnx.Embed:
@@ -138,7 +136,7 @@ def _final_params(run_dir: pathlib.Path, config, vocab_size: int, exported) -> d
     if found is None:
         logging.warning("%s holds no checkpoint: loading the input vectors only", run_dir)
         return None
-    template = _state_template(config, vocab_size)
+    template = run_folder.state_template(config, vocab_size)
     params = store.read(found, store.read_meta(found), template).params
     if not np.array_equal(params["in_embed"], exported):
         raise errors.RunFolderError(
@@ -146,24 +144,3 @@ def _final_params(run_dir: pathlib.Path, config, vocab_size: int, exported) -> d
             "on after its export?); rerun the run's command to export them again"
         )
     return params
-
-
-def _state_template(config, vocab_size: int) -> update.TrainState:
-    """The shapes and dtypes of the run's train state (`jax.eval_shape`: no allocation)."""
-    ctx = None
-    if config.model == "lbl" and config.lbl.context_matrices:
-        slots = config.window if config.left_only else 2 * config.window
-        kind = config.lbl.context_matrices
-        ctx = jax.ShapeDtypeStruct(
-            jax.eval_shape(lambda: word2vec.context_matrices(slots, config.dim, kind)).shape,
-            jnp.float32,
-        )
-    init = functools.partial(
-        update.init_state,
-        jax.random.PRNGKey(0),
-        vocab_size,
-        config.dim,
-        settings.step_config(config),
-        settings.uses_bias(config),
-    )
-    return jax.eval_shape(lambda ctx: init(ctx_matrices=ctx), ctx)
