@@ -206,6 +206,7 @@ def test_bench_input_rows_and_resume_agree(zipf_text_dir, tmp_path):
         "--chunk_tokens=2048",
         "--config.corpus.max_sentence_length=1000",
         "--config.shuffle_buffer=64",
+        "--config.steps_per_call=1",  # 1,024-row batches: several per chunk of this text
         f"--output_dir={out}",
     ]
     result = _run("bench_input.py", args, tmp_path)
