@@ -344,6 +344,11 @@ def passes(epochs: float) -> int:
     return math.ceil(epochs)
 
 
+def ends_part_way(epochs: float) -> bool:
+    """Whether ``epochs`` is a fraction: the last pass stops once epochs × N words are in."""
+    return epochs != passes(epochs)
+
+
 def uses_bias(config) -> bool:
     """Output biases: ``loss.use_bias``, or always for the log-bilinear model (when its
     layer has biases: not the tree's inner nodes)."""

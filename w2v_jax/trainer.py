@@ -390,8 +390,8 @@ def _device_spec(run: settings.Settings, corpus, state) -> on_device.Spec:
 
 def _finished(loop: settings.LoopSettings, position, step: int, tokens: int, planned: int) -> bool:
     """Whether a run at ``position`` / ``step`` / ``tokens`` has nothing left to train."""
-    passes = settings.passes(loop.epochs)
-    end = position.epoch >= passes or (loop.epochs != passes and tokens >= planned)
+    end = position.epoch >= settings.passes(loop.epochs)
+    end = end or (settings.ends_part_way(loop.epochs) and tokens >= planned)
     return end or (bool(loop.max_steps) and step >= loop.max_steps)
 
 

@@ -81,7 +81,7 @@ class Run:
                 self.settings.pipeline, corpus.ids, corpus.offsets, corpus.vocab.counts,
                 self.at.position,
             )  # fmt: skip
-            if self.settings.loop.epochs != settings.passes(self.settings.loop.epochs):
+            if settings.ends_part_way(self.settings.loop.epochs):
                 batches = _until(batches, self.planned)  # the last pass ends part way
             return ((item, steps_per_call) for item in batches)
         return _device_calls(
