@@ -60,12 +60,16 @@ def _assert_loads_the_run(run_dir: pathlib.Path, devices: int = 1) -> trained.Wo
     ids = jnp.array([3, 0, 3])
     np.testing.assert_array_equal(module(ids), binary.vectors[[3, 0, 3]])
     params = _checkpoint_params(run_dir, devices)
-    if module.loss == "hs":
+    np.testing.assert_array_equal(module.inputs.embedding[...], params["in_embed"])
+    if module.loss == "hs":  # no output word vectors: the input vectors are exported
         assert module.output is None and module.output_bias is None
         np.testing.assert_array_equal(module.nodes.embedding[...], params["node_embed"])
+        np.testing.assert_array_equal(embedding, params["in_embed"])
     else:
         assert module.nodes is None
         np.testing.assert_array_equal(module.output.embedding[...], params["out_embed"])
+        # the default config.vectors: each word's input plus output vector, in float32
+        np.testing.assert_array_equal(embedding, params["in_embed"] + params["out_embed"])
         if "out_bias" in params:
             np.testing.assert_array_equal(module.output_bias[...], params["out_bias"])
     return module

@@ -18,8 +18,9 @@ different quantity with a floor above 0). The PMI-shift and gradient-bias analys
 (`theory`, `gradient_bias`) are library functions for experiments, not metrics here: they
 cost more than a periodic evaluation should (counting pairs, hundreds of gradient draws).
 
-On English corpora: analogy accuracy and word-similarity correlations of the input
-vectors, when the evaluation files are found. Every key is prefixed ``eval/``.
+On English corpora: analogy accuracy and word-similarity correlations of the word
+vectors a run exports (`config.vectors`), when the evaluation files are found. Every key
+is prefixed ``eval/``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from absl import logging
 
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, precision, truth_fit
+from w2v_jax.model import output_layers
 from w2v_jax.step import update
 
 _KEYS = ("analogy/total", "analogy/semantic", "analogy/syntactic", "analogy/coverage")
@@ -53,6 +55,7 @@ class EvalOptions(NamedTuple):
     similarity: tuple[str, ...]  # word-pair files; () = W2V_DATA_DIR's wordsim353.tsv
     restrict_vocab: int  # analogy cap, as word2vec's compute-accuracy
     heldout_batches: int  # held-out batches for the held-out loss and likelihood
+    vectors: str = "input"  # which word vectors are scored and exported (`config.vectors`)
 
 
 class Evaluator:
@@ -148,12 +151,14 @@ class Evaluator:
         )
         return {"eval/kl_truth_heldout": kl}
 
+    def word_vectors(self, params) -> np.ndarray:
+        """[V, D] the word vectors of ``params`` that are scored and exported."""
+        return output_layers.word_vectors(params, self.cfg.loss, self.options.vectors)
+
     def vectors(self, params) -> dict:
         if not (self.analogies or self.similarity):
             return {}
-        kv = keyed_vectors.create(
-            self.dataset.train.vocab.words, np.asarray(params["in_embed"], np.float32)
-        )
+        kv = keyed_vectors.create(self.dataset.train.vocab.words, self.word_vectors(params))
         try:
             metrics = evaluate.evaluate_vectors(
                 kv,

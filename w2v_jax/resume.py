@@ -43,8 +43,8 @@ from w2v_jax.step import update
 # run may resume with it flipped; ``matmul_precision`` changes the maths: it defines the run.
 FREE_FIELDS = (
     "log_every", "eval_every", "checkpoint_every", "checkpoint_every_secs", "prefetch",
-    "export", "tensorboard", "keep_freed_memory", "max_loss", "max_steps", "resume_override",
-    "corpus.data_dir", "corpus.download", "corpus.cache_dir", "corpus.workers",
+    "export", "vectors", "tensorboard", "keep_freed_memory", "max_loss", "max_steps",
+    "resume_override", "corpus.data_dir", "corpus.download", "corpus.cache_dir", "corpus.workers",
     "loss.chunk_size", "parallel.", "eval.", "input.device_memory_gib", "deterministic",
 )  # fmt: skip
 # The learning-rate schedule: changeable on resume only with config.resume_override=True.

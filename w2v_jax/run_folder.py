@@ -56,13 +56,18 @@ def _merge(base: dict, stored: dict) -> dict:
     return out
 
 
+# Fields added with a default other than what runs made before them did: their value there.
+_ADDED = {"vectors": "input"}  # runs before config.vectors exported their input vectors
+
+
 def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     """The run's ``config.json`` over today's defaults: a field added since the run was
-    made takes its default, which keeps the behaviour the run had."""
+    made takes its default, which keeps the behaviour the run had (or, for a field whose
+    default is not that behaviour, `_ADDED`'s value)."""
     path = pathlib.Path(run_dir) / CONFIG
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; pass a folder written by w2v_jax.main")
-    stored = json.loads(path.read_text())
+    stored = {**_ADDED, **json.loads(path.read_text())}
     return ml_collections.ConfigDict(_merge(default.get_config().to_dict(), stored))
 
 
@@ -145,10 +150,11 @@ def read_metrics(workdir: str | os.PathLike) -> list[dict]:
     return files.read_jsonl(pathlib.Path(workdir) / METRICS)
 
 
-def export(workdir: str | os.PathLike, v: vocab.Vocab, in_embed) -> list[pathlib.Path]:
-    """Writes ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``."""
+def export(workdir: str | os.PathLike, v: vocab.Vocab, vectors) -> list[pathlib.Path]:
+    """Writes ``vectors.txt``, ``vectors.bin`` (word2vec formats) and ``vocab.tsv``:
+    ``vectors`` [V, D] are the run's word vectors (`output_layers.word_vectors`)."""
     workdir = pathlib.Path(workdir)
-    vectors = np.asarray(in_embed, dtype=np.float32)
+    vectors = np.asarray(vectors, dtype=np.float32)
     paths = [workdir / name for name in EXPORTS]
     keyed_vectors.save_word2vec_text(paths[0], v.words, vectors)
     keyed_vectors.save_word2vec_binary(paths[1], v.words, vectors)

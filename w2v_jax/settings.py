@@ -53,6 +53,7 @@ def validate(config) -> None:
     errors.choice("loss.skipgram_input", config.loss.skipgram_input, SKIPGRAM_INPUTS)
     errors.choice("parallel.mode", config.parallel.mode, runners.PARALLEL)
     errors.choice("input.mode", config.input.mode, INPUT_MODES)
+    errors.choice("vectors", config.vectors, output_layers.VECTORS)
     errors.at_least("input.device_memory_gib", config.input.device_memory_gib, 0.0)
     for name in (
         "dim",
@@ -308,6 +309,7 @@ def resolve(config) -> Settings:
         similarity=tuple(p for p in config.eval.similarity.split(",") if p),
         restrict_vocab=config.eval.restrict_vocab,
         heldout_batches=config.eval.heldout_batches,
+        vectors=config.vectors,
     )
     loop = LoopSettings(
         seed=config.seed,

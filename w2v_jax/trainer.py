@@ -282,7 +282,7 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
         gathered = runners.gather(state)  # every process: a collective when several
         out.done = {"step": step}
         if chief:
-            out.done = _finished_before(workdir, loop, vocab, gathered, step, evaluate_params)
+            out.done = _finished_before(workdir, run, vocab, gathered, step, evaluate_params)
         return out
     if chief and resumed is None:
         host.write_config(workdir, config)  # only now: the checks above passed
@@ -395,9 +395,10 @@ def _finished(loop: settings.LoopSettings, position, step: int, tokens: int, pla
     return end or (bool(loop.max_steps) and step >= loop.max_steps)
 
 
-def _finished_before(workdir, loop, vocab, state, step: int, evaluate_params) -> dict:
+def _finished_before(workdir, run, vocab, state, step: int, evaluate_params) -> dict:
     """A rerun of a finished run: completes a final row or export a crash left undone
     (from the checkpoint), else changes nothing. Returns the final metrics."""
+    loop = run.loop
     rows = run_folder.read_metrics(workdir)
     final = rows[-1] if rows and rows[-1].get("step") == step else None
     done = []
@@ -409,7 +410,8 @@ def _finished_before(workdir, loop, vocab, state, step: int, evaluate_params) ->
         done.append("its final evaluation")
     exports = [pathlib.Path(workdir) / name for name in run_folder.EXPORTS]
     if loop.export and not all(p.exists() for p in exports):
-        run_folder.export(workdir, vocab, state.params["in_embed"])
+        words = output_layers.word_vectors(state.params, run.step.loss, run.evaluation.vectors)
+        run_folder.export(workdir, vocab, words)
         done.append("its export")
     logging.info(
         "%s was already finished at step %d: %s (a new --workdir trains again)",

@@ -28,6 +28,7 @@ def original(config):
     config.loss.share = "pair"
     config.loss.skipgram_input = "centre"
     config.input.mode = "host"
+    config.vectors = "input"  # word2vec C exports its input vectors
     return config
 
 

@@ -162,6 +162,25 @@ NAMES: tuple[str, ...] = tuple(BY_NAME)  # the config's allowed ``loss.name`` va
 SAMPLED: tuple[str, ...] = tuple(layer.name for layer in LAYERS if layer.sampled)
 
 
+VECTORS = ("input", "input+output")  # config.vectors: the word vectors a run exports
+
+
+def word_vectors(params: dict, layer: str | OutputLayer, vectors: str) -> np.ndarray:
+    """[V, D] float32 word vectors of trained ``params``: what a run evaluates and exports.
+
+    ``vectors`` "input": the input table ``in_embed`` (word2vec's and gensim's export);
+    "input+output": ``in_embed`` plus the output table where ``layer`` has one vector per
+    word (every layer but the tree, whose inner nodes are not words: its input vectors).
+    The sum is the "w + c" of Levy, Goldberg & Dagan (TACL 2015); docs/training.md
+    measures it (higher analogy, WS353 and neighbour stability across seeds here).
+    """
+    words = np.asarray(params["in_embed"], np.float32)
+    layer = get(layer)
+    if vectors == "input+output" and not layer.tree:
+        return words + np.asarray(params[layer.table], np.float32)
+    return words
+
+
 def get(layer: str | OutputLayer) -> OutputLayer:
     """The layer called ``layer`` (a layer is returned as it is)."""
     if isinstance(layer, OutputLayer):

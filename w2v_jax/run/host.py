@@ -161,7 +161,10 @@ class Run:
         self.metrics_log.close()
         self.meter.report(self.at.step, final, final=True)
         if self.settings.loop.export and self.chief:
-            run_folder.export(self.workdir, self.dataset.train.vocab, params["in_embed"])
+            words = output_layers.word_vectors(
+                params, self.settings.step.loss, self.settings.evaluation.vectors
+            )
+            run_folder.export(self.workdir, self.dataset.train.vocab, words)
         return {"step": self.at.step, **final}
 
 

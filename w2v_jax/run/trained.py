@@ -3,11 +3,14 @@
 Shape letters: V vocabulary size, D embedding dim.
 
 `load` returns a `Word2Vec` module whose ``embed`` (`nnx.Embed` [V, D]) holds the run's
-exported input vectors (``vectors.bin``) in the order of ``vocab`` (the words, most
+exported word vectors (``vectors.bin``: the input vectors, or input plus output with
+``config.vectors="input+output"``, the default) in the order of ``vocab`` (the words, most
 frequent first, as ``vocab.tsv``), ready to be the embedding layer of a downstream Flax
 model (take ``module.embed`` into it and fine-tune or freeze it as any `nnx.Embed`).
-The output layer comes from the run's final checkpoint, which holds the same step:
+The model's own tables come from the run's final checkpoint, which holds the same step:
 
+  * ``inputs`` (`nnx.Embed` [V, D]): the input vectors ``in_embed`` (``embed``'s values
+    when the run exported its input vectors);
   * softmax, sampled softmax, NCE, negative sampling: ``output`` (`nnx.Embed` [V, D], one
     output vector per word, same ids) and ``output_bias`` (`nnx.Param` [V]) when the run
     trained biases; ``output.attend(h)`` gives the scores h·u_w [..., V];
@@ -15,8 +18,8 @@ The output layer comes from the run's final checkpoint, which holds the same ste
     vectors, indexed by node (word2vec's ``points``), not by word; ``output`` is None,
     since no vector per word exists to put there.
 
-A run folder whose checkpoint was deleted loads its input vectors only (``output`` and
-``nodes`` None, with a warning). The training step itself stays on plain pytrees
+A run folder whose checkpoint was deleted loads its exported vectors only (``inputs``,
+``output`` and ``nodes`` None, with a warning). The training step itself stays on plain pytrees
 (docs/architecture.md says why); this module is the way out to Flax.
 
 Imports `run_folder`, `settings`, `checkpoint.store` and the model, never the trainer.
@@ -56,7 +59,8 @@ class Word2Vec(nnx.Module):
     Attributes:
       vocab: [V] the words, most frequent first; word id = position.
       loss: the run's ``loss.name`` (which output layer the tables belong to).
-      embed: `nnx.Embed` [V, D], the input vectors.
+      embed: `nnx.Embed` [V, D], the exported word vectors.
+      inputs: `nnx.Embed` [V, D], the input vectors (None without a checkpoint).
       output: `nnx.Embed` [V, D], the output vectors (None for ``hs`` or without them).
       output_bias: `nnx.Param` [V] (None unless the run trained biases).
       nodes: `nnx.Embed` [V-1, D], hierarchical softmax's inner nodes (None otherwise).
@@ -66,22 +70,24 @@ class Word2Vec(nnx.Module):
         self,
         vocab: tuple[str, ...],
         loss: str,
-        input_vectors: np.ndarray,
+        vectors: np.ndarray,
+        inputs: np.ndarray | None = None,
         output: np.ndarray | None = None,
         output_bias: np.ndarray | None = None,
         nodes: np.ndarray | None = None,
     ):
-        if np.shape(input_vectors)[0] != len(vocab):
-            raise ValueError(f"{len(vocab)} words but {np.shape(input_vectors)[0]} vectors")
+        if np.shape(vectors)[0] != len(vocab):
+            raise ValueError(f"{len(vocab)} words but {np.shape(vectors)[0]} vectors")
         self.vocab = tuple(vocab)
         self.loss = loss
-        self.embed = _embed(input_vectors)
+        self.embed = _embed(vectors)
+        self.inputs = None if inputs is None else _embed(inputs)
         self.output = None if output is None else _embed(output)
         self.output_bias = None if output_bias is None else nnx.Param(jnp.asarray(output_bias))
         self.nodes = None if nodes is None else _embed(nodes)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        """The input vectors [..., D] of word ids [...]."""
+        """The word vectors [..., D] of word ids [...]."""
         return self.embed(ids)
 
 
@@ -123,6 +129,7 @@ def load(run_dir: str | os.PathLike) -> Word2Vec:
         words,
         layer.name,
         kv.vectors,
+        inputs=np.asarray(params["in_embed"]),
         output=None if layer.tree else table,
         output_bias=params.get("out_bias"),
         nodes=table if layer.tree else None,
@@ -134,11 +141,12 @@ def _final_params(run_dir: pathlib.Path, config, vocab_size: int, exported) -> d
     hold the exported vectors; None when the checkpoint is gone."""
     found = store.latest(store.folder_in(run_dir))
     if found is None:
-        logging.warning("%s holds no checkpoint: loading the input vectors only", run_dir)
+        logging.warning("%s holds no checkpoint: loading the exported vectors only", run_dir)
         return None
     template = run_folder.state_template(config, vocab_size)
     params = store.read(found, store.read_meta(found), template).params
-    if not np.array_equal(params["in_embed"], exported):
+    words = output_layers.word_vectors(params, config.loss.name, config.vectors)
+    if not np.array_equal(words, exported):
         raise errors.RunFolderError(
             f"{found} is not the step its exported vectors were written at (the run went "
             "on after its export?); rerun the run's command to export them again"
