@@ -261,7 +261,14 @@ def run_ours(run_dir: pathlib.Path) -> dict:
         "backend": jax.default_backend(),
         "config": {
             key: functools.reduce(getattr, key.split("."), config)
-            for key in ("loss.share", "loss.block_size", "batch_size", "layout", "prefetch")
+            for key in (
+                "loss.share",
+                "loss.block_size",
+                "batch_size",
+                "layout",
+                "prefetch",
+                "vectors",
+            )
         },
     }
 

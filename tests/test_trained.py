@@ -9,6 +9,7 @@ Flax model; a folder without a finished run is one line.
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -24,9 +25,10 @@ from flax import nnx
 import w2v_jax
 from w2v_jax import errors, run_folder, settings, trainer
 from w2v_jax.checkpoint import store
-from w2v_jax.configs import tiny
+from w2v_jax.configs import default, tiny
 from w2v_jax.data import vocab
 from w2v_jax.evaluation import keyed_vectors
+from w2v_jax.model import output_layers
 from w2v_jax.run import trained
 from w2v_jax.step import update
 
@@ -47,7 +49,10 @@ def _checkpoint_params(run_dir: pathlib.Path, devices: int = 1) -> dict:
     return store.load(store.folder_in(run_dir), template)[0].params
 
 
-def _assert_loads_the_run(run_dir: pathlib.Path, devices: int = 1) -> trained.Word2Vec:
+def _assert_loads_the_run(
+    run_dir: pathlib.Path, devices: int = 1, summed: bool = False
+) -> trained.Word2Vec:
+    """``summed``: the run exported input + output vectors (``config.vectors``)."""
     module = w2v_jax.load(run_dir)
     assert isinstance(module, nnx.Module) and isinstance(module.embed, nnx.Embed)
     binary = keyed_vectors.load_word2vec(run_dir / "vectors.bin")
@@ -68,8 +73,8 @@ def _assert_loads_the_run(run_dir: pathlib.Path, devices: int = 1) -> trained.Wo
     else:
         assert module.nodes is None
         np.testing.assert_array_equal(module.output.embedding[...], params["out_embed"])
-        # the default config.vectors: each word's input plus output vector, in float32
-        np.testing.assert_array_equal(embedding, params["in_embed"] + params["out_embed"])
+        summed_vectors = params["in_embed"] + params["out_embed"]  # float32, as exported
+        np.testing.assert_array_equal(embedding, summed_vectors if summed else params["in_embed"])
         if "out_bias" in params:
             np.testing.assert_array_equal(module.output_bias[...], params["out_bias"])
     return module
@@ -81,8 +86,9 @@ def test_load_gives_the_exported_vectors_and_the_output_layer(tmp_path, loss):
     config = tiny.get_config()
     config.max_steps, config.loss.name = 20, loss
     config.loss.use_bias = loss == "neg"
+    config.vectors = "input+output"  # tiny's is word2vec's "input"; hs has no output words
     trainer.train_and_evaluate(config, str(tmp_path))
-    module = _assert_loads_the_run(tmp_path)
+    module = _assert_loads_the_run(tmp_path, summed=loss == "neg")
     if loss == "neg":
         assert module.output_bias is not None and module.output_bias.shape == (60,)
         assert np.abs(module.output.embedding[...]).max() > 0  # trained, not the zero init
@@ -150,3 +156,29 @@ def test_the_loaded_embedding_trains_inside_a_downstream_model():
     assert np.flatnonzero(np.any(after != vectors, axis=1)).tolist() == [1, 2]
     np.testing.assert_array_equal(module.output.embedding[...], vectors[::-1])
     assert jax.tree_util.tree_leaves(nnx.state(module.output))
+
+
+def test_config_vectors_of_a_run_before_it_and_a_bad_value(tmp_path):
+    """A run folder written before ``config.vectors`` existed exported its input vectors:
+    it reads back as "input" although today's default sums; a bad value is one line."""
+    stored = default.get_config().to_dict()
+    assert stored.pop("vectors") == "input+output"
+    (tmp_path / run_folder.CONFIG).write_text(json.dumps(stored))
+    assert run_folder.read_config(tmp_path).vectors == "input"
+    (tmp_path / run_folder.CONFIG).write_text(default.get_config().to_json())
+    assert run_folder.read_config(tmp_path).vectors == "input+output"
+    config = default.get_config()
+    config.vectors = "output"
+    with pytest.raises(errors.ConfigError, match=r"^--config.vectors='output' is not allowed"):
+        settings.validate(config)
+
+
+def test_word_vectors_sum_the_output_words_and_skip_the_tree():
+    rng = np.random.default_rng(0)
+    params = {k: rng.normal(size=(5, 3)).astype(np.float32) for k in ("in_embed", "out_embed")}
+    params["node_embed"] = params["out_embed"][:4]
+    got = output_layers.word_vectors(params, "neg", "input+output")
+    np.testing.assert_array_equal(got, params["in_embed"] + params["out_embed"])
+    for loss, vectors in [("neg", "input"), ("hs", "input+output")]:
+        got = output_layers.word_vectors(params, loss, vectors)
+        np.testing.assert_array_equal(got, params["in_embed"])
