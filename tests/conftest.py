@@ -1,14 +1,50 @@
 """Test configuration: float32, strict rank promotion, and the real-data directory."""
 
+import atexit
 import importlib.util
 import os
 import pathlib
+import shutil
+import tempfile
 
 import jax
 import numpy as np
 import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+def _share_compilations() -> None:
+    """Each program compiles once per test run: JAX's persistent compilation cache in
+    JAX_COMPILATION_CACHE_DIR, a fresh folder for this run unless the variable is set
+    (.ci/run sets one for both of its runs), removed at exit by the process that made it.
+
+    Most of a test's time is compiling, and a tiny run's programs compiled again in every
+    test that trains one (a new run jits new functions: JAX's in-memory cache misses) and
+    in every process that starts (xdist's workers, the tests' subprocesses, which inherit
+    the variables). Every program is cached (minimum compile time 0); a size limit turns on
+    the cache's file lock, so that no process reads an entry another is still writing. An
+    entry's key hashes the program, the devices, XLA_FLAGS and the compile options: a hit is
+    the executable that compiling would have produced.
+    """
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        folder = tempfile.mkdtemp(prefix="w2v_jax_compilations_")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = folder
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    if importlib.util.find_spec("filelock"):  # requirements.txt; JAX needs it for the lock
+        os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 << 30))
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs",
+        float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]),
+    )
+    size = os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE")
+    if size:
+        jax.config.update("jax_compilation_cache_max_size", int(size))
+
+
+_share_compilations()
 
 _EXPERIMENTS = pathlib.Path(__file__).resolve().parents[1] / "experiments"
 
