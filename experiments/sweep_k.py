@@ -23,7 +23,6 @@ from ml_collections import config_flags
 
 from w2v_jax import cli
 from w2v_jax.analysis import sweep
-from w2v_jax.point_groups import sweep as point_groups
 
 EXIT_BAD_CONFIG = 125
 MAX_FAILED_STATUS = 124
@@ -80,13 +79,13 @@ def main(argv) -> None:
                 state = "finished" if sweep.is_finished(workdir / point.name) else "to run"
                 print(f"{workdir / point.name}  {state}")
             return
-        run_sweep = point_groups.run_sweep if _GROUP_POINTS.value else sweep.run_sweep
-        result = run_sweep(
+        result = sweep.run_sweep(
             config,
             workdir,
             points,
             retry_failed=_RETRY_FAILED.value,
             make_plots=_PLOTS.value,
+            group_points=_GROUP_POINTS.value,
         )
     except ValueError as e:  # bad --ks/--seeds/--points or an invalid point config
         sys.stderr.write(f"error: {e}\n")

@@ -17,7 +17,6 @@ from w2v_jax import run_folder, trainer
 from w2v_jax.analysis import plots, sweep
 from w2v_jax.checkpoint import store
 from w2v_jax.evaluation import keyed_vectors
-from w2v_jax.point_groups import sweep as point_groups
 from w2v_jax.point_groups import training
 from w2v_jax.run import record
 
@@ -219,7 +218,7 @@ def test_what_may_differ_in_a_group():
     assert training.group_key(_config(**{"parallel.mode": "pmap"})) is None
     configs = [_config(seed=s, **{"loss.k": k}) for k in (2, 3) for s in (0, 1)]
     configs.append(_config(**{"parallel.mode": "mesh"}))
-    assert point_groups.plan(configs) == [[0, 1], [2, 3], [4]]
+    assert training.plan(configs) == [[0, 1], [2, 3], [4]]
 
 
 @pytest.fixture(scope="module")
@@ -267,9 +266,8 @@ def test_sweep_cli_groups_the_seeds(cli_sweep):
     assert record["group"] == ["hs_s0", "hs_s1"]
     _assert_same_vectors(cli_sweep / "neg_k2_s1", cli_sweep / "alone", exact=False)
     before = (cli_sweep / "hs_s0/vectors.bin").stat().st_mtime_ns
-    result = point_groups.run_sweep(
-        _config(), cli_sweep, sweep.parse_points(["neg:2", "hs"], [0, 1]), make_plots=False
-    )
+    points = sweep.parse_points(["neg:2", "hs"], [0, 1])
+    result = sweep.run_sweep(_config(), cli_sweep, points, make_plots=False, group_points=True)
     assert result.trained == 0 and result.failed == 0
     assert (cli_sweep / "hs_s0/vectors.bin").stat().st_mtime_ns == before
 
@@ -320,8 +318,13 @@ def test_a_diverged_group_reports_its_points_as_failed_now(tmp_path, caplog):
 
     points = sweep.parse_points(["neg:2"], [0, 1])
     with caplog.at_level(logging.INFO):
-        result = point_groups.run_sweep(
-            _config(), tmp_path, points, configure=diverge_seed_1, make_plots=False
+        result = sweep.run_sweep(
+            _config(),
+            tmp_path,
+            points,
+            configure=diverge_seed_1,
+            make_plots=False,
+            group_points=True,
         )
     assert (result.trained, result.failed) == (2, 1)
     assert [r["status"] for r in result.rows] == ["ok", "failed"]

@@ -44,6 +44,7 @@ from absl import logging
 from w2v_jax import errors, files, resume, run_folder, settings, trainer
 from w2v_jax.analysis import plots
 from w2v_jax.model import output_layers
+from w2v_jax.point_groups import training
 from w2v_jax.run import claim
 
 # Layers that draw no samples: k does not apply, one point per seed.
@@ -239,6 +240,7 @@ def run_sweep(
     train_fn: TrainFn | None = None,
     retry_failed: bool = True,
     make_plots: bool = True,
+    group_points: bool = False,
 ) -> SweepResult:
     """Runs every point not yet finished, writing the summary after each and plots at the end.
 
@@ -250,6 +252,11 @@ def run_sweep(
       train_fn: the training function; `trainer.train_and_evaluate` by default.
       retry_failed: rerun points whose last attempt failed (False: keep their record).
       make_plots: write the PNGs of `plots.plot_sweep` at the end.
+      group_points: train the points whose configs differ only in
+        `point_groups.training.VMAPPED_FIELDS` (a k-sweep: the seeds of one (loss, k)) as
+        one vmapped program (`training.train_group`; ``train_fn`` unused); each keeps its
+        own folder, and its ``result.json`` names its ``group`` and gives the group's
+        wall time as its own.
 
     Returns:
       A `SweepResult` with the summary rows and the number of failed points.
@@ -265,12 +272,32 @@ def run_sweep(
     points = list(points)
     with open_sweep(base, sweep_dir, points, configure, retry_failed) as (sweep_dir, configs):
         todo = to_train(sweep_dir, points, retry_failed)
-        for i, point in enumerate(todo):
-            point_dir = sweep_dir / point.name
-            logging.info("[%d/%d] %s: training in %s", i + 1, len(todo), point.name, point_dir)
-            run_point(configs[point], point_dir, train_fn)
+        groups = [[i] for i in range(len(todo))]
+        if group_points:
+            groups = training.plan([configs[p] for p in todo])
+        for group in groups:
+            mine = [todo[i] for i in group]
+            dirs = [sweep_dir / p.name for p in mine]
+            names = ", ".join(p.name for p in mine)
+            if len(group) == 1:
+                logging.info("[%d/%d] %s: training in %s", group[0] + 1, len(todo), names, dirs[0])
+                run_point(configs[mine[0]], dirs[0], train_fn)
+            else:
+                logging.info("training %d points as one group: %s", len(group), names)
+                _run_group([configs[p] for p in mine], dirs)
             write_summary(sweep_dir, [summary_row(p, sweep_dir / p.name) for p in points], base)
         return finish(base, sweep_dir, points, len(todo), make_plots)
+
+
+def _run_group(configs: list[ml_collections.ConfigDict], dirs: list[pathlib.Path]) -> None:
+    """Trains one group (`training.train_group`) and writes each point's record."""
+    for point_dir in dirs:
+        clear_result(point_dir)
+    start = time.perf_counter()
+    outcomes = training.train_group(configs, [str(d) for d in dirs])
+    wall, names = time.perf_counter() - start, [d.name for d in dirs]
+    for d, c, o in zip(dirs, configs, outcomes, strict=True):
+        write_result(d, c, o if isinstance(o, Exception) else None, wall, group=names)
 
 
 @contextlib.contextmanager

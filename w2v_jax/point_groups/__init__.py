@@ -1,6 +1,6 @@
 """Point groups: sweep points that share every array shape, trained in one vmapped program.
 
 `training.train_group` trains a group through the trainer's loop (each point in its own
-run folder, as if alone); `sweep.run_sweep` is `analysis.sweep.run_sweep` with the points
-that can share a program in groups.
+run folder, as if alone); `analysis.sweep.run_sweep(..., group_points=True)` plans and
+trains a sweep's groups (`training.plan`).
 """

@@ -80,6 +80,16 @@ def group_key(config: ml_collections.ConfigDict) -> str | None:
     return json.dumps(shared, sort_keys=True, default=str)
 
 
+def plan(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+    """Indices of ``configs`` in groups (first-appearance order); a config that cannot join
+    a group, or has no partner, is a group of one."""
+    groups: dict = {}
+    for i, config in enumerate(configs):
+        key = group_key(config)
+        groups.setdefault(("alone", i) if key is None else key, []).append(i)
+    return list(groups.values())
+
+
 def check_group(configs: Sequence[ml_collections.ConfigDict]) -> None:
     """One-line ValueError unless ``configs`` can train as one group."""
     if not configs:
