@@ -1,26 +1,17 @@
-"""The trainer's periodic evaluation: what can be measured on the current parameters.
+"""The trainer's periodic evaluation: what can be measured on the current parameters
+(every key prefixed ``eval/``; each one's meaning: docs/evaluation.md).
 
-When held-out text exists (PTB's valid split, a corpus's held-out slice, the synthetic
-held-out stream), on the first ``heldout_batches`` held-out batches:
+* held-out text (PTB's valid split, a corpus's held-out slice, the synthetic held-out
+  stream), on its first ``heldout_batches`` batches: ``heldout_loss`` (the training
+  objective, fixed negatives), the exact ``heldout_nll``/``heldout_ppl`` under the full
+  softmax and self-normalisation (``log_z_*``; `likelihood.heldout_nll`);
+* the synthetic corpus: ``kl_truth`` and ``corr_true_logp``/``corr_true_pmi``
+  (`truth_fit`), or for CBOW beyond one left context ``kl_truth_heldout``;
+* English corpora: analogy accuracy and word-similarity correlations of the word vectors
+  a run exports (`config.vectors`), when the evaluation files are found.
 
-* ``heldout_loss``: the training objective (fixed negatives, so evaluations compare);
-* ``heldout_nll``, ``heldout_ppl``: the exact NLL per example and perplexity of the
-  centre word under the model's full softmax (hs: its tree), whatever the loss
-  (`likelihood.heldout_nll`);
-* ``heldout_nll_unnormalised``, ``log_z_mean``, ``log_z_std``, ``log_z_q05`` ...
-  ``log_z_q95``: self-normalisation, the NLL if Z were 1 and the spread of log Z.
-
-On the synthetic corpus (`truth_fit`): ``kl_truth`` (Σ_c π_c KL(p_true(·|c) ‖ model)),
-``corr_true_logp`` and ``corr_true_pmi`` (joint-weighted Pearson of the scores with the
-true log p(w | c) and PMI) for skip-gram and left-only window-1 CBOW; for other CBOW
-settings ``kl_truth_heldout``, the held-out estimate `truth_fit.cbow_kl_heldout` (a
-different quantity with a floor above 0). The PMI-shift and gradient-bias analyses
-(`theory`, `gradient_bias`) are library functions for experiments, not metrics here: they
-cost more than a periodic evaluation should (counting pairs, hundreds of gradient draws).
-
-On English corpora: analogy accuracy and word-similarity correlations of the word
-vectors a run exports (`config.vectors`), when the evaluation files are found. Every key
-is prefixed ``eval/``.
+The PMI-shift and gradient-bias analyses cost more than a periodic evaluation should:
+they are library functions for experiments (`analysis`), not metrics here.
 """
 
 from __future__ import annotations
@@ -38,8 +29,6 @@ from w2v_jax.data import input_pipeline, sources
 from w2v_jax.evaluation import evaluate, keyed_vectors, likelihood, precision, truth_fit
 from w2v_jax.model import output_layers
 from w2v_jax.step import update
-
-_KEYS = ("analogy/total", "analogy/semantic", "analogy/syntactic", "analogy/coverage")
 
 
 def _default_file(name: str) -> str:
@@ -169,8 +158,7 @@ class Evaluator:
         except (OSError, ValueError) as e:  # a broken evaluation file must not stop training
             logging.warning("vector evaluation skipped: %s", e)
             return {}
-        keep = {k: v for k, v in metrics.items() if k in _KEYS or k.endswith("/spearman")}
-        return {f"eval/{k}": v for k, v in keep.items() if v is not None}
+        return {f"eval/{k}": v for k, v in evaluate.headline(metrics).items() if v is not None}
 
     def __call__(self, params) -> dict:
         # The tables go to the device once per evaluation, for the held-out loss and

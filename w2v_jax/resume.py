@@ -9,15 +9,10 @@ one line naming the fields. Only the learning-rate schedule (``epochs``, ``alpha
 ``min_alpha``) may change, and only with ``config.resume_override=True``; the message
 says how the rate jumps.
 
-Checkpoints (`w2v_jax.checkpoint`) are step folders of array pieces under a commit
-marker, saved while training goes on: the loop waits only for the state's copy to host
-memory (`checkpoint.writer`). Each also records its layout (processes, mesh, each array's
-partition), only to say so when a run resumes it on another one: any number of processes
-on any mesh (or one device) reads a checkpoint any other wrote, each process reading only
-the pieces its devices need. All processes agree before training on the newest step
-every one of them can read: a damaged piece of the newest step (missing, cut short, its
-CRC-32 wrong) makes every process fall back to the step before, in one line, with the
-damaged folder kept aside (`store.set_aside`).
+The checkpoints themselves are `w2v_jax.checkpoint`'s. Each also records its layout
+(processes, mesh, each array's partition), only to say so when a run resumes it on
+another one. All processes agree before training on the newest step every one of them
+can read (`Checkpoints.resume`; docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from jax.experimental import multihost_utils
 from w2v_jax import errors, interrupt
 from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.data import vocab
+from w2v_jax.parallel import distributed
 from w2v_jax.step import update
 
 # Config fields a resumed run may change freely: what is logged, evaluated, saved and
@@ -319,10 +315,6 @@ def _step(x) -> int:
     return int(np.asarray(x))
 
 
-# Bytes of the message `_agreed` shares: a corrupt piece's one line fits.
-_MESSAGE_BYTES = 2048
-
-
 def _agreed(read):
     """``(read(), None)`` when ``read()`` succeeded on every process; ``(None, why)`` when
     it raised CorruptCheckpointError on some process (``why``: the first such process and
@@ -341,11 +333,7 @@ def _agreed(read):
             raise error
         return result, None
     kind = "C" if isinstance(error, store.CorruptCheckpointError) else "E"
-    mine = b"" if error is None else (kind + str(error)).encode("utf-8", "replace")
-    buf = np.zeros(_MESSAGE_BYTES, np.uint8)
-    buf[: len(mine)] = np.frombuffer(mine[:_MESSAGE_BYTES], np.uint8)
-    every = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, _MESSAGE_BYTES)
-    failed = [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in every]
+    failed = distributed.gather_lines("" if error is None else kind + str(error))
     other = next((m for m in failed if m.startswith("E")), None)
     if other is not None:
         if error is not None and kind == "E":

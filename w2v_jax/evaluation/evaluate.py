@@ -86,9 +86,14 @@ def score_file(path, analogies_path=None, similarity_paths: Sequence = (), restr
     ``similarity_<file stem>_spearman`` (None where there is nothing to score)."""
     kv = keyed_vectors.load_word2vec(path)
     metrics = evaluate_vectors(kv, analogies_path, similarity_paths, restrict_vocab)
-    out = {f"analogy_{k}": metrics.get(f"analogy/{k}") for k in _HEADLINE}
-    spearman = {k: v for k, v in metrics.items() if k.endswith("/spearman")}
-    return {**out, **{k.replace("/", "_"): v for k, v in spearman.items()}}
+    return {k.replace("/", "_"): v for k, v in headline(metrics).items()}
+
+
+def headline(metrics: dict) -> dict:
+    """What a run logs of `evaluate_vectors`'s ``metrics``: `_HEADLINE` analogy figures
+    (None without analogies) and every ``similarity/<file stem>/spearman``."""
+    out = {f"analogy/{k}": metrics.get(f"analogy/{k}") for k in _HEADLINE}
+    return {**out, **{k: v for k, v in metrics.items() if k.endswith("/spearman")}}
 
 
 def _read(read, path):

@@ -1,26 +1,11 @@
 """Before JAX starts: joining a multi-process run, and XLA:GPU's determinism flag.
 
-`jax.distributed.initialize` from ``config.parallel``; ``XLA_FLAGS`` from
-``config.deterministic``.
-
-JAX's multi-controller runtime runs one Python process per host (or per GPU); every
-process runs the same program, and a ``jit`` over a mesh of all processes' devices is one
-SPMD computation whose collectives cross processes (NCCL on GPUs, ICI on TPUs, Gloo over
-TCP on CPUs). Process 0 hosts the coordinator, a small key-value service the others reach
-at ``parallel.coordinator`` (host:port) to exchange device topologies.
-
-Fields (``configs/default.py``, "parallelism"):
-
-* ``parallel.coordinator``: ``""`` = one process (nothing to join); ``"host:port"``: join
-  the run coordinated there (process 0 binds the port); ``"auto"``: let JAX detect the
-  cluster (a Cloud TPU pod slice, SLURM, Open MPI; `jax.distributed.initialize()`).
-* ``parallel.num_processes`` / ``parallel.process_id``: this process is ``process_id`` of
-  ``num_processes`` (ignored with ``"auto"``).
-* ``parallel.local_devices``: CPU only: devices this process simulates (0 = one).
-* ``parallel.init_timeout_secs``: how long a process waits for all the others to join
-  before it stops with one line.
-* ``deterministic`` (top level): GPUs: add ``--xla_gpu_deterministic_ops=true`` to
-  ``XLA_FLAGS`` (`set_deterministic`), which XLA reads once, when the backend starts.
+`jax.distributed.initialize` from ``config.parallel`` (its fields: ``configs/default.py``,
+"parallelism"); ``XLA_FLAGS`` from ``config.deterministic``. Every process runs the same
+program, and a ``jit`` over a mesh of all processes' devices is one SPMD computation whose
+collectives cross processes (NCCL on GPUs, ICI on TPUs, Gloo over TCP on CPUs). Process 0
+hosts the coordinator, which the others reach at ``parallel.coordinator`` (host:port;
+``"auto"``: JAX detects a Cloud TPU pod slice, SLURM or Open MPI).
 
 `initialize` must run before anything touches a JAX backend; `trainer.train_and_evaluate`
 calls it first. Calling it again with the same settings does nothing.
@@ -37,7 +22,9 @@ import time
 from typing import NamedTuple
 
 import jax
+import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from w2v_jax import errors
 
@@ -284,6 +271,19 @@ def _no_answer(opts: Options, error: BaseException) -> errors.ResourceError:
         f"{opts.init_timeout_secs} ({what}); start all {opts.num_processes} processes with "
         "the same coordinator (process 0 hosts it) or raise the timeout"
     )
+
+
+LINE_BYTES = 2048  # of a line `gather_lines` shares: a one-line error fits
+
+
+def gather_lines(line: str) -> list[str]:
+    """Every process's ``line`` ("" for none), in process order: one all-gather of
+    `LINE_BYTES` per process (a longer line is cut). Every process must call it."""
+    mine = line.encode("utf-8", "replace")[:LINE_BYTES]
+    buf = np.zeros(LINE_BYTES, np.uint8)
+    buf[: len(mine)] = np.frombuffer(mine, np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, LINE_BYTES)
+    return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") for row in every]
 
 
 def is_chief() -> bool:

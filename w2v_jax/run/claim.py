@@ -1,27 +1,18 @@
-"""Who owns a run or sweep folder: an OS lock while a program writes it, a marker after.
+"""Who owns a run or sweep folder: an OS lock while a program writes it, a marker after
+(docs/reliability.md, "Who owns a folder").
 
 * **The lock** (``.w2v_jax.lock``): `hold` takes an exclusive ``fcntl.flock`` on it, with
-  the holder's pid and host written inside, for as long as the run or sweep writes the
-  folder; a second writer is refused in one line naming that pid. The OS drops the lock
-  with its holder's last file descriptor, so a process killed by SIGKILL leaves no lock
-  behind (its file may stay: the next holder locks it again). `Claim.release` removes
-  the file; a writer that locked a file just removed sees its inode gone and tries again.
-  Several processes of one run claim the folder once: process 0 holds the lock and every
-  process learns its outcome (`for_run`).
+  the holder's pid and host inside, while the run or sweep writes the folder; the OS drops
+  it with its holder. `Claim.release` removes the file; a writer that locked a file just
+  removed sees its inode gone and tries again. Several processes of one run claim the
+  folder once, through process 0 (`for_run`).
 * **The marker** (``.w2v_jax.json``: ``{"kind": "run" | "sweep", "w2v_jax": version}``),
-  written with the folder's first file (`mark`), says what wrote the folder: a run's
-  folder is refused to a sweep and the reverse.
+  written with the folder's first file (`mark`): a run's folder is refused to a sweep and
+  the reverse.
 * **Files w2v_jax did not write.** A folder without a marker is taken only when it is empty
-  or holds exactly what an earlier w2v_jax wrote before markers existed: a run's files
-  (`RUN_FILES`) with a ``config.json`` that is a w2v_jax config, or a sweep's summary,
-  plots and run folders. Anything else is refused in one line naming the files, before
-  anything is written, so nothing the user wrote is overwritten. Hidden names (dot files:
-  temporary files, the lock) are not counted; files added to a marked folder are the
-  user's and are left alone.
-
-The lock is advisory and local to one machine's view of the filesystem (``flock`` on NFS
-depends on the mount); every process of a multi-host run reaches the folder through
-process 0's claim.
+  or holds exactly what an earlier w2v_jax wrote before markers existed (`RUN_FILES`, a
+  sweep's `SWEEP_FILES` and run folders); anything else is refused in one line naming the
+  files. Hidden names (the lock, temporary files) are not counted.
 """
 
 from __future__ import annotations
@@ -36,12 +27,11 @@ import time
 from collections.abc import Iterable
 
 import jax
-import numpy as np
-from jax.experimental import multihost_utils
 
 import w2v_jax
 from w2v_jax import errors, files, run_folder
 from w2v_jax.checkpoint import store
+from w2v_jax.parallel import distributed
 from w2v_jax.run import tensorboard
 
 RUN, SWEEP = "run", "sweep"
@@ -57,7 +47,6 @@ RUN_FILES = frozenset(
 # What a sweep writes beside its points' run folders (analysis.sweep, analysis.plots).
 SWEEP_FILES = frozenset({"summary.csv", "summary.json", "plots"})
 _SHOWN = 5  # file names an error lists before "and N more"
-_MESSAGE_BYTES = 2048  # `for_run`'s shared error line
 
 
 class Claim:
@@ -112,8 +101,10 @@ def for_run(workdir: str | os.PathLike, chief: bool) -> Claim:
             held = hold(workdir, RUN)
         except errors.RunFolderError as e:
             error = e
-    if jax.process_count() > 1:
-        error = _shared(error)
+    if jax.process_count() > 1:  # process 0's outcome, on every process
+        line = distributed.gather_lines("" if error is None else str(error))[0]
+        if line and error is None:
+            error = errors.RunFolderError(f"process 0: {line}")
     if error is not None:
         held.release()
         raise error
@@ -282,15 +273,3 @@ def _listed(names: Iterable[str]) -> str:
     names = list(names)
     shown = ", ".join(names[:_SHOWN])
     return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
-
-
-def _shared(error: Exception | None) -> Exception | None:
-    """Process 0's claim error (None: it holds the folder), on every process."""
-    mine = b"" if error is None else str(error).encode("utf-8", "replace")[:_MESSAGE_BYTES]
-    buf = np.zeros(_MESSAGE_BYTES, np.uint8)
-    buf[: len(mine)] = np.frombuffer(mine, np.uint8)
-    got = np.asarray(multihost_utils.broadcast_one_to_all(buf))
-    line = bytes(got.astype(np.uint8)).rstrip(b"\0").decode("utf-8", "replace")
-    if not line:
-        return None
-    return error if error is not None else errors.RunFolderError(f"process 0: {line}")
