@@ -1,15 +1,11 @@
 """Ctrl-C and SIGTERM as a request to stop cleanly: finish the call, save, then stop.
 
-`Catcher` is a context manager the training loop enters: while it is active, the first
-SIGINT or SIGTERM only sets ``requested``; the loop checks it after each call, saves a
-checkpoint and raises `Interrupted`. With several processes the loop first agrees with
-the others on the step (`resume.Checkpoints.agree`: every `resume.AGREE_EVERY` steps
-each process shares its request), so all save the same step and stop; the launcher
-(experiments/launch_local.py) sends SIGTERM to every process. The Catcher's handler
-replaces, while active, the one JAX's preemption notifier installs for SIGTERM (which
-only records the notice, so the run trained on). A second signal restores the default behaviour
-(SIGINT: KeyboardInterrupt at once), so a stuck run can still be stopped. Outside the
-main thread (where Python cannot install handlers) it does nothing.
+While the training loop is inside a `Catcher`, the first SIGINT or SIGTERM only sets
+``requested`` (its handler replaces JAX's preemption notifier's for SIGTERM, which only
+records the notice); the loop saves a checkpoint and raises `Interrupted`, several
+processes at one agreed step (`resume.Checkpoints.agree`). A second signal restores the
+default behaviour, so a stuck run can still be stopped. Outside the main thread it does
+nothing. docs/reliability.md, "Several processes", says how processes stop together.
 """
 
 from __future__ import annotations

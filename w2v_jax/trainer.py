@@ -1,24 +1,14 @@
 """`train_and_evaluate(config, workdir)`: the one function the CLI, sweeps, notebooks and
 tests call. It loads the data, resumes from ``workdir`` if a checkpoint is there, trains
-with the configured step (jit, pmap or mesh), logs progress, evaluates, checkpoints
-atomically and exports the vectors.
+with the configured step (jit, pmap or mesh), logs progress, evaluates, checkpoints and
+exports the vectors. Nothing is written before the config, the corpus, the evaluation
+files and (on resume) the checkpoint's manifest have been checked; a finished run rerun
+with the same settings changes nothing; Ctrl-C or SIGTERM saves and raises
+`interrupt.Interrupted`. Several processes run this same function, and only process 0
+writes the run folder's shared files (docs/training.md, "Several processes").
 
-The run folder's files are `run_folder`'s (``config.json``, ``metrics.jsonl``, the
-exports); the checkpoint, its manifest and resuming are `resume`'s. Nothing is written
-before the config, the corpus, the evaluation files and (on resume) the checkpoint's
-manifest have been checked. A finished run rerun with the same settings changes nothing.
-Ctrl-C or SIGTERM finishes the current call, saves a checkpoint and raises
-`interrupt.Interrupted`.
-
-Several processes (``config.parallel.coordinator``, `distributed`) run this same function:
-each builds the global batches and feeds its devices' rows, all save their checkpoint
-shards, and only process 0 writes the run folder's shared files (config, metrics,
-evaluation, exports). A signal to any of them stops all at the next step they agree on,
-each with its part of one checkpoint.
-
-`open_run` builds a run's host side (`run.host.Run`: resume, learning rates, metrics,
-checkpoints, the final evaluation and exports) and `train_points` is the one loop: it
-trains one run through its runner, or (`point_groups.training`) several runs as one
+`open_run` builds a run's host side (`run.host.Run`) and `train_points` is the one loop:
+it trains one run through its runner, or (`point_groups.training`) several runs as one
 vmapped program.
 """
 

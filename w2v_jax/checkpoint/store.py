@@ -1,34 +1,20 @@
 """The checkpoint on disk: step folders of array pieces under a commit marker, read back
-onto any layout.
+onto any layout (docs/reliability.md, "Checkpoints").
 
 A *piece* is one block of one array of the saved pytree (array ``i`` in
-`jax.tree_util.tree_leaves` order): a device's shard, or the whole array. Each piece is
-written once, by the process holding its ``replica_id == 0`` copy, so a replicated table
-is on disk once however many devices and processes hold it::
+`jax.tree_util.tree_leaves` order): a device's shard, or the whole array, written once,
+by the process holding its ``replica_id == 0`` copy::
 
     checkpoint/step_000000040/leaf_002.0-35000.0-128.npy  rows 0:35000, columns 0:128 of array 2
     checkpoint/step_000000040/process_00001.json          process 1's pieces, once durable
     checkpoint/step_000000040/COMMITTED                   the metadata and every piece, last
 
-Every file is atomic (`files.atomic_file`: temporary name, fsync, rename). Each process
-writes its pieces, then its ``process_i.json`` (each piece's place, shape, dtype, bytes
-and CRC-32); process 0 waits for every process's file of the same save (``session``),
-then writes ``COMMITTED``: the caller's metadata, the arrays' shapes and dtypes, and the
-union of the pieces. Only a step folder with ``COMMITTED`` is a checkpoint: a crash at
-any point before it leaves the previous committed step, which is kept until the next
-one is committed (the newest `KEEP` committed steps stay).
-
-Reading (`read`) needs only ``COMMITTED`` and the pieces. Every piece is first checked
-present and whole (its size), by every process; then each array is built block by block
-in the layout asked for (host NumPy, or `jax.make_array_from_callback` onto any
-sharding), each block from the pieces that overlap it, memory-mapped, so a process reads
-only the pieces its devices need. A piece's CRC-32 is checked the first time a process
-touches it. A checkpoint written by any number of processes on any mesh restores onto
-any other.
-
-Pieces are ``.npy`` files (NumPy reads them without this package). The paths are local
-(or a mounted filesystem that every process sees): `pathlib` and POSIX renames, no
-object-store client (docs/reliability.md).
+Every file is atomic (`files.atomic_file`). Process 0 writes ``COMMITTED`` once every
+process's ``process_i.json`` of the same save (``session``) is there; only a step folder
+with it is a checkpoint, and the newest `KEEP` committed steps stay. `read` checks every
+piece present and whole, then builds each array block by block in the layout asked for,
+memory-mapped (a process reads only the pieces its devices need), checking a piece's
+CRC-32 the first time it touches it. Paths are local (POSIX renames, no object store).
 """
 
 from __future__ import annotations

@@ -1,33 +1,16 @@
 """Saving while training goes on: the host copy on the loop's thread, the write on a
-background thread, at most one save in flight.
+background thread, at most one save in flight (docs/reliability.md, "Checkpoints").
 
-`Writer.save(tree, step, meta)`:
-
-1. waits for the previous save (and raises its error, if it failed);
-2. checks that the state is finite: one on-device reduction per floating-point array
-   (with several processes an all-reduce, so every process gets the same answer). A
-   non-finite state raises FloatingPointError and nothing is written: the checkpoint on
-   disk stays the last good one;
-3. copies to host memory the pieces this process writes: each shard its devices hold
-   with ``replica_id == 0`` (every transfer started first, `copy_to_host_async`). On the
-   CPU backend a device array's host view *is* its buffer, so the piece is copied into a
-   host buffer kept from the previous save (a fresh allocation costs more than the copy);
-   on an accelerator the transfer is the copy. The caller may donate the state's
-   buffers to the next step as soon as `save` returns;
-4. starts a thread that writes the pieces and this process's part (`store.write_part`)
-   and, on process 0, waits for every process's part and commits (`store.commit`). On
-   Linux the thread runs at a lower priority (nice 10): where training keeps every core
-   busy (XLA:CPU) the step keeps them and the write takes what is left.
-
-The loop is blocked only for steps 1-3. `wait` blocks until the save in flight is
-committed (process 0) or written (the others) and raises its error; `close` also frees
-the host buffers. The thread is not a daemon: a program that ends (even on an error)
-finishes the save in flight first. The module function `save` does all of it at once:
-the synchronous reference the asynchronous save is measured and tested against.
-
-A new `Writer` on a folder first waits for a save another writer of this process still
-has in flight there (a run interrupted in a notebook, then rerun: the rerun resumes from
-the checkpoint the interrupt saved, not the one before).
+`Writer.save(tree, step, meta)` waits for the previous save (raising its error), checks
+the state is finite (one on-device reduction per floating-point array; an all-reduce with
+several processes; a non-finite state raises and nothing is written), copies the pieces
+this process writes to host buffers kept from the previous save (on CPU a device array's
+host view *is* its buffer), then starts a thread (nice 10 on Linux, not a daemon) that
+writes them (`store.write_part`) and, on process 0, commits (`store.commit`). The caller
+may donate the state's buffers as soon as `save` returns; `wait` blocks until the save in
+flight is done. The module function `save` does it all at once: the synchronous
+reference. A new `Writer` on a folder first waits for a save another writer of this
+process still has in flight there (a notebook's interrupted run, then rerun).
 """
 
 from __future__ import annotations

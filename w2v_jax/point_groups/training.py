@@ -1,37 +1,15 @@
 """Several runs that share every array shape, trained as one program: `train_group`.
 
-The runs' configs may differ only in `VMAPPED_FIELDS` (seed, learning rates, noise
-exponent, initial accumulator): nothing that changes an array's shape or a static
-`update.StepConfig` field. Their states are stacked along a leading points axis P and one
-jitted ``jax.vmap`` of the trainer's own call (`runners.call_steps`) updates every point
-per call: each point its own parameters,
-optimiser state and RNG key, its own learning rate and, where ``loss.ns_exponent``
-differs, its own noise table (the `output_layers.Constants` stacked as well).
-
-Input (host): each point reads its own batches, from its own pipeline (its ``seed``), so every
-point sees exactly the batches it would see alone. Points whose pipelines are identical
-(same seed, same data position) share one stream, broadcast to every point instead of
-stacked. A point whose stream ends first (subsampling and dynamic windows make epochs of
-different lengths per seed) finishes then; its slot keeps stepping on filler batches
-whose results are discarded.
-
-The loop is the trainer's own (`trainer.train_points`; this module only says how a group
-steps, `_Group`), and everything else is `run.host.Run`'s, per point: resume from its own
-checkpoint (points may stand at different steps), learning rates by words processed,
-``metrics.jsonl``, checkpoints, Ctrl-C, evaluation, the final row and the exports: each
-run folder reads as if the point had trained alone. A point that diverges
-(`run.record.NonFiniteLossError`) or fails otherwise is reported in the result list; the
-others go on.
-
-Equality with separate runs: the vmapped step runs the same operations on each point's
-slice, but XLA compiles batched gathers, scatters and matrix products as other kernels,
-whose float32 sums may round differently: tests/test_point_groups.py checks what
-holds (see docs/training.md, "Sweeps in one program").
-
-Only ``parallel.mode='single'`` in one process trains in a group (`why_alone` names what keeps a
-config out of a group). With ``input.mode='device'`` every point's call draws its batches
-on the device from its own `on_device.Feed` (stacked: P compacted corpora per epoch), and
-points resumed at different steps train as one group per step.
+The runs' configs may differ only in `VMAPPED_FIELDS`. Their states are stacked along a
+leading points axis P and one jitted ``jax.vmap`` of the trainer's own call
+(`runners.call_steps`) updates every point per call, through the trainer's loop
+(`trainer.train_points`; this module only says how a group steps, `_Group`); everything
+else is `run.host.Run`'s, per point, so each run folder reads as if the point had trained
+alone. Each point reads its own batches (shared when the pipelines are identical); one
+whose stream ends first steps on filler batches whose results are discarded. A point that
+fails is reported in the result list; the others go on. Only ``parallel.mode='single'`` in
+one process (`why_alone`). Input, equality with separate runs and limits:
+docs/training.md, "Sweeps in one program".
 
 Shape letters: P points, S steps per call, B batch rows.
 """
