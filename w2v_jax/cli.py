@@ -1,23 +1,13 @@
 """What every command line shares: one-line errors, quiet logs, interrupts.
 
 `run(main)` replaces ``absl.app.run(main)`` in ``w2v_jax.main``, the evaluation CLI and
-``experiments/*.py``:
-
-* a mistake of use (`errors.UserError`: a bad flag or ``--config.*`` field, a config
-  file that is not Python, a corpus or evaluation file, an unusable ``--workdir``, a
-  config that cannot fit in memory, a diverged run) and an ``OSError`` (a path the user
-  gave that cannot be read or written, no network for a download) end with one line
-  ``error: ...`` on stderr and exit status 1 (a program may choose another);
-* running out of memory anyway (``MemoryError``, XLA's ``RESOURCE_EXHAUSTED``) is one
-  line with the sizes in the message (`out_of_memory`);
-* an interrupt (`interrupt.Interrupted`: Ctrl-C or SIGTERM, after the trainer saved its
-  checkpoint) ends with its one-line message and status 130 (SIGINT) or 143 (SIGTERM);
-* anything else is a bug and keeps its traceback, JAX's own ``ValueError`` and
-  ``TypeError`` included (they are not `errors.UserError`). ``--verbose`` or ``W2V_VERBOSE=1``
-  shows the traceback of every error, and the absl prefix on every log line.
-
-Log lines are the bare message (``warning: `` before warnings), without JAX's
-"Unable to initialize backend 'tpu'" probe on machines without a TPU.
+``experiments/*.py``: a mistake of use (`errors.UserError`) or an ``OSError`` ends with one
+line ``error: ...`` and exit status 1 (a program may choose another), running out of
+memory anyway with one line keeping the sizes (`out_of_memory`), an interrupt
+(`interrupt.Interrupted`) with its line and status 130 or 143; anything else is a bug and
+keeps its traceback. ``--verbose`` or ``W2V_VERBOSE=1`` shows every traceback and absl's
+log prefix. Log lines are the bare message (``warning: `` before warnings), without JAX's
+TPU probe. docs/reliability.md, "One-line errors, and tracebacks for bugs".
 """
 
 from __future__ import annotations

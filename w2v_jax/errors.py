@@ -1,25 +1,14 @@
 """The mistakes of use: one `UserError` family, which every command line prints as one line.
 
 A `UserError` says what the user gave (a flag or config field exactly as typed, a path)
-and how to fix it. `cli.run` prints it as ``error: ...`` with no traceback; every other
-exception, JAX's own ``ValueError`` and ``TypeError`` included, is a bug and keeps its
-traceback. Library code raises the subclass that names where the mistake is:
+and how to fix it; library code raises the subclass that names where the mistake is.
+`cli.run` prints it as ``error: ...`` with no traceback; every other exception, JAX's own
+``ValueError`` and ``TypeError`` included, is a bug and keeps its traceback. `UserError`
+subclasses ``ValueError`` (and `DivergenceError` ``FloatingPointError``) so that callers
+catching those keep working (docs/reliability.md, "One family of mistakes").
 
-* `ConfigError`: a config field or flag (``--config.dim``, ``--ks``);
-* `CorpusError`: the corpus (its name, its files, what it holds);
-* `RunFolderError`: ``--workdir`` and what is in it (a checkpoint that cannot resume);
-* `EvaluationFileError`: an analogy or similarity file, a vectors file;
-* `ResourceError`: what the config asks for does not fit (host or device memory), or the
-  processes of a run cannot reach one another;
-* `DivergenceError`: training diverged (NaN, inf, a loss above ``config.max_loss``).
-
-`choice`, `at_least` and `boolean` are the range checks of config fields (`settings`,
-and `distributed` before JAX starts), each a one-line `ConfigError`.
-
-`UserError` subclasses ``ValueError`` so that notebooks and tests that catch
-``ValueError`` (the project's errors before this family) keep working; the CLI tells the
-two apart by the class, never by ``ValueError``. `DivergenceError` is also a
-``FloatingPointError`` for the same reason.
+`choice`, `at_least`, `positive` and `boolean` are the range checks of config fields
+(`settings`, and `distributed` before JAX starts), each a one-line `ConfigError`.
 """
 
 from __future__ import annotations

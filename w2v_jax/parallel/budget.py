@@ -1,26 +1,16 @@
-"""Will the run fit? The bytes a config asks for, estimated before anything is allocated.
+"""Will the run fit? The bytes a config asks for, estimated before anything is allocated
+(docs/reliability.md, "Resources and start-up").
 
 Shape letters: V vocabulary rows, D dim, W window, C context slots (2W, or W with
 ``left_only``; 1 for the pairs layout), B rows a call sends (batch_size x steps_per_call;
 a step takes batch_size of them), K noise samples, M kept tokens in one input chunk.
 
-`estimate` lists what a run holds at its peak, each item with the config fields that set
-its size (as the user types them: ``--config.window``):
-
-* host: the window patterns (``[(W+1)^2, C]`` bool and float32, `windows.make_rows`), one
-  chunk's rows (``[M, C]`` ids, mask and validity, and their shuffled copy), the batches
-  in flight (``[B, C]`` ids and mask, ``prefetch`` + 2 of them), the host copy of the
-  tables (evaluation, export);
-* device: the train state (tables and optimiser state, exact from `jax.eval_shape`: the
-  caller passes `placement.bytes_per_device`) and a step's temporaries, roughly
-  ``3 · batch_size/devices · (C + K + 1) · D`` float32 (the gathered rows, their gradients, the
-  scattered updates).
-
-`check` refuses in one `errors.ResourceError` what exceeds the memory available: the host's
-(`host_available`: ``MemAvailable``, and the address-space limit of ``ulimit -v``) and each
-device's (`placement.free_bytes`); on CPU the devices' memory is the host's, so both sums
-meet one figure. The estimate is deliberately rough (a factor of about two): it exists to
-stop a config that asks for terabytes, not to pack memory tight.
+`estimate` lists what a run holds at its peak on the host and on each device, each item
+with the config fields that set its size (as the user types them: ``--config.window``);
+`check` refuses in one `errors.ResourceError` what exceeds the memory available (the
+host's `host_available`, each device's `placement.free_bytes`; on CPU both sums meet one
+figure). The estimate is rough (a factor of about two): it stops a config that asks for
+terabytes, it does not pack memory tight.
 """
 
 from __future__ import annotations
@@ -89,9 +79,10 @@ def estimate(
     steps_per_call: int = 1,
     devices: int = 1,
 ) -> list[Need]:
-    """The `Need`s of a run (see the module doc). ``num_tokens`` bounds a chunk's M (the
-    corpus may be smaller than a chunk); ``state_bytes`` is one device's share of the train
-    state; a step takes ``rows_per_call / steps_per_call`` rows, shared by ``devices``."""
+    """The `Need`s of a run, host and device (docs/reliability.md). ``num_tokens`` bounds
+    a chunk's M (the corpus may be smaller than a chunk); ``state_bytes`` is one device's
+    share of the train state; a step takes ``rows_per_call / steps_per_call`` rows, shared
+    by ``devices``."""
     w, slots = int(window), int(window) * (1 if left_only else 2)
     m = min(CHUNK_TOKENS, max(int(num_tokens), 1))
     patterns = (w + 1) * (1 if left_only else (w + 1)) * slots * 5  # bool + float32
