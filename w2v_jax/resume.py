@@ -85,15 +85,12 @@ def manifest(config: dict, train_vocab: vocab.Vocab, train_tokens: int) -> dict:
     return json.loads(json.dumps(fields))  # as it reads back from the checkpoint
 
 
-def check(where, stored: dict | None, current: dict, override: bool, lr_note: str) -> None:
+def check(where, stored: dict, current: dict, override: bool, lr_note: str) -> None:
     """Raises ResumeMismatch (one line) unless ``current`` may resume ``stored``.
 
     Fields in only one of them (added to the config since) are not compared. A schedule
     field may differ when ``override``; ``lr_note`` says what that does to the rate.
     """
-    if stored is None:
-        logging.warning("%s has no manifest (an older version wrote it): not checked", where)
-        return
     differ = [k for k in sorted(stored.keys() & current.keys()) if stored[k] != current[k]]
     show = lambda x: f"{x:g}" if isinstance(x, float) else repr(x)  # noqa: E731  (5.0: 5)
     what = "; ".join(f"{k} {show(stored[k])} -> {show(current[k])}" for k in differ)
@@ -112,15 +109,11 @@ def check(where, stored: dict | None, current: dict, override: bool, lr_note: st
         logging.warning("resuming with a new schedule (%s): %s", what, lr_note)
 
 
-def _lr_note(stored: dict, current: dict, tokens: int, stored_planned, planned: int) -> str:
+def _lr_note(stored: dict, current: dict, tokens: int, stored_planned: int, planned: int) -> str:
     """How the learning rate changes at the resume point when the schedule changes."""
-    if stored_planned is None:  # an older checkpoint: the plan scales with the epochs
-        stored_planned = planned * stored.get("epochs", 1) / max(current.get("epochs", 1), 1)
 
     def rate(fields, plan) -> float:
-        alpha, min_alpha = fields.get("optimizer.alpha"), fields.get("optimizer.min_alpha")
-        if alpha is None or min_alpha is None:
-            return float("nan")
+        alpha, min_alpha = fields["optimizer.alpha"], fields["optimizer.min_alpha"]
         return float(update.learning_rate(alpha, min_alpha, tokens / max(plan, 1)))
 
     return (
@@ -218,15 +211,13 @@ class Checkpoints:
     def _read(self, found, template, override: bool):
         """``(meta, state)`` of the step folder ``found``, once its manifest is checked."""
         meta = store.read_meta(found)
-        stored = meta.get("manifest")
-        note = _lr_note(
-            stored or {}, self.manifest, meta["tokens"], meta.get("planned"), self.planned
-        )
+        stored = meta["manifest"]  # format 2 always holds it, the plan and the layout
+        note = _lr_note(stored, self.manifest, meta["tokens"], meta["planned"], self.planned)
         check(self.path.parent, stored, self.manifest, override, note)
-        if meta.get("layout") != self.layout:
+        if meta["layout"] != self.layout:
             logging.info(
                 "resharding step %d: written by %s, read by %s",
-                meta["step"], describe(meta.get("layout")), describe(self.layout),
+                meta["step"], describe(meta["layout"]), describe(self.layout),
             )  # fmt: skip
         return meta, store.read(found, meta, template, self.shardings)
 
@@ -359,10 +350,8 @@ def layout(shardings) -> dict:
     }
 
 
-def describe(layout: dict | None) -> str:
+def describe(layout: dict) -> str:
     """``layout`` in words, for log lines and errors."""
-    if not layout:
-        return "an unknown layout"
     processes = f"{layout['processes']} process{'es' if layout['processes'] > 1 else ''}"
     if not layout.get("mesh"):
         return f"{processes} holding whole arrays"

@@ -66,7 +66,9 @@ def read_config(run_dir: str | os.PathLike) -> ml_collections.ConfigDict:
     default is not that behaviour, `_ADDED`'s value)."""
     path = pathlib.Path(run_dir) / CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; pass a folder written by w2v_jax.main")
+        raise errors.RunFolderError(
+            f"{run_dir} is not a w2v_jax run folder (no {CONFIG}); pass the --workdir of a run"
+        )
     stored = {**_ADDED, **json.loads(path.read_text())}
     return ml_collections.ConfigDict(_merge(default.get_config().to_dict(), stored))
 
@@ -103,7 +105,8 @@ def prepare(workdir: str | os.PathLike) -> pathlib.Path:
     return workdir
 
 
-def _not_writable(workdir, error: OSError) -> errors.RunFolderError:
+def not_writable(workdir, error: OSError) -> errors.RunFolderError:
+    """The one line for a ``--workdir`` that cannot be written."""
     return errors.RunFolderError(
         f"--workdir={workdir} is not writable ({error.strerror}); pass a folder you can write to"
     )
@@ -116,7 +119,7 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
             pathlib.Path(workdir) / CONFIG, config.to_json_best_effort(indent=2) + "\n"
         )
     except OSError as e:
-        raise _not_writable(workdir, e) from None
+        raise not_writable(workdir, e) from None
 
 
 class MetricsLog:

@@ -54,7 +54,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     try:
         run = open_run(config, workdir)
         with run.owner:  # the folder is this run's until it returns or raises
-            return run.done if run.done is not None else _train(run)
+            if run.done is not None:
+                return run.done
+            state, run.state = run.state, None  # in the runner's layout; the loop owns it
+            return train_points([run], _Alone(run), state)[0]
     except BaseException as e:
         if jax.process_count() > 1 and not isinstance(e, interrupt.Interrupted):
             interrupt.exit_without_peers()  # the peers learn at once: no 300 s barrier
@@ -62,13 +65,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if lost is None:
             raise
         raise lost from None
-
-
-def _train(run: host.Run) -> dict:
-    """`train_and_evaluate`'s loop, from where ``run`` stands to its end."""
-    state, run.state = run.state, None  # already in the runner's layout; the loop owns it
-    (result,) = train_points([run], _Alone(run), state)
-    return result
 
 
 class _Alone:

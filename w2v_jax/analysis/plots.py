@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 from matplotlib import figure
 
+from w2v_jax import files
 from w2v_jax.analysis import style
 
 SUMMARY_JSON = "summary.json"
@@ -58,8 +59,7 @@ def read_curves(sweep_dir: str | os.PathLike, rows: Sequence[dict]) -> dict[str,
         path = pathlib.Path(sweep_dir) / row["point"] / "metrics.jsonl"
         if not path.exists():
             continue
-        logged = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        curves[row["point"]] = _add_seconds(logged)
+        curves[row["point"]] = _add_seconds(files.read_jsonl(path))
     return curves
 
 

@@ -214,18 +214,6 @@ def write_result(point_dir: pathlib.Path, config, error, wall_s: float, **more) 
     return record
 
 
-def to_train(sweep_dir: pathlib.Path, points: Sequence[Point], retry_failed: bool) -> list:
-    """The points left to train: not finished, nor failed unless ``retry_failed``; logs
-    the others as skipped."""
-    todo = []
-    for point in points:
-        if _kept(sweep_dir / point.name, retry_failed):
-            logging.info("%s kept (%s before), skipped", point.name, status(sweep_dir / point.name))
-        else:
-            todo.append(point)
-    return todo
-
-
 def _kept(point_dir: pathlib.Path, retry_failed: bool) -> bool:
     """Whether the sweep keeps a point as it is: finished, or failed and not retried."""
     return is_finished(point_dir) or (status(point_dir) == "failed" and not retry_failed)
@@ -271,7 +259,9 @@ def run_sweep(
     train_fn = train_fn or trainer.train_and_evaluate
     points = list(points)
     with open_sweep(base, sweep_dir, points, configure, retry_failed) as (sweep_dir, configs):
-        todo = to_train(sweep_dir, points, retry_failed)
+        todo = [p for p in points if not _kept(sweep_dir / p.name, retry_failed)]
+        for point in (p for p in points if p not in todo):
+            logging.info("%s kept (%s before), skipped", point.name, status(sweep_dir / point.name))
         groups = [[i] for i in range(len(todo))]
         if group_points:
             groups = training.plan([configs[p] for p in todo])
@@ -387,7 +377,9 @@ def summary_row(point: Point, point_dir: str | os.PathLike) -> dict:
     """
     point_dir = pathlib.Path(point_dir)
     result = _read_json(point_dir / RESULT_FILE)
-    last = _last_values(point_dir / "metrics.jsonl")
+    last = {}  # the last value of every key in its metrics.jsonl
+    for logged in files.read_jsonl(point_dir / "metrics.jsonl"):
+        last.update(logged)
     row = {column: None for column in COLUMNS}
     row.update(point=point.name, loss=point.loss, k=point.k, seed=point.seed)
     row["status"] = result.get("status", "pending")
@@ -397,17 +389,12 @@ def summary_row(point: Point, point_dir: str | os.PathLike) -> dict:
     row["train_loss"] = last.get("train/loss")
     for key, value in last.items():
         if key.startswith("eval/"):
-            row[column_name(key)] = value
+            row[key.removeprefix("eval/").replace("/", "_")] = value  # analogy_total
     nll = row.get("heldout_nll_unnormalised")
     if nll is not None and math.isfinite(nll):
         row["heldout_ppl_unnormalised"] = math.exp(min(nll, 700.0))
     row["error"] = result.get("error")
-    return {k: _clean(v) for k, v in row.items()}
-
-
-def column_name(key: str) -> str:
-    """``eval/analogy/total`` -> ``analogy_total``: the summary column of a metric key."""
-    return key.removeprefix("eval/").replace("/", "_")
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 def write_summary(
@@ -431,23 +418,9 @@ def write_summary(
     files.write_json(sweep_dir / plots.SUMMARY_JSON, payload, indent=2)
 
 
-def _last_values(path: pathlib.Path) -> dict:
-    """The last value of every key in a metrics.jsonl (empty if there is none)."""
-    last = {}
-    for row in files.read_jsonl(path):
-        last.update(row)
-    return last
-
-
 def status(point_dir: pathlib.Path) -> str | None:
     """The ``status`` in a point's ``result.json`` (None without one)."""
     return _read_json(point_dir / RESULT_FILE).get("status")
-
-
-def _clean(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _read_json(path: pathlib.Path) -> dict:

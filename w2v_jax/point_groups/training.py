@@ -96,11 +96,6 @@ def point(tree, index: int):
     return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def _host_stack(batches: Sequence) -> tuple:
-    """Host batches [rows, ...] stacked [P, rows, ...]."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
-
-
 class _FeedStack:
     """Stacks the points' `on_device.Feed`s, once per change: a feed's arrays (the data key,
     the epochs' compacted corpora) stay the same objects from call to call within an epoch,
@@ -238,7 +233,10 @@ class _Group:
             batch = filler
         else:
             batches = [calls[s][0].batch if s in lrs else filler for s in range(self.points)]
-            batch = self.stack_feeds(batches) if self.device else _host_stack(batches)
+            if self.device:
+                batch = self.stack_feeds(batches)
+            else:  # host batches [rows, ...] stacked [P, rows, ...]
+                batch = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
         return self.call(state, batch, self.aux, lr)
 
     def host_state(self, state, s: int) -> update.TrainState:

@@ -142,9 +142,7 @@ def _lock(folder: pathlib.Path, kind: str) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise errors.RunFolderError(
-                f"--workdir={folder} is not writable ({e.strerror}); pass a folder you can write to"
-            ) from None
+            raise run_folder.not_writable(folder, e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -210,7 +208,7 @@ def _check(folder: pathlib.Path, kind: str) -> None:
     if kind == RUN:
         if set(names) <= RUN_FILES and _is_config(folder / run_folder.CONFIG):
             return  # a run folder written before markers existed
-        if _looks_like_sweep(folder, names):
+        if any(n in SWEEP_FILES for n in names) and all(_sweep_entry(folder / n) for n in names):
             raise errors.RunFolderError(
                 f"--workdir={folder} is a sweep's folder ({_listed(names)}); pass one of "
                 "its point folders to resume that point, or a new folder for this run"
@@ -263,10 +261,6 @@ def _sweep_entry(path: pathlib.Path) -> bool:
     return inside <= RUN_FILES and (
         _is_config(path / run_folder.CONFIG) or run_folder.CONFIG not in inside
     )
-
-
-def _looks_like_sweep(folder: pathlib.Path, names: list[str]) -> bool:
-    return any(n in SWEEP_FILES for n in names) and all(_sweep_entry(folder / n) for n in names)
 
 
 def _listed(names: Iterable[str]) -> str:

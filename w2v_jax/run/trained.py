@@ -100,11 +100,7 @@ def load(run_dir: str | os.PathLike) -> Word2Vec:
         hold the exported vectors' step (one line each).
     """
     run_dir = pathlib.Path(run_dir)
-    if not (run_dir / run_folder.CONFIG).is_file():
-        raise errors.RunFolderError(
-            f"{run_dir} is not a w2v_jax run folder (no {run_folder.CONFIG}); pass the "
-            "--workdir of a run"
-        )
+    config = run_folder.read_config(run_dir)  # one line if it is not a run folder
     vectors_path, vocab_path = run_dir / run_folder.EXPORTS[1], run_dir / run_folder.EXPORTS[2]
     if not (vectors_path.is_file() and vocab_path.is_file()):
         raise errors.RunFolderError(
@@ -119,7 +115,6 @@ def load(run_dir: str | os.PathLike) -> Word2Vec:
             f"{run_dir}: {vectors_path.name} and {vocab_path.name} list other words; "
             "rerun the run's command to export them again"
         )
-    config = run_folder.read_config(run_dir)
     layer = output_layers.get(config.loss.name)
     params = _final_params(run_dir, config, len(words), kv.vectors)
     if params is None:
