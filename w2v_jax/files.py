@@ -1,16 +1,10 @@
 """Crash-safe files: one atomic writer (text, bytes or a file object) and JSON lines.
 
-Every file a run, a sweep or the corpus cache writes goes through `atomic_file`: the
-data go to a new temporary file beside the target (so on the same filesystem), are
-flushed and fsynced, and `os.replace` gives it the target's name in one step (atomic on
-POSIX), then the folder is fsynced so the rename survives a power cut. A crash at any
-point leaves either the old file or the new one, never a mix. The temporary file is
-created with ``open(..., "x")``, so it gets the usual permissions (the umask), like any
-other file the program writes.
-
-``metrics.jsonl`` is appended one line at a time instead (`append_jsonl`); a crash in
-the middle of an append leaves a partial last line, which `read_jsonl` drops with a
-warning.
+Every file a run, a sweep or the corpus cache writes goes through `atomic_file`: a new
+temporary file beside the target, flushed and fsynced, then `os.replace` (atomic on POSIX)
+and an fsync of the folder, so a crash leaves the old file or the new one, never a mix.
+``metrics.jsonl`` is appended one line at a time instead (`append_jsonl`); a last line
+cut short by a crash is dropped by `read_jsonl` with a warning.
 """
 
 from __future__ import annotations

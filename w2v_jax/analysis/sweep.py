@@ -1,22 +1,16 @@
 """Sweeps of `trainer.train_and_evaluate` over (loss, k, seed): resumable, fault-tolerant.
 
-Each point trains in its own folder ``DIR/<loss>_k<k>_s<seed>/``; the reference losses
-(softmax and hs, whose cost does not depend on k) run once per seed as ``DIR/<loss>_s<seed>/``.
-After each point the sweep writes ``DIR/summary.csv`` and ``DIR/summary.json`` (one row
-per point, pending ones included), and at the end the plots of `plots.plot_sweep`.
-
-* A point is *finished* when its ``result.json`` says ``"status": "ok"`` and its
-  ``vectors.bin`` exists (when the config exports): a rerun skips it.
-* A point without that marker is run again in the same folder, so an interrupted one
-  resumes from its checkpoint.
-* The sweep's folder is its own while it runs (`claim`: a lock, and a marker saying it is
-  a sweep's), and a rerun keeps finished points only if they were made with the settings
-  given now: a changed config stops it in one line before anything is trained
-  (`open_sweep`), so ``summary.json`` never pairs a config with rows it did not produce.
-* A point that raises (any ``Exception``: `record.NonFiniteLossError`, a missing file,
-  a bug) is recorded, with the traceback in ``error.txt`` and the one-line error in its
-  ``result.json`` and the summary, and the sweep goes on. A rerun retries it unless
-  ``retry_failed=False``.
+Each point trains in its own folder ``DIR/<loss>_k<k>_s<seed>/`` (the reference losses,
+which have no k, once per seed as ``DIR/<loss>_s<seed>/``), alone or with the points that
+share every shape in one program (``group_points``). After each point the sweep writes
+``DIR/summary.csv`` and ``DIR/summary.json`` (one row per point, pending ones included),
+and at the end the plots of `plots.plot_sweep`. A point whose ``result.json`` says
+``"status": "ok"`` (and whose vectors exist) is skipped by a rerun; any other resumes in
+its folder. A point that raises any ``Exception`` is recorded (traceback in
+``error.txt``, the one-line error in ``result.json`` and the summary) and the sweep goes
+on. The folder is claimed while the sweep runs (`claim`), and a rerun refuses, before
+training anything, points it would keep that were made with other settings
+(`open_sweep`; docs/reliability.md, "True records").
 
 Typical use (the CLI is ``experiments/sweep_k.py``)::
 
