@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from w2v_jax import evaluator, progress, run_folder, settings, trainer
+from w2v_jax import evaluator, run_folder, settings, trainer
 from w2v_jax.configs import gpu, tiny, tpu
 from w2v_jax.data import input_pipeline, sources
 from w2v_jax.model import output_layers
@@ -136,7 +136,7 @@ def _flush_both(losses, sizes, ns=None, group=None, max_loss=5.0):
     pending = [(m, n, group) for m, n in zip(calls, ns, strict=True)]
     results = []
     for impl in ("new", "reference"):
-        guard = progress.LossGuard(max_loss)
+        guard = record.LossGuard(max_loss)
         step = 100 + sum(ns)
         metrics = record.Record(guard, pending=list(pending))
         try:
@@ -176,7 +176,7 @@ def test_flush_fetches_every_pending_call_at_once(monkeypatch):
     monkeypatch.setattr(
         jax, "device_get", lambda x: fetched.append(len(jax.tree_util.tree_leaves(x))) or real(x)
     )
-    metrics = record.Record(progress.LossGuard(5.0), pending=[(m, 4, None) for m in calls])
+    metrics = record.Record(record.LossGuard(5.0), pending=[(m, 4, None) for m in calls])
     metrics.flush(64, "ckpt")
     assert fetched == [4 * 16]  # one device_get: every call's 4 metrics copied together
     assert metrics.flush(64, "ckpt") == {}  # nothing pending: nothing fetched

@@ -32,7 +32,7 @@ import pytest
 from absl import logging
 from conftest import cpu_bitwise, tiny_config
 
-from w2v_jax import files, interrupt, progress, resume, run_folder, trainer
+from w2v_jax import files, interrupt, resume, run_folder, trainer
 from w2v_jax.checkpoint import schedule, store, writer
 from w2v_jax.evaluation import keyed_vectors
 from w2v_jax.run import record
@@ -163,12 +163,12 @@ def test_checkpoint_schedule_by_steps_and_by_wall_time():
 
 def test_loss_guard_is_relative_to_the_first_step():
     k = 2000  # negative sampling starts near (k + 1) ln 2 = 1387 nats per example
-    guard = progress.LossGuard(max_loss=1000.0)
+    guard = record.LossGuard(max_loss=1000.0)
     assert guard.problem(True, (k + 1) * np.log(2)) is None
     assert guard.problem(True, 2300.0) is None
     assert "diverged" in guard.problem(True, 2400.0)
     assert guard.problem(False, 1.0) == "non-finite"
-    assert progress.LossGuard(0.0).problem(True, 1e30) is None  # 0: only non-finite stops
+    assert record.LossGuard(0.0).problem(True, 1e30) is None  # 0: only non-finite stops
 
 
 # ---- bad runs: refused before training, one line, nothing written ---------------------
@@ -390,7 +390,7 @@ def sigint_run(tmp_path_factory) -> SigintRun:
     root = tmp_path_factory.mktemp("sigint")
     clean, cut = root / "clean", root / "cut"
     trainer.train_and_evaluate(tiny_config(), str(clean))
-    update = progress.Meter.update
+    update = record.Meter.update
 
     def interrupted_at_step_30(self, tokens, epoch):
         update(self, tokens, epoch)
@@ -400,7 +400,7 @@ def sigint_run(tmp_path_factory) -> SigintRun:
 
     error = None
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(progress.Meter, "update", interrupted_at_step_30)
+        patch.setattr(record.Meter, "update", interrupted_at_step_30)
         try:
             trainer.train_and_evaluate(tiny_config(), str(cut))
         except interrupt.Interrupted as e:

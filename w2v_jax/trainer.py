@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
-from w2v_jax import evaluator, interrupt, progress, resume, run_folder, settings
+from w2v_jax import evaluator, interrupt, resume, run_folder, settings
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers, word2vec
 from w2v_jax.parallel import budget, distributed, host_memory, placement
@@ -240,12 +240,12 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
         shardings=None if runner is None else runner.shardings,
     )  # fmt: skip
     position, tokens_done = input_pipeline.Position(0, 0), 0
-    guard = progress.LossGuard(loop.max_loss)
+    guard = record.LossGuard(loop.max_loss)
     resumed = checkpoints.resume(abstract, loop.resume_override)
     if resumed is not None:
         state = resumed.state
         position, tokens_done = _resume_position(run, corpus, resumed)
-        guard = progress.LossGuard(loop.max_loss, resumed.initial_loss)
+        guard = record.LossGuard(loop.max_loss, resumed.initial_loss)
         state = state if runner is None else runner.put_state(state)
     else:  # born in the runner's layout: each device computes its own shard or replica
         if chief and (workdir / run_folder.CONFIG).exists() and not checkpoints.damaged:
@@ -278,7 +278,7 @@ def _open(config, run: settings.Settings, workdir: pathlib.Path, with_runner, da
         if chief
         else host.NoLog()
     )
-    out.meter = progress.Meter(planned, tokens_done, total_epochs=loop.epochs)
+    out.meter = record.Meter(planned, tokens_done, total_epochs=loop.epochs)
     return out
 
 

@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from w2v_jax import progress, resume, run_folder, settings
+from w2v_jax import resume, run_folder, settings
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers
 from w2v_jax.run import claim, record
@@ -59,7 +59,7 @@ class Run:
     record: record.Record
     checkpoints: resume.Checkpoints
     metrics_log: run_folder.MetricsLog | NoLog | None = None
-    meter: progress.Meter | None = None
+    meter: record.Meter | None = None
     done: dict | None = None  # the result of a run that was finished before: nothing to do
     owner: claim.Claim = claim.NOT_HELD  # the folder's lock, held until the run ends
     # A resumed run writes config.json only once a checkpoint under its settings commits:
