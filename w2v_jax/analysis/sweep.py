@@ -36,7 +36,7 @@ import ml_collections
 from absl import logging
 
 from w2v_jax import errors, files, resume, run_folder, settings, trainer
-from w2v_jax.analysis import plots
+from w2v_jax.analysis import plots, style
 from w2v_jax.model import output_layers
 from w2v_jax.point_groups import training
 from w2v_jax.run import claim
@@ -379,11 +379,9 @@ def summary_row(point: Point, point_dir: str | os.PathLike) -> dict:
     row["status"] = result.get("status", "pending")
     row["steps"] = last.get("step")
     row["wall_s"] = result.get("wall_s")
-    row["words_per_s"] = last.get("train/words_per_s")
-    row["train_loss"] = last.get("train/loss")
     for key, value in last.items():
-        if key.startswith("eval/"):
-            row[key.removeprefix("eval/").replace("/", "_")] = value  # analogy_total
+        if key.startswith("eval/") or key in ("train/loss", "train/words_per_s"):
+            row[style.column(key)] = value  # eval/analogy/total: analogy_total
     nll = row.get("heldout_nll_unnormalised")
     if nll is not None and math.isfinite(nll):
         row["heldout_ppl_unnormalised"] = math.exp(min(nll, 700.0))

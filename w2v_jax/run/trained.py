@@ -1,28 +1,18 @@
-"""A finished run as a Flax NNX module: ``w2v_jax.load(run_dir)``.
+"""A finished run as a Flax NNX module: ``w2v_jax.load(run_dir)`` (docs/evaluation.md,
+"In a Flax model").
 
 Shape letters: V vocabulary size, D embedding dim.
 
 `load` returns a `Word2Vec` module whose ``embed`` (`nnx.Embed` [V, D]) holds the run's
-exported word vectors (``vectors.bin``: the input vectors, or input plus output with
-``config.vectors="input+output"``, the default) in the order of ``vocab`` (the words, most
-frequent first, as ``vocab.tsv``), ready to be the embedding layer of a downstream Flax
-model (take ``module.embed`` into it and fine-tune or freeze it as any `nnx.Embed`).
-The model's own tables come from the run's final checkpoint, which holds the same step:
-
-  * ``inputs`` (`nnx.Embed` [V, D]): the input vectors ``in_embed`` (``embed``'s values
-    when the run exported its input vectors);
-  * softmax, sampled softmax, NCE, negative sampling: ``output`` (`nnx.Embed` [V, D], one
-    output vector per word, same ids) and ``output_bias`` (`nnx.Param` [V]) when the run
-    trained biases; ``output.attend(h)`` gives the scores h·u_w [..., V];
-  * hierarchical softmax: ``nodes`` (`nnx.Embed` [V-1, D]), the Huffman tree's inner-node
-    vectors, indexed by node (word2vec's ``points``), not by word; ``output`` is None,
-    since no vector per word exists to put there.
-
-A run folder whose checkpoint was deleted loads its exported vectors only (``inputs``,
-``output`` and ``nodes`` None, with a warning). The training step itself stays on plain pytrees
-(docs/architecture.md says why); this module is the way out to Flax.
-
-Imports `run_folder`, `settings`, `checkpoint.store` and the model, never the trainer.
+exported word vectors (``vectors.bin``: input plus output vectors by default, the input
+vectors with ``config.vectors="input"``) in the order of ``vocab``, ready to be the
+embedding layer of a downstream Flax model. The model's own tables come from the run's
+final checkpoint, which holds the same step: ``inputs`` (`nnx.Embed` [V, D], ``in_embed``),
+``output`` (`nnx.Embed` [V, D]; ``output.attend(h)`` gives the scores h·u_w [..., V]) and
+``output_bias`` (`nnx.Param` [V]); for hierarchical softmax ``nodes`` (`nnx.Embed`
+[V-1, D], indexed by node, word2vec's ``points``) and no ``output``. Without a checkpoint
+only the exported vectors load (with a warning). The training step itself stays on plain
+pytrees (docs/architecture.md says why).
 """
 
 from __future__ import annotations
