@@ -93,7 +93,7 @@ def test_repeated_word_keeps_first_row(tmp_path):
 
 def test_helpers():
     kv = keyed_vectors.create(["Paris", "paris", "x"], [[3, 4], [1, 0], [0, 0]], counts=[5, 3, 1])
-    assert keyed_vectors.lowercase_index(kv.words) == {"paris": 0, "x": 2}
+    assert keyed_vectors.word_index(kv.words, lower=True) == {"paris": 0, "x": 2}
     assert keyed_vectors.word_index(kv.words)["paris"] == 1
     np.testing.assert_allclose(
         keyed_vectors.unit_rows(kv.vectors), [[0.6, 0.8], [1, 0], [0, 0]], rtol=1e-6

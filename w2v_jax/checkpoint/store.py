@@ -219,7 +219,7 @@ def set_aside(found: pathlib.Path, aside: pathlib.Path | None = None) -> pathlib
 # ---- reading --------------------------------------------------------------------------
 
 
-def _damaged(path: pathlib.Path, found: pathlib.Path, why: str) -> CorruptCheckpointError:
+def _damaged(path: pathlib.Path, why: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(f"{path} is damaged ({why})")
 
 
@@ -236,7 +236,7 @@ def read_meta(found: str | os.PathLike) -> dict:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         why = f"{type(e).__name__}: {' '.join(str(e).split())[:100]}"
-        raise _damaged(path, found, why) from None
+        raise _damaged(path, why) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise errors.RunFolderError(
             f"{found} was written by an older w2v_jax (one .npz per process); resume it with "
@@ -276,9 +276,9 @@ def check(found: pathlib.Path, meta: dict, template) -> list[list[dict]]:
         try:
             size = path.stat().st_size
         except OSError:
-            raise _damaged(path, found, "the file is missing") from None
+            raise _damaged(path, "the file is missing") from None
         if size != piece["bytes"]:
-            raise _damaged(path, found, f"{size} bytes, {piece['bytes']} written")
+            raise _damaged(path, f"{size} bytes, {piece['bytes']} written")
         by_leaf[piece["leaf"]].append(piece)
     for i, (pieces, saved) in enumerate(zip(by_leaf, arrays, strict=True)):
         shape = saved["shape"]
@@ -289,7 +289,7 @@ def check(found: pathlib.Path, meta: dict, template) -> list[list[dict]]:
             for a, n, dim in zip(p["start"], p["shape"], shape, strict=True)
         )
         if volume != int(np.prod(shape, dtype=np.int64)) or not inside:
-            raise _damaged(found / COMMITTED, found, f"its pieces do not cover array {i}")
+            raise _damaged(found / COMMITTED, f"its pieces do not cover array {i}")
     return by_leaf
 
 
@@ -307,15 +307,15 @@ class _Pieces:
                 mmap = "r" if piece["shape"] else None  # NumPy maps a 0-d array as [1]
                 data = np.load(path, mmap_mode=mmap, allow_pickle=False)
             except (OSError, ValueError, EOFError) as e:
-                raise _damaged(path, self.found, f"{type(e).__name__}: {e}") from None
+                raise _damaged(path, f"{type(e).__name__}: {e}") from None
             if list(data.shape) != piece["shape"] or data.dtype.str != piece["dtype"]:
-                raise _damaged(path, self.found, f"holds {data.dtype}{list(data.shape)}")
+                raise _damaged(path, f"holds {data.dtype}{list(data.shape)}")
             raw = memoryview(np.asarray(data).reshape(-1).view(np.uint8))
             crc = 0
             for at in range(0, len(raw), _CHUNK):
                 crc = zlib.crc32(raw[at : at + _CHUNK], crc)
             if crc != piece["crc32"]:
-                raise _damaged(path, self.found, "its CRC-32 differs from the one written")
+                raise _damaged(path, "its CRC-32 differs from the one written")
             self.open[name] = data
         return self.open[name]
 

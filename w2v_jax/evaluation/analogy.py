@@ -235,7 +235,7 @@ def question_outcomes(
         )
 
     cap = len(words) if restrict_vocab is None else min(restrict_vocab, len(words))
-    lower = keyed_vectors.lowercase_index(words[:cap])
+    lower = keyed_vectors.word_index(words[:cap], lower=True)
     rows = np.fromiter(lower.values(), dtype=np.int64, count=len(lower))  # [V]
     column = {word: i for i, word in enumerate(lower)}  # lowercased word -> candidate column
     num_questions = len(questions.questions)

@@ -73,7 +73,7 @@ def similarity_by_band(
 ) -> list[BandScore]:
     """Spearman ρ of the in-vocabulary ``pairs`` [P], grouped by the rarer word's rank
     (lookup as `similarity.similarity_spearman`); NaN for a band under ``min_pairs``."""
-    index = keyed_vectors.lowercase_index(words)
+    index = keyed_vectors.word_index(words, lower=True)
     rarer, kept = [], []
     for pair in pairs:
         i, j = index.get(pair[0].lower()), index.get(pair[1].lower())

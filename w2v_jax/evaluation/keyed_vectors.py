@@ -64,19 +64,12 @@ def create(
     return KeyedVectors(words, vectors, counts)
 
 
-def word_index(words: Sequence[str]) -> dict[str, int]:
-    """Maps each word to its row; a repeated word keeps its first (most frequent) row."""
+def word_index(words: Sequence[str], lower: bool = False) -> dict[str, int]:
+    """Maps each word (lowercased if ``lower``) to its row; a repeated one keeps its first
+    (most frequent) row."""
     index: dict[str, int] = {}
     for i, word in enumerate(words):
-        index.setdefault(word, i)
-    return index
-
-
-def lowercase_index(words: Sequence[str]) -> dict[str, int]:
-    """Maps each lowercased word to a row: the first (most frequent) word that lowercases to it."""
-    index: dict[str, int] = {}
-    for i, word in enumerate(words):
-        index.setdefault(word.lower(), i)
+        index.setdefault(word.lower() if lower else word, i)
     return index
 
 

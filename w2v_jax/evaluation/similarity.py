@@ -107,7 +107,7 @@ def similarity_spearman(
     Returns:
       SimilarityResult: ρ and r over the pairs in vocabulary, with the OOV pairs counted.
     """
-    index = keyed_vectors.lowercase_index(words)
+    index = keyed_vectors.word_index(words, lower=True)
     rows1, rows2, human, oov_words = [], [], [], set()
     for word1, word2, score in pairs:
         i, j = index.get(word1.lower()), index.get(word2.lower())
@@ -159,7 +159,7 @@ def nearest_neighbours(
     if isinstance(query, str):
         row = keyed_vectors.word_index(words).get(query)
         if row is None:
-            row = keyed_vectors.lowercase_index(words).get(query.lower())
+            row = keyed_vectors.word_index(words, lower=True).get(query.lower())
         if row is None:
             raise KeyError(f"word {query!r} is not in the vocabulary")
         banned.add(words[row])
