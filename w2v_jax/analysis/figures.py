@@ -44,14 +44,8 @@ def gradient_bias_figure(rows: Sequence[dict]) -> figure.Figure:
             ax = axes[row, col]
             drawn = []
             for loss in dict.fromkeys(r["loss"] for r in mine):
-                groups = [
-                    [r[metric] for r in mine if r["loss"] == loss and r["k"] == k] for k in ks
-                ]
-                xs = [k for k, g in zip(ks, groups, strict=True) if g]
-                groups = [g for g in groups if g]
-                if not xs:
-                    continue
-                style.band(ax, xs, groups, colors[loss], loss)
+                pairs = [(r["k"], r[metric]) for r in mine if r["loss"] == loss]
+                groups = style.band(ax, pairs, colors[loss], loss)
                 drawn.extend(v for g in groups for v in g)
                 sizes.extend(groups)
             style.set_y_scale(ax, drawn, log=scale == "log")
@@ -126,12 +120,8 @@ def pmi_shift_figure(rows: Sequence[dict]) -> figure.Figure:
     sizes = []
     ks = sorted({r["k"] for r in rows})
     for loss, fit, label, color in series:
-        mine = sorted({r["k"] for r in rows if r["loss"] == loss})
-        if mine:
-            groups = [[r[fit]["offset"] for r in rows if r["loss"] == loss and r["k"] == k]
-                      for k in mine]  # fmt: skip
-            style.band(ax, mine, groups, color, label)
-            sizes.extend(groups)
+        pairs = [(r["k"], r[fit]["offset"]) for r in rows if r["loss"] == loss]
+        sizes.extend(style.band(ax, pairs, color, label))
     grid = np.geomspace(min(ks), max(ks), 50)
     ax.plot(grid, -np.log(grid), "--", color=neg, alpha=0.6, label="prediction: −log k")
     ax.axhline(0.0, linestyle="--", color=nce, alpha=0.6, label="prediction: 0")
@@ -177,14 +167,11 @@ def ranking_nce_figure(rows: Sequence[dict], titles: dict[str, str] | None = Non
                                    linestyle=RANKING_REFERENCES[loss], label=loss)  # fmt: skip
                         drawn.append(values)
                     continue
-                groups = [[r[metric] for r in mine if r["loss"] == loss and r["k"] == k
-                           and r[metric] is not None] for k in ks]  # fmt: skip
-                xs = [k for k, g in zip(ks, groups, strict=True) if g]
-                groups = [g for g in groups if g]
-                if xs:
-                    style.band(ax, xs, groups, colors[loss], loss)
-                    drawn.extend(groups)
-                    sizes.extend(groups)
+                pairs = [(r["k"], r[metric]) for r in mine if r["loss"] == loss
+                         and r["k"] is not None and r[metric] is not None]  # fmt: skip
+                groups = style.band(ax, pairs, colors[loss], loss)
+                drawn.extend(groups)
+                sizes.extend(groups)
             style.set_y_scale(ax, [v for g in drawn for v in g])
             ax.set_ylabel(label, fontsize="small")
             style.log_k_axis(ax, ks)

@@ -102,13 +102,9 @@ def metric_vs_k(rows: Sequence[dict], metric_key: str, title: str | None = None)
     for loss in losses:
         if loss in REFERENCES:
             continue
-        values = {k: info.scale * style.finite(r.get(metric_key) for r in rows
-                                          if r["loss"] == loss and r["k"] == k)
-                  for k in ks}  # fmt: skip
-        xs = [k for k in ks if values[k].size]
-        if xs:
-            style.band(ax, xs, [values[k] for k in xs], palette[loss], loss)
-            drawn.extend(values[k] for k in xs)
+        pairs = [(r["k"], info.scale * v) for r in rows if r["loss"] == loss and r["k"] in ks
+                 for v in style.finite([r.get(metric_key)])]  # fmt: skip
+        drawn.extend(style.band(ax, pairs, palette[loss], loss))
     for loss in REFERENCES if info.comparable else ():
         v = info.scale * style.finite(r.get(metric_key) for r in rows if r["loss"] == loss)
         if v.size:

@@ -141,12 +141,19 @@ def new_figure(width: float, height: float, rows: int = 1, cols: int = 1):
     return fig, fig.subplots(rows, cols, squeeze=False)
 
 
-def band(ax, xs, groups, color, label, style="o-") -> None:
-    """A mean line with a min-max band; ``groups`` holds one array of values per x."""
-    ax.plot(xs, [np.mean(g) for g in groups], style, color=color, label=label)
+def band(ax, pairs, color, label) -> list[list]:
+    """A mean line over x with a min-max band, from ``pairs`` of (x, value); returns the
+    values drawn, one list per x (ascending; nothing is drawn without pairs)."""
+    by_x: dict = {}
+    for x, value in sorted(pairs, key=lambda pair: pair[0]):
+        by_x.setdefault(x, []).append(value)
+    xs, groups = list(by_x), list(by_x.values())
+    if groups:
+        ax.plot(xs, [np.mean(g) for g in groups], "o-", color=color, label=label)
     if any(len(g) > 1 for g in groups):
         lows, highs = [np.min(g) for g in groups], [np.max(g) for g in groups]
         ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+    return groups
 
 
 def log_k_axis(ax, ks) -> None:
