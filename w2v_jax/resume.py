@@ -232,7 +232,7 @@ class Checkpoints:
         """
         if self.processes == 1:
             return stop or self.schedule.due(before, step), stop
-        by_steps = self.schedule.due_by_steps(before, step)
+        by_steps = schedule.crossed(before, step, self.schedule.every_steps)
         if step // AGREE_EVERY == before // AGREE_EVERY:
             return by_steps, False
         mine = np.asarray([self.schedule.due_by_time(), stop], np.int32)

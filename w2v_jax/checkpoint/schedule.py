@@ -5,6 +5,11 @@ from __future__ import annotations
 import time
 
 
+def crossed(before: int, after: int, every: int) -> bool:
+    """Whether a multiple of ``every`` (0: none) lies in (before, after]."""
+    return bool(every) and after // every > before // every
+
+
 class Schedule:
     """When to save: every ``every_steps`` steps and every ``every_secs`` seconds.
 
@@ -18,10 +23,7 @@ class Schedule:
 
     def due(self, before: int, step: int) -> bool:
         """Whether a save is due after the call that took the run from ``before`` to ``step``."""
-        return self.due_by_steps(before, step) or self.due_by_time()
-
-    def due_by_steps(self, before: int, step: int) -> bool:
-        return bool(self.every_steps) and step // self.every_steps > before // self.every_steps
+        return crossed(before, step, self.every_steps) or self.due_by_time()
 
     def due_by_time(self) -> bool:
         return bool(self.every_secs) and self.clock() - self.last >= self.every_secs

@@ -17,6 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from w2v_jax import resume, run_folder, settings
+from w2v_jax.checkpoint import schedule
 from w2v_jax.data import input_pipeline, on_device, sources
 from w2v_jax.model import output_layers
 from w2v_jax.run import claim, record
@@ -110,10 +111,10 @@ class Run:
         """Logs (and evaluates ``host_params()``) when the last call crossed a multiple of
         ``log_every`` (or ``eval_every``), or reached ``max_steps``."""
         loop, row = self.settings.loop, {}
-        if _crossed(before, self.at.step, loop.log_every) or self.at_end:
+        if schedule.crossed(before, self.at.step, loop.log_every) or self.at_end:
             row.update({f"train/{k}": v for k, v in self.flush().items()})
             row.update(self.meter.rates())
-        if _crossed(before, self.at.step, loop.eval_every):
+        if schedule.crossed(before, self.at.step, loop.eval_every):
             eval_start = time.perf_counter()
             row.update(self.evaluate(host_params()))
             self.meter.exclude(time.perf_counter() - eval_start)
@@ -190,11 +191,6 @@ def _until(items: Iterator[input_pipeline.Item], planned: int) -> Iterator[input
         yield item
         if item.tokens >= planned:
             return
-
-
-def _crossed(before: int, after: int, every: int) -> bool:
-    """Whether a multiple of ``every`` lies in (before, after]."""
-    return bool(every) and after // every > before // every
 
 
 def _input_record(pipeline: input_pipeline.PipelineOptions, position) -> dict:
