@@ -26,7 +26,6 @@ import pathlib
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
@@ -220,10 +219,7 @@ def state_template(config, vocab_size: int) -> update.TrainState:
     if config.model == "lbl" and config.lbl.context_matrices:
         slots = config.window if config.left_only else 2 * config.window
         kind = config.lbl.context_matrices
-        ctx = jax.ShapeDtypeStruct(
-            jax.eval_shape(lambda: word2vec.context_matrices(slots, config.dim, kind)).shape,
-            jnp.float32,
-        )
+        ctx = jax.eval_shape(lambda: word2vec.context_matrices(slots, config.dim, kind))
     init = functools.partial(
         update.init_state,
         jax.random.PRNGKey(0),
