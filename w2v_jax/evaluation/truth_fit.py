@@ -143,7 +143,7 @@ def kl_to_truth(
     """`fit_to_truth` against `true_conditional`; None for CBOW beyond one left context.
 
     Evaluating often, build the `TrueConditional` once (it takes W matrix products of
-    [V, V]) and call `fit_to_truth`, as `eval_hook.Evaluator` does.
+    [V, V]) and call `fit_to_truth`, as `evaluator.Evaluator` does.
     """
     target = true_conditional(
         truth, model=model, window=window, dynamic=dynamic, left_only=left_only
