@@ -7,12 +7,7 @@ gradient cosines would then shift with the machine (and with ``config.matmul_pre
 which sets only the training step's). `full_float32` pins every matmul a function traces
 to ``Precision.HIGHEST`` (float32 on GPUs, six bf16 passes on TPU), so measurements compare
 across machines. On XLA:CPU it changes nothing numerically (the precision config is
-ignored there); its cost on a GPU is measured by the GPU check (docs/performance.md).
-
-Where it applies: `likelihood` (``batch_examples``, ``word_log_z``, ``example_terms``),
-the evaluator's held-out loss, `analysis.gradient_bias`; `analogy` passes
-``Precision.HIGHEST`` to its one matmul. `similarity`, `by_frequency`, `truth_fit`'s
-scores and `analysis.pmi_shift` are NumPy on the host (float32 or float64), outside XLA.
+ignored there). Where it applies: docs/training.md, "Measurements are always float32".
 """
 
 from __future__ import annotations
