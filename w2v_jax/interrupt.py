@@ -71,15 +71,12 @@ def peer_lost(error: BaseException) -> PeerLost | None:
 
 
 def exit_without_peers(code: int = 1) -> None:
-    """Ends this process, when it exits, without JAX's shutdown barrier: for a process of
-    several that failed. The barrier waits (300 s) for every process to reach it, while a
-    peer may be dead, or blocked in a collective waiting for this one: both would hang,
-    then abort natively. Exiting at once closes this process's sockets, so a peer's
-    collective fails at once and ends in one line (`peer_lost`). Registered after JAX's
-    own exit handler, so it runs first (atexit runs last in, first out), after the
-    error's line or traceback is printed and every non-daemon thread (a checkpoint save
-    in flight) has ended. The program then exits with status ``code`` whatever it does
-    after the failure."""
+    """Ends this process, when it exits, without JAX's shutdown barrier (which waits 300 s
+    for every process, while a peer may be dead or waiting for this one): for a process of
+    several that failed. Its closed sockets make a peer's collective fail at once, in one
+    line (`peer_lost`). Registered after JAX's own exit handler, so it runs first, once the
+    error is printed and every non-daemon thread (a save in flight) has ended; the process
+    exits with ``code`` (docs/reliability.md, "Sharded checkpoints recover ...")."""
     atexit.register(_exit_now, code)
 
 

@@ -174,18 +174,17 @@ def initialize(opts: Options) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if opts.local_devices:
         jax.config.update("jax_num_cpu_devices", opts.local_devices)
-    kwargs = dict(initialization_timeout=opts.init_timeout_secs)
+    # JAX aborts the process (a C++ fatal error, rc 134, no exception) when its peers do
+    # not all join within its timeout. So the deadline is ours: JAX gets WATCH_MARGIN_SECS
+    # more, and `_Watch` says every few seconds that this process waits, then ends it with
+    # one line at init_timeout_secs.
+    kwargs = dict(initialization_timeout=opts.init_timeout_secs + WATCH_MARGIN_SECS)
     if opts.coordinator != "auto":
         kwargs.update(
             coordinator_address=opts.coordinator,
             num_processes=opts.num_processes,
             process_id=opts.process_id,
         )
-    # JAX aborts the process (a C++ fatal error, rc 134, no exception) when its peers do
-    # not all join within its timeout. So the deadline is ours: JAX gets WATCH_MARGIN_SECS
-    # more, and `_Watch` says every few seconds that this process waits, then ends it with
-    # one line at init_timeout_secs.
-    kwargs["initialization_timeout"] = opts.init_timeout_secs + WATCH_MARGIN_SECS
     try:
         with _Watch(opts):
             if opts.coordinator != "auto" and opts.process_id:
