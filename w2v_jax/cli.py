@@ -27,14 +27,6 @@ from w2v_jax import errors, interrupt
 USER_ERRORS = (errors.UserError, OSError)
 
 
-def define_flags() -> None:
-    """Defines ``--verbose`` (once; `run` calls it, so importing this module adds no flag)."""
-    if "verbose" not in flags.FLAGS:
-        flags.DEFINE_boolean(
-            "verbose", False, "Show tracebacks and absl's log prefix (also: W2V_VERBOSE=1)."
-        )
-
-
 def verbose() -> bool:
     """Whether ``--verbose`` was given or ``W2V_VERBOSE`` is set (1, true, yes)."""
     if os.environ.get("W2V_VERBOSE", "").lower() in ("1", "true", "yes"):
@@ -151,7 +143,10 @@ def out_of_memory(error: BaseException) -> str | None:
 
 def run(main: Callable[[list[str]], None], *, error_code: int = 1, prefix: str = "error") -> None:
     """``absl.app.run(main)`` with one-line errors (see the module doc)."""
-    define_flags()
+    if "verbose" not in flags.FLAGS:  # defined here: importing this module adds no flag
+        flags.DEFINE_boolean(
+            "verbose", False, "Show tracebacks and absl's log prefix (also: W2V_VERBOSE=1)."
+        )
 
     def guarded(argv: list[str]) -> None:
         quiet_logs()

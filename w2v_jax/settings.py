@@ -130,7 +130,12 @@ def validate(config) -> None:
         )
     if config.input.mode == "device":
         _device_input(config)
-    _processes(config)
+    if config.parallel.shard_vocab and config.parallel.mode != "mesh":
+        raise errors.ConfigError(
+            "--config.parallel.shard_vocab=True needs parallel.mode='mesh', not "
+            f"{config.parallel.mode!r}"
+        )
+    distributed.check_processes(config, jax.process_count())  # several processes
     if config.parallel.mode == "pmap" and config.parallel.num_devices:
         if config.batch_size % config.parallel.num_devices:
             raise errors.ConfigError(
@@ -170,16 +175,6 @@ def _lbl(config) -> None:
         raise errors.ConfigError(
             "--config.lbl.bias_init='unigram': loss 'hs' has no output biases; use 'zeros'"
         )
-
-
-def _processes(config) -> None:
-    """What several processes (and sharded tables) need (w2v_jax/parallel/distributed.py)."""
-    p = config.parallel
-    if p.shard_vocab and p.mode != "mesh":
-        raise errors.ConfigError(
-            f"--config.parallel.shard_vocab=True needs parallel.mode='mesh', not {p.mode!r}"
-        )
-    distributed.check_processes(config, jax.process_count())
 
 
 def _device_input(config) -> None:

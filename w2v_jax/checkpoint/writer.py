@@ -80,10 +80,6 @@ def _yield_the_cpu() -> None:
             pass
 
 
-def _start(index: tuple, shape: tuple) -> tuple[int, ...]:
-    return tuple(sl.indices(n)[0] for sl, n in zip(index, shape, strict=True))
-
-
 def _copy(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """``np.copyto(dst, src)`` for every pair, in blocks of rows of about `_BLOCK` bytes
     spread over the cores (NumPy copies without the GIL): about twice one thread's speed
@@ -175,7 +171,8 @@ class Writer:
             for shard in x.addressable_shards:
                 if shard.replica_id == 0:  # one copy of a replicated block, in one process
                     shard.data.copy_to_host_async()
-                    jobs.append((i, _start(shard.index, x.shape), shard.data))
+                    at = zip(shard.index, x.shape, strict=True)  # the block's first index
+                    jobs.append((i, tuple(sl.indices(n)[0] for sl, n in at), shard.data))
         pieces, copies = [], []
         for i, start, data in jobs:
             on_cpu = not isinstance(data, jax.Array) or data.device.platform == "cpu"
