@@ -32,6 +32,13 @@ def naive_alias_probs(table: sampling.AliasTable) -> np.ndarray:
     return q
 
 
+def alias_probs(table: sampling.AliasTable) -> np.ndarray:
+    """`naive_alias_probs` vectorised (for V = 1e6), float64 [V]."""
+    prob = np.asarray(table.prob, dtype=np.float64)
+    q = prob + np.bincount(table.alias, weights=1.0 - prob, minlength=prob.shape[0])
+    return q / prob.shape[0]
+
+
 def assert_matches_distribution(ids: np.ndarray, q: np.ndarray) -> None:
     """Chi-square goodness of fit, plus a per-bin binomial bound, on the drawn ids."""
     num_draws = ids.size
@@ -118,7 +125,7 @@ def test_alias_table_represents_q_exactly(num):
     assert np.all((table.alias >= 0) & (table.alias < num))
     implied = naive_alias_probs(table)
     np.testing.assert_allclose(implied, q, rtol=1e-6, atol=1e-12)
-    np.testing.assert_allclose(sampling.alias_table_probs(table), implied, rtol=1e-12)
+    np.testing.assert_allclose(alias_probs(table), implied, rtol=1e-12)
     # Zero-probability ids are never kept and never an alias: they cannot be drawn.
     for i in np.flatnonzero(q == 0):
         assert table.prob[i] == 0
@@ -131,7 +138,7 @@ def test_alias_table_at_a_million_words_implies_q_to_rtol_1e_5():
     every word, the rarest (q ~ 2.5e-7) and the zero-count ones (never drawn) included."""
     num = 1_000_000
     q = sampling.noise_probs(zipf_counts(num, zeros=(0, num // 2)), power=0.75)
-    implied = sampling.alias_table_probs(sampling.build_alias_table(q))
+    implied = alias_probs(sampling.build_alias_table(q))
     assert implied[0] == implied[num // 2] == 0.0
     np.testing.assert_allclose(implied, q, rtol=1e-5, atol=0)
 
@@ -140,10 +147,10 @@ def test_alias_table_normalises_weights_and_handles_uniform_and_point_mass():
     uniform = sampling.build_alias_table(np.full(5, 3.0))
     np.testing.assert_array_equal(uniform.prob, np.ones(5, np.float32))
     point = sampling.build_alias_table([0.0, 0.0, 2.5, 0.0])
-    np.testing.assert_allclose(sampling.alias_table_probs(point), [0, 0, 1, 0], atol=1e-7)
+    np.testing.assert_allclose(alias_probs(point), [0, 0, 1, 0], atol=1e-7)
     weights = np.array([4.0, 1.0, 3.0])
     np.testing.assert_allclose(
-        sampling.alias_table_probs(sampling.build_alias_table(weights)),
+        alias_probs(sampling.build_alias_table(weights)),
         weights / weights.sum(),
         rtol=1e-6,
     )
@@ -155,7 +162,7 @@ def test_alias_table_normalises_weights_and_handles_uniform_and_point_mass():
         (np.log([0.5, 0.5]), "probs must be non-negative"),
         ([0.5, np.inf], "probs must be finite"),
         ([[0.5, 0.5]], "probs must have rank 1"),
-        ([], "probs must have rank 1 and be non-empty"),
+        ([], "probs must be non-empty"),
         ([0.0, 0.0], "probs must have at least one positive"),
     ],
 )
@@ -176,14 +183,6 @@ def test_draw_matches_q(zipf_q):
     table = sampling.build_alias_table(zipf_q)
     draw = jax.jit(sampling.draw, static_argnums=2)
     ids = np.asarray(draw(jax.random.key(0), table, (1000, NUM_DRAWS // 1000)))
-    assert ids.dtype == np.int32
-    assert_matches_distribution(ids, zipf_q)
-
-
-def test_draw_inverse_cdf_matches_q(zipf_q):
-    cdf = sampling.noise_cdf(zipf_q)
-    draw = jax.jit(sampling.draw_inverse_cdf, static_argnums=2)
-    ids = np.asarray(draw(jax.random.key(1), cdf, (NUM_DRAWS,)))
     assert ids.dtype == np.int32
     assert_matches_distribution(ids, zipf_q)
 
@@ -213,9 +212,3 @@ def test_draw_rejects_malformed_table():
     table = sampling.AliasTable(prob=np.ones(4, np.float32), alias=np.arange(3, dtype=np.int32))
     with pytest.raises(ValueError, match="table.prob and table.alias"):
         sampling.draw(jax.random.key(0), table, (2,))
-
-
-def test_draw_inverse_cdf_never_draws_trailing_zero_probability_id():
-    cdf = sampling.noise_cdf([1.0, 0.0, 2.0, 0.0])
-    ids = np.asarray(sampling.draw_inverse_cdf(jax.random.key(3), cdf, (10_000,)))
-    assert set(np.unique(ids)) == {0, 2}

@@ -92,10 +92,6 @@ class OutputLayer:
     penalised: bool = False  # full softmax plus penalty · (Z − 1 − log Z) (takes ``penalty``)
     drops_hits: bool = False  # sampled: takes ``remove_accidental_hits`` (neg, sampled softmax)
 
-    def correct(self, logits: jax.Array, log_q: jax.Array, k: int) -> jax.Array:
-        """The layer's correction of sampled logits (unchanged when it has none)."""
-        return logits if self.correction is None else self.correction(logits, log_q, k)
-
     def table_rows(self, vocab_size: int) -> int:
         """Rows of the output table: V - 1 inner nodes for the tree, else V words."""
         return vocab_size - 1 if self.tree else vocab_size
@@ -123,19 +119,12 @@ class OutputLayer:
         """
         if self.tree:
             return self.loss(inputs, out, *path)
-        if self.penalised:
-            return self.loss(inputs, out, labels, bias, penalty=penalty, chunk_size=chunk_size)
         if not self.sampled:
-            return self.loss(inputs, out, labels, bias, chunk_size=chunk_size)
-        if self.correction is None:
-            return self.loss(
-                inputs, out, labels, samples, bias, remove_accidental_hits=remove_accidental_hits
-            )
-        if self.binary:
-            return self.loss(inputs, out, labels, samples, log_q, bias)
-        return self.loss(
-            inputs, out, labels, samples, log_q, bias, remove_accidental_hits=remove_accidental_hits
-        )
+            extra = {"penalty": penalty} if self.penalised else {}
+            return self.loss(inputs, out, labels, bias, chunk_size=chunk_size, **extra)
+        corrected = () if self.correction is None else (log_q,)
+        hits = {"remove_accidental_hits": remove_accidental_hits} if self.drops_hits else {}
+        return self.loss(inputs, out, labels, samples, *corrected, bias, **hits)
 
 
 LAYERS: tuple[OutputLayer, ...] = (

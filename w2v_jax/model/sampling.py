@@ -36,37 +36,42 @@ class AliasTable(NamedTuple):
 
 
 def as_counts(
-    counts: npt.ArrayLike, *, min_words: int = 1, purpose: str = "", positive: bool = True
+    counts: npt.ArrayLike,
+    *,
+    min_words: int = 1,
+    purpose: str = "",
+    positive: bool = True,
+    name: str = "counts",
 ) -> np.ndarray:
     """Validates word counts [V]: int64 for integer or bool input (exact sums), else float64.
 
     ``min_words``: the fewest words allowed (``purpose`` says what for, in the message);
-    ``positive``: at least one count must be positive.
+    ``positive``: at least one count must be positive; ``name``: the argument, in messages.
     """
     try:
         array = np.asarray(counts)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"counts must be numeric, got {counts!r:.80}") from e
+        raise TypeError(f"{name} must be numeric, got {counts!r:.80}") from e
     if array.ndim != 1:
-        raise ValueError(f"counts must have rank 1 [V], got shape {array.shape}")
+        raise ValueError(f"{name} must have rank 1 [V], got shape {array.shape}")
     if array.shape[0] < min_words:
         if min_words == 1:
-            raise ValueError("counts must be non-empty, got shape (0,)")
+            raise ValueError(f"{name} must be non-empty, got shape (0,)")
         raise ValueError(
-            f"counts must have at least {min_words} words{purpose}, got V={array.shape[0]}"
+            f"{name} must have at least {min_words} words{purpose}, got V={array.shape[0]}"
         )
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
         array = array.astype(np.int64)
     elif np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
         if not np.all(np.isfinite(array)):
-            raise ValueError("counts must be finite, got NaN or inf")
+            raise ValueError(f"{name} must be finite, got NaN or inf")
     else:
-        raise TypeError(f"counts must be integer or float, got dtype {array.dtype}")
+        raise TypeError(f"{name} must be integer or float, got dtype {array.dtype}")
     if np.any(array < 0):
-        raise ValueError(f"counts must be non-negative, got min {array.min()}")
+        raise ValueError(f"{name} must be non-negative, got min {array.min()}")
     if positive and not np.any(array > 0):
-        raise ValueError("counts must have at least one positive entry, got all zeros")
+        raise ValueError(f"{name} must have at least one positive entry, got all zeros")
     return array
 
 
@@ -151,22 +156,8 @@ def build_alias_table(probs: npt.ArrayLike) -> AliasTable:
       distributions", ACM TOMS 1977. Vose, "A linear algorithm for generating random
       numbers with a given distribution", IEEE TSE 1991.
     """
-    try:
-        p = np.asarray(probs, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"probs must be numeric, got {probs!r:.80}") from e
-    if p.ndim != 1 or p.shape[0] == 0:
-        raise ValueError(f"probs must have rank 1 and be non-empty [V], got shape {p.shape}")
-    if not np.all(np.isfinite(p)):
-        raise ValueError("probs must be finite; pass probabilities, not log-probabilities")
-    if np.any(p < 0):
-        raise ValueError(
-            f"probs must be non-negative, got min {p.min()}; pass probabilities, "
-            "not log-probabilities"
-        )
+    p = as_counts(probs, name="probs").astype(np.float64)
     total = p.sum()
-    if not total > 0:
-        raise ValueError("probs must have at least one positive entry, got all zeros")
     num = p.shape[0]
     scaled_np = p * (num / total)  # mean 1: a bin holds exactly one unit of mass
     # Vose's loop on Python lists (not NumPy scalars): each step finalises one bin.
@@ -188,19 +179,6 @@ def build_alias_table(probs: npt.ArrayLike) -> AliasTable:
     return AliasTable(
         prob=np.asarray(prob, dtype=np.float32), alias=np.asarray(alias, dtype=np.int32)
     )
-
-
-def alias_table_probs(table: AliasTable) -> np.ndarray:
-    """The distribution an alias table draws from, reconstructed exactly, float64 [V]."""
-    prob = np.asarray(table.prob, dtype=np.float64)
-    alias = np.asarray(table.alias)
-    num = prob.shape[0]
-    q = prob + np.bincount(alias, weights=1.0 - prob, minlength=num)
-    return q / num
-
-
-def _shape(shape: int | Sequence[int]) -> tuple[int, ...]:
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
 
 
 def draw(key: jax.Array, table: AliasTable, shape: int | Sequence[int]) -> jax.Array:
@@ -229,50 +207,9 @@ def draw(key: jax.Array, table: AliasTable, shape: int | Sequence[int]) -> jax.A
             "table.prob and table.alias must both have shape [V], got "
             f"{jnp.shape(prob)} and {jnp.shape(alias)}"
         )
-    shape = _shape(shape)
+    shape = (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
     key_bin, key_coin = jax.random.split(key)
     bins = jax.random.randint(key_bin, shape, 0, jnp.shape(prob)[0], dtype=jnp.int32)
     coins = jax.random.uniform(key_coin, shape, dtype=jnp.float32)
     keep = coins < jnp.asarray(prob)[bins]
     return jnp.where(keep, bins, jnp.asarray(alias, dtype=jnp.int32)[bins])
-
-
-def noise_cdf(probs: npt.ArrayLike) -> np.ndarray:
-    """The cumulative distribution of probs / sum(probs), summed in float64, float32 [V].
-
-    For :func:`draw_inverse_cdf`. In float32 the CDF cannot resolve a word whose q is
-    below about 6e-8 near the top of the CDF, so this sampler is a cross-check for
-    vocabularies up to ~1e5, not the training sampler.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    if p.ndim != 1 or p.shape[0] == 0:
-        raise ValueError(f"probs must have rank 1 and be non-empty [V], got shape {p.shape}")
-    if not np.all(np.isfinite(p)) or np.any(p < 0) or not p.sum() > 0:
-        raise ValueError("probs must be finite, non-negative and not all zero")
-    return (np.cumsum(p) / p.sum()).astype(np.float32)
-
-
-def draw_inverse_cdf(
-    key: jax.Array, cdf: jax.typing.ArrayLike, shape: int | Sequence[int]
-) -> jax.Array:
-    """Draws ids by inverting a CDF with a binary search: O(log V) per sample, jittable.
-
-    Returns the first id whose CDF exceeds a uniform u in [0, cdf[-1]); ids with zero
-    probability (a flat step of the CDF) are never returned.
-
-    Args:
-      key: a PRNG key.
-      cdf: float [V], non-decreasing, e.g. from :func:`noise_cdf`.
-      shape: the output shape, static.
-
-    Returns:
-      int32 array of ``shape`` with values in [0, V).
-    """
-    cdf = jnp.asarray(cdf)
-    if cdf.ndim != 1:
-        raise ValueError(f"cdf must have rank 1 [V], got shape {cdf.shape}")
-    u = jax.random.uniform(key, _shape(shape), dtype=cdf.dtype) * cdf[-1]
-    ids = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
-    # If u * cdf[-1] rounds up to cdf[-1], fall back to the last id with positive mass.
-    last = jnp.searchsorted(cdf, cdf[-1], side="left").astype(jnp.int32)
-    return jnp.minimum(ids, last)

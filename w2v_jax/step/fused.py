@@ -17,9 +17,7 @@ sample group, so the scores are batched matmuls and the update scatters B + G·K
 rows instead of B·C·(K+1). The maths is the loss library's: both compose the same logits-level core
 (`losses.terms`), so this module keeps only its gathering, scoring and scattering; tests
 check that both paths give the same loss and the same gradients on the same samples.
-
-Padding ids (V in a batch, V - 1 in a Huffman path) lie outside the tables: every gather by
-them reads zeros (``mode="fill"``) and the optimiser's scatters drop them (as `rows`).
+Padding ids read zeros and their updates are dropped, as in `rows`.
 """
 
 from __future__ import annotations
@@ -160,8 +158,8 @@ def _centre_input_loss(rows: dict, batch, samples, constants: output_layers.Cons
         neg_bias = rows["neg_bias"]
         neg = neg + (neg_bias if samples.ndim == 3 else jnp.repeat(neg_bias, b // g, axis=0))
     if layer.correction is not None:
-        pos = layer.correct(pos, constants.log_q_at(batch.contexts), k)
-        neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
+        pos = layer.correction(pos, constants.log_q_at(batch.contexts), k)
+        neg = layer.correction(neg, constants.log_q_at(sample_ids), k)
     count = jnp.sum(mask)
     ids = sample_ids if sample_ids.ndim == 3 else sample_ids[:, None, :]  # [B, C or 1, K]
     hits = None
@@ -207,8 +205,8 @@ def summed_loss(
         neg = neg + jnp.repeat(rows["neg_bias"], b // g, axis=0)[:, None, :]
     sample_ids = jnp.repeat(samples, b // g, axis=0)[:, None, :]  # [B, 1, K]
     if layer.correction is not None:
-        pos = layer.correct(pos, constants.log_q_at(batch.centres)[:, None], k)
-        neg = layer.correct(neg, constants.log_q_at(sample_ids), k)
+        pos = layer.correction(pos, constants.log_q_at(batch.centres)[:, None], k)
+        neg = layer.correction(neg, constants.log_q_at(sample_ids), k)
     hits = None
     if cfg.remove_accidental_hits and layer.drops_hits:
         hits = sample_ids == batch.centres[:, None, None]  # [B, 1, K]

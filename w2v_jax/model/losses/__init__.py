@@ -51,9 +51,9 @@ def take(table, ids) -> jax.Array:
     return table[ids]
 
 
-def _softmax_one(h, label, weights, biases):
+def _softmax_one(h, label, weights, biases, penalty):
     logits = weights @ h + biases  # [V]
-    return jax.nn.logsumexp(logits) - take(logits, label)
+    return terms.penalised_nll(jax.nn.logsumexp(logits), take(logits, label), penalty)
 
 
 def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
@@ -72,17 +72,7 @@ def _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks):
     return lse
 
 
-def _softmax_chunked_one(h, label, weights, biases, weight_blocks, bias_blocks, valid_blocks):
-    lse = _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks)
-    return lse - _scores(h, weights, biases, label)
-
-
-def _softmax_penalty_one(h, label, weights, biases, penalty):
-    logits = weights @ h + biases  # [V]
-    return terms.penalised_nll(jax.nn.logsumexp(logits), take(logits, label), penalty)
-
-
-def _softmax_penalty_chunked_one(
+def _softmax_chunked_one(
     h, label, weights, biases, weight_blocks, bias_blocks, valid_blocks, penalty
 ):
     log_z = _streaming_logsumexp(h, weight_blocks, bias_blocks, valid_blocks)
@@ -99,6 +89,20 @@ def _vocab_blocks(weights, biases, chunk_size):
     bias_blocks = jnp.pad(biases, (0, pad)).reshape(num_blocks, chunk_size)
     valid_blocks = (jnp.arange(num_blocks * chunk_size) < num_rows).reshape(num_blocks, -1)
     return weight_blocks, bias_blocks, valid_blocks
+
+
+def _softmax(fn, inputs, weights, labels, biases, chunk_size, penalty):
+    """`softmax_loss` and `softmax_penalty_loss` (``penalty`` 0: the softmax itself)."""
+    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
+    checks.check_chunk_size(fn, chunk_size)
+    if chunk_size is None or chunk_size >= weights.shape[0]:
+        return jax.vmap(_softmax_one, in_axes=(0, 0, None, None, None))(
+            inputs, labels, weights, biases, penalty
+        )
+    blocks = _vocab_blocks(weights, biases, chunk_size)
+    return jax.vmap(_softmax_chunked_one, in_axes=(0, 0) + (None,) * 6)(
+        inputs, labels, weights, biases, *blocks, penalty
+    )
 
 
 def _sampled_softmax_one(h, label, sampled_ids, weights, biases, log_q, remove_accidental_hits):
@@ -180,15 +184,7 @@ def softmax_loss(
       Mikolov et al., `Efficient Estimation of Word Representations in Vector Space
       <https://arxiv.org/abs/1301.3781>`_, 2013a
     """
-    fn = "softmax_loss"
-    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
-    checks.check_chunk_size(fn, chunk_size)
-    if chunk_size is None or chunk_size >= weights.shape[0]:
-        return jax.vmap(_softmax_one, in_axes=(0, 0, None, None))(inputs, labels, weights, biases)
-    blocks = _vocab_blocks(weights, biases, chunk_size)
-    return jax.vmap(_softmax_chunked_one, in_axes=(0, 0) + (None,) * 5)(
-        inputs, labels, weights, biases, *blocks
-    )
+    return _softmax("softmax_loss", inputs, weights, labels, biases, chunk_size, 0)
 
 
 def softmax_penalty_loss(
@@ -241,18 +237,8 @@ def softmax_penalty_loss(
       Models: Consistency and Statistical Efficiency <https://arxiv.org/abs/1809.01812>`_,
       2018
     """
-    fn = "softmax_penalty_loss"
-    inputs, weights, labels, biases = checks.check_inputs(fn, inputs, weights, labels, biases)
-    checks.check_chunk_size(fn, chunk_size)
-    checks.check_penalty(fn, penalty)
-    if chunk_size is None or chunk_size >= weights.shape[0]:
-        return jax.vmap(_softmax_penalty_one, in_axes=(0, 0, None, None, None))(
-            inputs, labels, weights, biases, penalty
-        )
-    blocks = _vocab_blocks(weights, biases, chunk_size)
-    return jax.vmap(_softmax_penalty_chunked_one, in_axes=(0, 0) + (None,) * 6)(
-        inputs, labels, weights, biases, *blocks, penalty
-    )
+    checks.check_penalty("softmax_penalty_loss", penalty)
+    return _softmax("softmax_penalty_loss", inputs, weights, labels, biases, chunk_size, penalty)
 
 
 def sampled_softmax_loss(

@@ -20,23 +20,12 @@ def describe(x: jax.Array) -> str:
     return f"{x.dtype}{list(x.shape)}"
 
 
-def float_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
-    """``x`` as a floating-point array whose rank matches the letters in ``shape``."""
+def array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str, kind=jnp.floating) -> jax.Array:
+    """``x`` as an array of dtype ``kind`` whose rank matches the letters in ``shape``."""
     x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{fn}: {name} must be a float array of shape {shape}, got {describe(x)}")
-    if x.ndim != shape.count(",") + 1:
-        raise ValueError(f"{fn}: {name} must have shape {shape}, got {describe(x)}")
-    return x
-
-
-def int_array(fn: str, name: str, x: jax.typing.ArrayLike, shape: str) -> jax.Array:
-    """``x`` as an integer array whose rank matches the letters in ``shape``."""
-    x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.integer):
-        raise TypeError(
-            f"{fn}: {name} must be an integer array of shape {shape}, got {describe(x)}"
-        )
+    if not jnp.issubdtype(x.dtype, kind):
+        what = "a float" if kind is jnp.floating else "an integer"
+        raise TypeError(f"{fn}: {name} must be {what} array of shape {shape}, got {describe(x)}")
     if x.ndim != shape.count(",") + 1:
         raise ValueError(f"{fn}: {name} must have shape {shape}, got {describe(x)}")
     return x
@@ -73,15 +62,15 @@ def check_inputs(fn, inputs, weights, labels, biases):
     ``inputs`` [B, D], ``weights`` [V, D], ``labels`` [B] in [0, V), ``biases`` [V] or None
     (returned as zeros).
     """
-    inputs = float_array(fn, "inputs", inputs, "[B, D]")
-    weights = float_array(fn, "weights", weights, "[V, D]")
+    inputs = array(fn, "inputs", inputs, "[B, D]")
+    weights = array(fn, "weights", weights, "[V, D]")
     check_size(fn, "weights", weights, 1, inputs.shape[1], "D, the inputs' last dim")
-    labels = int_array(fn, "labels", labels, "[B]")
+    labels = array(fn, "labels", labels, "[B]", jnp.integer)
     check_size(fn, "labels", labels, 0, inputs.shape[0], "B, the inputs' first dim")
     check_range(fn, "labels", labels, weights.shape[0])
     if biases is None:
         biases = jnp.zeros(weights.shape[:1], weights.dtype)
-    biases = float_array(fn, "biases", biases, "[V]")
+    biases = array(fn, "biases", biases, "[V]")
     check_size(fn, "biases", biases, 0, weights.shape[0], "V, the rows of weights")
     return inputs, weights, labels, biases
 
@@ -107,7 +96,7 @@ def check_samples(fn, sampled_ids, batch, num_rows):
 
 def check_log_q(fn, log_q, num_rows):
     """``log_q`` as a ``[V]`` float array, one log noise probability per output row."""
-    log_q = float_array(fn, "log_q", log_q, "[V]")
+    log_q = array(fn, "log_q", log_q, "[V]")
     check_size(fn, "log_q", log_q, 0, num_rows, "V, the rows of weights")
     return log_q
 
@@ -134,10 +123,10 @@ def check_tree(fn, inputs, node_weights, codes, points, mask):
     ``inputs`` [B, D], ``node_weights`` [N, D], ``points`` [B, L] integer, and ``codes`` and
     ``mask`` [B, L] numeric or bool; ``points`` must lie in [0, N) where ``mask`` is set.
     """
-    inputs = float_array(fn, "inputs", inputs, "[B, D]")
-    node_weights = float_array(fn, "node_weights", node_weights, "[N, D]")
+    inputs = array(fn, "inputs", inputs, "[B, D]")
+    node_weights = array(fn, "node_weights", node_weights, "[N, D]")
     check_size(fn, "node_weights", node_weights, 1, inputs.shape[1], "D, the inputs' last dim")
-    points = int_array(fn, "points", points, "[B, L]")
+    points = array(fn, "points", points, "[B, L]", jnp.integer)
     check_size(fn, "points", points, 0, inputs.shape[0], "B, the inputs' first dim")
     codes, mask = jnp.asarray(codes), jnp.asarray(mask)
     for name, x in (("codes", codes), ("mask", mask)):
