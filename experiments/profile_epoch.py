@@ -135,7 +135,7 @@ def part_of(name: str, instrs: dict, comps: dict) -> tuple[str, str]:
     label = f"{file}:{func}"
     if file == "on_device.py":
         return "input", label
-    if file == "sampling.py" or func in ("_draw_samples", "batch_samples"):
+    if file == "sampling.py" or func == "batch_samples":
         return "sampler", label
     if ops & {"dot", "convolution"}:
         return "dots", label

@@ -55,7 +55,9 @@ def test_sparse_adagrad_equals_dense_optax_adagrad(width):
     acc = jnp.full_like(table, INIT)
     tx = optax.scale_by_rss(initial_accumulator_value=INIT, eps=EPS)
     opt_state = tx.init(dense)
-    sparse_step = jax.jit(lambda t, a, i, g, lr: optimizers.adagrad(t, a, i, g, lr, eps=EPS))
+    sparse_step = jax.jit(
+        lambda t, a, i, g, lr: optimizers.sparse_update("adagrad", t, a, i, g, lr, eps=EPS)
+    )
     for step, (ids, g) in enumerate(_batches(width=width)):
         lr = np.float32(0.3 / (step + 1))
         table, acc = sparse_step(table, acc, ids, g, lr)
@@ -88,7 +90,9 @@ def test_rowwise_adagrad_equals_numpy_reference(width):
     batches = list(_batches(width=width))
     lrs = [np.float32(0.2), np.float32(0.1), np.float32(0.05), np.float32(0.3)]
     table, acc = table0, acc0
-    step = jax.jit(lambda t, a, i, g, lr: optimizers.rowwise_adagrad(t, a, i, g, lr, eps=EPS))
+    step = jax.jit(
+        lambda t, a, i, g, lr: optimizers.sparse_update("rowwise_adagrad", t, a, i, g, lr, eps=EPS)
+    )
     for (ids, g), lr in zip(batches, lrs, strict=True):
         table, acc = step(table, acc, ids, g, lr)
     w, a = _rowwise_reference(table0, acc0, batches, lrs, EPS)
@@ -105,7 +109,7 @@ def test_dense_rowwise_transform_equals_the_sparse_form():
     tx = optimizers.make_transform("rowwise_adagrad", initial_accumulator=INIT, eps=EPS)
     opt_state = tx.init({"t": dense})
     for ids, g in _batches():
-        table, acc = optimizers.rowwise_adagrad(table, acc, ids, g, 0.1, eps=EPS)
+        table, acc = optimizers.sparse_update("rowwise_adagrad", table, acc, ids, g, 0.1, eps=EPS)
         u, opt_state = tx.update({"t": jnp.zeros_like(dense).at[ids].add(g)}, opt_state)
         dense = dense - 0.1 * u["t"]
     np.testing.assert_allclose(table, dense, rtol=1e-6, atol=1e-7)

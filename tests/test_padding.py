@@ -121,7 +121,7 @@ def test_gathers_read_zeros_and_scatters_drop_at_the_padding_id():
     np.testing.assert_array_equal(new[2], table[2] - 0.5)
     np.testing.assert_array_equal(np.delete(np.asarray(new), 2, 0), np.delete(table, 2, 0))
     acc = jnp.full_like(table, 0.1)
-    new, new_acc = optimizers.adagrad(table, acc, ids, grads, 0.5, eps=1e-7)
+    new, new_acc = optimizers.sparse_update("adagrad", table, acc, ids, grads, 0.5, eps=1e-7)
     np.testing.assert_array_equal(np.delete(np.asarray(new), 2, 0), np.delete(table, 2, 0))
     np.testing.assert_array_equal(np.delete(np.asarray(new_acc), 2, 0), np.delete(acc, 2, 0))
 

@@ -1,30 +1,16 @@
 """What the devices of a data-parallel step send each other: summed row gradients, never
-whole tables.
+whole tables (docs/training.md, "What the devices send each other").
 
 Shape letters: V rows of a table (its shard's rows when vocabulary-sharded), D row width,
 N row updates of one device's step (ids with duplicates), n devices on the data axis.
 
-Under `jax.shard_map` (or `jax.pmap`) over a ``data`` axis each device scores its slice of
-the batch and gets `rows.RowGrads` for its rows. `share` makes them every device's:
-
-1. each device sums its duplicate rows (`optimizers.unique_rows` + `sum_duplicates`):
-   ``N`` slots, a repeat's slot gets an out-of-range id and a zero gradient;
-2. ``all_gather`` of (ids [N], summed rows [N, D]) over ``data``: n·N·(D + 1) numbers per
-   step, O(rows · D) and independent of V;
-3. every device applies the gathered rows with the step's optimiser, which sums the same
-   row sent by several devices again (`optimizers.apply_rows`: scatter-add for SGD,
-   `unique_rows` for the AdaGrads), so the optimiser sees one summed gradient per row,
-   exactly as on one device up to the order of float32 additions.
-
-Every device applies the same gathered arrays in the same order, so replicas stay
-bit-identical. Dense gradients (softmax's output table, lbl's C_i) are ``psum``-ed: they
-cover every row by nature.
-
-With the tables sharded along V over a ``model`` axis (``parallel.shard_vocab``), a device
-holds rows [s·V/m, (s+1)·V/m) of each table. `ShardedRows` looks rows up across the
-shards (each shard fills the ids it owns, zeros elsewhere, one ``psum`` of the [N, D]
-rows: exact, since every row has a single non-zero term), and `own_rows` keeps, of the
-gathered updates, the ids a shard owns (the rest become out-of-range ids, dropped).
+`share` makes each device's `rows.RowGrads` every device's: each sums its duplicate rows
+(`optimizers.unique_rows`), then ``all_gather``s (ids [N], summed rows [N, D]) over
+``data``, O(rows · D) per step whatever V; every device applies the same gathered arrays
+in the same order (its optimiser sums a row sent by several devices again), so replicas
+stay bit-identical. Dense gradients are ``psum``-ed. With the tables sharded along V over
+``model``, `ShardedRows` looks rows up across the shards and `local_ids` / `own_slice`
+keep the updates a shard owns.
 """
 
 from __future__ import annotations
@@ -48,10 +34,6 @@ class Counted(NamedTuple):
     counts: jax.Array
 
 
-def _gather(x, axis_name):
-    return jax.lax.all_gather(x, axis_name, tiled=True)
-
-
 def _share_table(ids, grads, bias, num_rows: int, axis_name) -> Counted:
     """One table's (ids [N], grads [N, D], bias [N] or None) summed per row on this device,
     then gathered from every device of ``axis_name``."""
@@ -60,7 +42,7 @@ def _share_table(ids, grads, bias, num_rows: int, axis_name) -> Counted:
     summed = optimizers.sum_duplicates(unique, grads)
     counts = optimizers.sum_duplicates(unique, touched)
     bias = None if bias is None else optimizers.sum_duplicates(unique, bias)
-    return Counted(*_gather((unique.ids, summed, bias, counts), axis_name))
+    return Counted(*jax.lax.all_gather((unique.ids, summed, bias, counts), axis_name, tiled=True))
 
 
 def share(grads: rows.RowGrads, num_rows: dict, axis_name) -> rows.RowGrads:

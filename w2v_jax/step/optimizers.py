@@ -4,18 +4,13 @@
 Shape letters: V rows of a table, D row width (absent for a bias table [V]), N row
 updates of one step (ids with duplicates), U = N unique-row slots (padded).
 
-A sparse step gathers the rows it touches and differentiates w.r.t. them, so each table
-receives ``ids`` [N] and row gradients ``grads`` [N, D] in which a word may occur many
-times. Two ways to apply them:
-
-  * **SGD** (word2vec's): scatter-add ``-lr · grads``; duplicates sum, which is exactly SGD
-    on the summed loss. ``duplicate_power`` p > 0 scales each of a row's n non-zero
-    updates by n^-p (`duplicate_factor`).
-  * **AdaGrad, exact** (TF's ``_deduplicate_indexed_slices``, FBGEMM's ``EXACT_*``):
-    `unique_rows` + `sum_duplicates` turn (ids, grads) into one summed gradient G per
-    unique row, the optimiser runs once per unique row on the gathered rows and their
-    accumulators, and both are written back with ``unique_indices=True``. Every step
-    costs O(N·D) and a [V] int32 buffer, never O(V·D).
+A sparse step gives each table ``ids`` [N] and row gradients ``grads`` [N, D] in which a
+word may occur many times (docs/training.md, "Large batches"). **SGD** (word2vec's)
+scatter-adds ``-lr · grads``: exactly SGD on the summed loss (`duplicate_factor` scales a
+row's n updates by n^-p). **AdaGrad, exact** (TF's ``_deduplicate_indexed_slices``,
+FBGEMM's ``EXACT_*``) sums each unique row's gradients (`unique_rows`, `sum_duplicates`),
+runs once per unique row and writes back with ``unique_indices=True``: O(N·D) per step
+and a [V] int32 buffer, never O(V·D).
 
 Per-element AdaGrad is optax's ``scale_by_rss`` (optax 0.2.8), element by element:
 
@@ -181,27 +176,10 @@ def _sparse_adaptive(name, table, acc, ids, grads, lr, eps, unique, rows=None):
     return _write(table, unique, rows), _write(acc, unique, new_acc)
 
 
-def adagrad(table, acc, ids, grads, lr, *, eps: float, unique: UniqueRows | None = None):
-    """Exact sparse per-element AdaGrad on the rows ids [N] of ``table`` [V, D] (or [V]).
-
-    acc: [V, D] accumulators (same shape as table); grads: [N, D] row gradients,
-    duplicates allowed (summed first); lr: scalar. ``unique``: a precomputed
-    `unique_rows(ids, V)` shared by tables with the same ids. Returns (table, acc).
-    """
-    return _sparse_adaptive("adagrad", table, acc, ids, grads, lr, eps, unique)
-
-
-def rowwise_adagrad(table, acc, ids, grads, lr, *, eps: float, unique: UniqueRows | None = None):
-    """Exact sparse row-wise AdaGrad on the rows ids [N] of ``table`` [V, D] (or [V]).
-
-    acc: [V] one accumulator per row; grads: [N, D], duplicates summed first; lr:
-    scalar. Returns (table, acc).
-    """
-    return _sparse_adaptive("rowwise_adagrad", table, acc, ids, grads, lr, eps, unique)
-
-
 def sparse_update(name: str, table, state, ids, grads, lr, *, eps=1e-7, power=0.0, unique=None):
-    """Dispatches to `sgd`, `adagrad` or `rowwise_adagrad` by ``name``."""
+    """The sparse form of ``name`` on the rows ids [N] of ``table`` [V, D] (or [V]): `sgd`,
+    or exact AdaGrad with ``state`` [V, D] per element or [V] row-wise, grads [N, D] summed
+    per row first (``unique``: a precomputed `unique_rows(ids, V)`). Returns (table, state)."""
     if name == "sgd":
         return sgd(table, state, ids, grads, lr, duplicate_power=power)
     if name in _DIRECTIONS:

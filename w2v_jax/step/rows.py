@@ -5,10 +5,8 @@ Shape letters: B batch rows, C context slots per row, D dim, V vocab, K samples,
 G sample groups, L Huffman path length, E examples (B*C for skip-gram, B for CBOW),
 M gathered output rows, N scattered rows.
 
-Padding (`input_pipeline.Batch`: id V in an empty slot or a filler row; Huffman point V - 1)
-lies outside every table, so each gather by a batch's ids is ``mode="fill"`` with zeros and
-each scatter ``mode="drop"``: a padded slot touches no real row, and row 0 (the most
-frequent word) no longer takes every padding update.
+Padding ids (`input_pipeline.Batch`) lie outside every table: gathers read zeros there
+(``mode="fill"``) and scatters drop them (``mode="drop"``).
 
 Everything works on *gathered rows* (`gather`), so the same loss code serves the sparse
 update (gradient w.r.t. the rows, scatter-add into the tables) and the dense one (autodiff
@@ -147,14 +145,9 @@ class RowGrads(NamedTuple):
     out_rows: jax.Array | None = None
 
 
-# Gathered-row keys whose gradient is a whole parameter's, and that parameter's name.
-DENSE_ROWS = {"ctx": "ctx_matrices"}
-
-
 def dense_grads(grads: dict) -> dict | None:
-    """{params key: gradient} of the dense parameters among ``grads`` (None if none)."""
-    dense = {DENSE_ROWS[k]: g for k, g in grads.items() if k in DENSE_ROWS}
-    return dense or None
+    """{params key: gradient} of the dense parameters among ``grads`` (lbl's C_i), or None."""
+    return {"ctx_matrices": grads["ctx"]} if "ctx" in grads else None
 
 
 def update_rows(

@@ -5,13 +5,9 @@
   summed row gradients all-gathered (`exchange.share`) so replicas stay bit-identical;
   the constants (noise table, Huffman arrays) placed on every device once.
 * ``mesh``   — `jax.shard_map` over a ``(data, model)`` mesh: batch split along ``data``,
-  tables replicated or split along V over ``model``. The communication is written out,
-  not left to XLA's partitioner: each device sums its duplicate rows and the devices
-  exchange (unique ids, summed rows), O(rows · D) per step, never O(V · D)
-  (`exchange`; tests/test_mesh_collectives.py reads it from the compiled program). With
-  several processes (`w2v_jax.distributed`) the mesh holds every process's devices; each
-  process reads its own share of the corpus and builds only its devices' rows
-  (`local_rows`; `placement.input_share`), so the input work is split like the step.
+  tables replicated or split along V over ``model``, the communication written out
+  (`exchange`). With several processes the mesh holds every process's devices and each
+  process builds only its devices' rows (`local_rows`; `placement.input_share`).
 
 The state is created where it lives (`Runner.create_state`: each device computes its own
 shard, `parallel.placement`). On the CPU backend with several (simulated) devices every

@@ -9,15 +9,11 @@ negatives are drawn inside from ``fold_in(state.key, state.step)``; ``aux`` (the
 argument; ``lr`` is the learning rate for this step, computed on the host from the words
 processed (word2vec's linear decay).
 
-Two update rules:
-  * ``sparse=True`` (``sgd``, ``adagrad``, ``rowwise_adagrad``): the gradient w.r.t. the
-    gathered rows only, applied to those rows of the (donated) tables by
-    `optimizers.apply_rows`, so a step costs O(B·C·(K+2)·D), not O(V·D). ``sgd`` is
-    word2vec's own (plain SGD on the summed loss, scatter-added); the AdaGrads sum each
-    row's duplicates and update every unique row once. Each equals its dense form.
-    Softmax's output table gets a dense gradient and the dense form of the same rule.
-  * ``sparse=False``: any of ``sgd``, ``adagrad``, ``rowwise_adagrad``, ``adam`` through
-    optax on dense full-table gradients.
+Two update rules: ``sparse=True`` (``sgd``, ``adagrad``, ``rowwise_adagrad``) takes the
+gradient w.r.t. the gathered rows only and applies it to those rows of the (donated) tables
+(`optimizers.apply_rows`), O(B·C·(K+2)·D) per step and equal to the dense form (softmax's
+output table gets a dense gradient); ``sparse=False`` runs any of them or ``adam`` through
+optax on dense full-table gradients.
 
 A batch's rows are gathered, scored and scattered by `fused` where a grouping applies
 and by the generic per-example path `rows` otherwise (`row_functions`).
@@ -92,48 +88,26 @@ def init_state(
         init_key, vocab_size, dim, cfg.loss, use_bias,
         ctx_matrices=ctx_matrices, bias_init=bias_init,
     )  # fmt: skip
-    if _is_sparse(cfg):
+    if cfg.sparse:
         opt_state = optimizers.init_sparse(cfg.optimizer, params, cfg.initial_accumulator)
     else:
         opt_state = make_transform(cfg).init(params)
     return TrainState(jnp.zeros((), jnp.int32), params, opt_state, step_key)
 
 
-def _is_sparse(cfg: StepConfig) -> bool:
-    return cfg.sparse
-
-
-def _draw_samples(key, constants: output_layers.Constants, shape, axis_name):
-    """Negatives for this step; under pmap each device takes its slice of the global draw."""
-    if axis_name is None:
-        return sampling.draw(key, constants.noise, shape)
-    n = jax.lax.psum(1, axis_name)
-    full = sampling.draw(key, constants.noise, (shape[0] * n, *shape[1:]))
-    start = jax.lax.axis_index(axis_name) * shape[0]
-    return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
-
-
 def batch_samples(cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None):
     """This batch's negatives in the shape ``cfg.share`` asks for; None unless the layer
-    samples."""
+    samples. Under pmap (``axis_name``) each device takes its slice of the global draw."""
     if not output_layers.get(cfg.loss).sampled:
         return None
     b, c = batch.contexts.shape
     shape = rows.sample_shape(cfg.model, cfg.share, b, c, cfg.k, cfg.block_size)
-    return _draw_samples(key, aux, shape, axis_name)
-
-
-def batch_targets(
-    cfg: StepConfig, batch, aux: output_layers.Constants, key, axis_name=None
-) -> rows.Targets:
-    """Draws this batch's negatives (sampled losses) and builds the output-side targets."""
-    samples = batch_samples(cfg, batch, aux, key, axis_name)
-    group = None
-    if samples is not None:
-        b, c = batch.contexts.shape
-        group = rows.example_group(cfg.model, cfg.share, b, c, cfg.block_size)
-    layer = output_layers.get(cfg.loss)
-    return rows.make_targets(layer, batch.centres, samples, group, aux)
+    if axis_name is None:
+        return sampling.draw(key, aux.noise, shape)
+    n = jax.lax.psum(1, axis_name)
+    full = sampling.draw(key, aux.noise, (shape[0] * n, *shape[1:]))
+    start = jax.lax.axis_index(axis_name) * shape[0]
+    return jax.lax.dynamic_slice_in_dim(full, start, shape[0], axis=0)
 
 
 class RowFunctions(NamedTuple):
@@ -152,8 +126,8 @@ def row_functions(
     table in docs/training.md, "Negatives"). ``axis_name``: the data axis when this device
     holds one slice of the batch (negatives are its slice of the global draw)."""
     layer = output_layers.get(cfg.loss)
+    samples = batch_samples(cfg, batch, aux, key, axis_name)
     if fused.supports(cfg):
-        samples = batch_samples(cfg, batch, aux, key, axis_name)
         centre_input = fused.centre_predicts(cfg)
         return RowFunctions(
             lambda p: fused.gather(p, batch, samples, aux, layer, centre_input),
@@ -162,7 +136,10 @@ def row_functions(
                 batch, samples, aux, layer, g, centre_input, gathered
             ),
         )
-    targets = batch_targets(cfg, batch, aux, key, axis_name)
+    group = None
+    if samples is not None:
+        group = rows.example_group(cfg.model, cfg.share, *batch.contexts.shape, cfg.block_size)
+    targets = rows.make_targets(layer, batch.centres, samples, group, aux)
     return RowFunctions(
         lambda p: rows.gather(p, batch.contexts, targets, layer.table),
         lambda gathered: rows.summed_loss(gathered, batch.mask, targets, cfg),
@@ -281,7 +258,7 @@ def train_step(
     layer = output_layers.get(cfg.loss)
     params = state.params
     psum = (lambda x: x) if axes.data is None else (lambda x: jax.lax.psum(x, axes.data))
-    if _is_sparse(cfg):
+    if cfg.sparse:
         gathered = fns.gather(_views(params, axes, _dense_keys(cfg)))
         (total, count), grads = jax.value_and_grad(fns.loss, has_aux=True)(gathered)
         sq_in = psum(_sum_sq(grads["in"]))
