@@ -25,16 +25,17 @@ from w2v_jax import errors
 BLOCK = 1 << 22  # elements per block: 16 MiB of int32, 32 MiB of int64
 
 
-def npy_layout(path: str | os.PathLike) -> tuple[np.dtype, tuple[int, ...], int]:
-    """(dtype, shape, byte offset of the data) of an ``.npy`` file, from its header (a
-    memory map that touches no page); ValueError for a file that is not one."""
+def npy_map(path: str | os.PathLike, how: str = "") -> np.memmap:
+    """An ``.npy`` file memory-mapped (its header read, no data page touched); a one-line
+    `CorpusError` ending in ``how`` (the fix) for a file that is not one."""
+    tail = f"; {how}" if how else ""
     try:
         mapped = np.load(path, mmap_mode="r")
     except (ValueError, OSError, EOFError) as e:
-        raise errors.CorpusError(f"{path}: not a readable .npy file ({e})") from None
+        raise errors.CorpusError(f"{path}: not a readable .npy file ({e}){tail}") from None
     if not isinstance(mapped, np.memmap):  # np.load maps every plain .npy
-        raise errors.CorpusError(f"{path}: not a .npy file holding one array")
-    return mapped.dtype, mapped.shape, mapped.offset
+        raise errors.CorpusError(f"{path}: not a .npy file holding one array{tail}")
+    return mapped
 
 
 def _read_into(f: BinaryIO, out: np.ndarray, path) -> None:
@@ -59,8 +60,8 @@ def chunks(
     """Yields (position, elements [position, position + B)) of a file, for [start, stop).
 
     Args:
-      path: a raw file of ``dtype`` elements, or an ``.npy`` file with ``header`` =
-        `npy_layout`'s offset.
+      path: a raw file of ``dtype`` elements, or an ``.npy`` file with ``header`` = its
+        memory map's ``offset`` (`npy_map`).
       start, stop: the element range; blocks are ``size`` elements, the last one shorter.
       size: elements per block; None: `BLOCK`.
       header: bytes before the first element.

@@ -6,13 +6,8 @@ memory-mapped), offsets.npy (int64 [S+1]), vocab.tsv and meta.json (the key and 
 The key holds each source file's path, size and modification time with every setting that
 changes the result; the digest is a hash of it. Entries are built in a temporary directory
 and renamed into place, so a crash never leaves half an entry; an entry whose contents do
-not match its key is rebuilt.
-
-Several processes. `load_or_build` builds an entry while holding an exclusive
-``fcntl.flock`` on the lock file ``.<entry>.lock`` beside it: of several processes that
-load the same corpus at once (on one host, or on hosts that share the cache folder), one
-builds and the others wait on the lock, then find the entry built and read it. No process
-index is needed, and hosts that do not share the folder each build their own.
+not match its key is rebuilt; of several processes (or hosts sharing the folder) that load
+one entry at once, one builds it under an ``flock`` and the others wait (`load_or_build`).
 
 Shape letters: N tokens, S sentences, V vocabulary size.
 """
@@ -128,19 +123,6 @@ def _open(entry: pathlib.Path, key: dict, given_vocab) -> tuple[Entry | None, st
     return (ids, offsets, given_vocab or v), ""
 
 
-def read(entry: pathlib.Path, key: dict, given_vocab: vocab.Vocab | None) -> Entry | None:
-    """The entry's (ids, offsets, vocab), or None if it is missing or fails its checks.
-
-    The vocab returned is ``given_vocab`` when one is given (and it must equal the stored one).
-    """
-    found, why = _open(entry, key, given_vocab)
-    if why:
-        logging.warning("rebuilding the corpus cache %s: %s", entry, why)
-    if found:
-        logging.info("loaded corpus from cache %s", entry)
-    return found
-
-
 @contextlib.contextmanager
 def _locked(entry: pathlib.Path) -> Iterator[None]:
     """Holds an exclusive flock on ``.<entry>.lock`` beside the entry (waits for it)."""
@@ -169,25 +151,29 @@ def load_or_build(
     """The entry, read if it is there, else built by this process or by another one that
     holds its lock (see the module doc)."""
     found, _ = _open(entry, key, given_vocab)
-    if found:
-        logging.info("loaded corpus from cache %s", entry)
-        return found
-    with _locked(entry):
-        return read(entry, key, given_vocab) or write(entry, key, given_vocab, build)
+    if not found:
+        with _locked(entry):
+            found, why = _open(entry, key, given_vocab)
+            if why:
+                logging.warning("rebuilding the corpus cache %s: %s", entry, why)
+            if not found:
+                return write(entry, key, given_vocab, build)
+    logging.info("loaded corpus from cache %s", entry)
+    return found
 
 
 def write(entry: pathlib.Path, key: dict, given_vocab: vocab.Vocab | None, build: Build) -> Entry:
     """Builds into a temporary directory, then renames it to ``entry`` in one step.
 
     ``build(folder)`` writes ids.npy and offsets.npy into the temporary folder and returns
-    their vocabulary. Returns the entry as `read` gives it back.
+    their vocabulary. Returns the entry as `load_or_build` gives it back.
     """
     tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
         v = build(tmp)
         logging.info("built the corpus cache entry %s", entry)
-        (num_tokens,), (num_offsets,) = (blocks.npy_layout(tmp / f)[1] for f in FILES[:2])
+        (num_tokens,), (num_offsets,) = (blocks.npy_map(tmp / f).shape for f in FILES[:2])
         v.save(tmp / "vocab.tsv")
         meta = dict(key=key, num_tokens=num_tokens, num_sentences=num_offsets - 1)
         files.write_json(tmp / "meta.json", {**meta, "vocab_size": len(v)})
@@ -221,16 +207,6 @@ def _meta_problem(path: pathlib.Path, sizes: dict[str, int]) -> str | None:
     return f"meta.json says {', '.join(wrong)}" if wrong else None
 
 
-def _npy(path: pathlib.Path, how: str) -> np.memmap:
-    try:
-        mapped = np.load(path, mmap_mode="r")
-    except (OSError, ValueError, EOFError) as e:
-        raise errors.CorpusError(f"{path}: not a readable .npy file ({e}); {how}") from None
-    if not isinstance(mapped, np.memmap):
-        raise errors.CorpusError(f"{path}: not a .npy file holding one array; {how}")
-    return mapped
-
-
 def read_encoded(folder: pathlib.Path) -> Entry:
     """A pre-encoded corpus folder (ids.npy, offsets.npy, vocab.tsv; meta.json optional),
     memory-mapped and checked (`problem`, with every id below V); ValueError naming the
@@ -246,7 +222,7 @@ def read_encoded(folder: pathlib.Path) -> Entry:
     except (OSError, ValueError) as e:
         where = "" if str(folder / "vocab.tsv") in str(e) else f"{folder / 'vocab.tsv'}: "
         raise errors.CorpusError(f"{where}{e}; {how}") from None
-    ids, offsets = (_npy(folder / name, how) for name in FILES[:2])
+    ids, offsets = (blocks.npy_map(folder / name, how) for name in FILES[:2])
     offsets = np.array(offsets)
     why = problem(ids, offsets, len(v))
     if why is None and (folder / "meta.json").is_file():

@@ -2,45 +2,15 @@
 
 Shape letters: N tokens, S sentences, V vocabulary size.
 
-Named corpora live in the data directory (`data_dir`, else $W2V_DATA_DIR, else
-~/.cache/w2v_jax): "text8" (text8.zip or the unpacked text8), "text8-head"
-(text8-head.txt.gz), "wiki-60m" (wiki-60m.txt.gz) and "ptb" (ptb.{train,valid,test}.txt).
-Any other string or path names a UTF-8 text file (plain, .gz or .zip) or a directory of
-them (see `readers`).
-
-Splits. ptb has its own "train", "valid" and "test" files. Every other corpus is split by
-position: "heldout" is the last `heldout_fraction` of its tokens (default 1%, rounded up;
-text8 keeps 170,053 tokens apart), "train" is everything before them, and "all" is the
-whole text. The held-out split is encoded with the vocabulary of the train split, so its
-words and counts never reach training.
-
-Sentences. A line is a sentence, so a text8-style file is one long line; ptb appends "<eos>"
-to every line. Out-of-vocabulary tokens are removed first, as word2vec C does, and then
-every line is cut into sentences of at most `max_sentence_length` tokens (gensim's 10,000).
-A line left empty by the removal is dropped, so every sentence has at least one token.
-
-Cache. The encoded corpus (ids.npy, offsets.npy, vocab.tsv, meta.json) is kept under
-`cache_dir`, by default $XDG_CACHE_HOME/w2v_jax/cache (~/.cache/w2v_jax/cache); never in
-the data directory, which may be shared. The key hashes each source file's path, size
-and modification time (reading content to hash it would cost as much as the load it
-saves) with every setting that changes the result. Entries are written to a temporary
-directory and renamed into place, so a crash never leaves half a cache; an entry that
-fails its checks is rebuilt; processes that load the same corpus at once build it once
-(`cache.load_or_build`). ids are memory-mapped.
-
-The build. The text is read once into provisional ids spilled to a file in the entry's
-temporary folder (a temporary directory without the cache), in worker processes for a
-directory of files (`readers`); the vocabulary is counted from that file and the ids and
-offsets streamed out of it (`encoding`), so memory stays bounded whatever the corpus
-size. Building "train" for a positionally split corpus also writes the "heldout" entry
-(encoded with the new vocabulary) from the same file, so asking for "heldout" next reads
-no text.
-
-Pre-encoded corpora. A directory holding ids.npy, offsets.npy and vocab.tsv (the cache's
-format; meta.json optional) is loaded as it is: ids memory-mapped, every file checked.
-Its splits are positional like a text's: "heldout" is its last `heldout_fraction` of
-tokens, "train" the rest, "all" everything, all with its own vocab.tsv; min_count,
-max_vocab_size, eos and lowercase do not apply.
+Named corpora ("text8", "text8-head", "wiki-60m", "ptb") live in the data directory
+(`resolve_data_dir`); any other string or path names a UTF-8 text file (plain, .gz or
+.zip) or a directory of them (`readers`). A line is a sentence (ptb appends "<eos>");
+out-of-vocabulary tokens are removed first, as word2vec C does, then every line is cut
+into sentences of at most `max_sentence_length` tokens, and a line left empty is dropped.
+ptb has its own split files; every other corpus is split by position ("heldout": the last
+`heldout_fraction` of the tokens, rounded up, encoded with the vocabulary of "train"; "all").
+The cache (`cache.load_or_build`), the build in bounded memory (`readers`, `encoding`; a
+"train" build also writes "heldout" from the same read) and pre-encoded folders: docs/data.md.
 """
 
 import math

@@ -43,13 +43,9 @@ drawn by `update.train_step` from ``fold_in(state.key, step)``. Device memory is
 40·N bytes at its peak (`device_bytes`); `check_fits` refuses a corpus that would not fit
 with one line that names ``input.mode='host'``.
 
-Padding, as on the host (`input_pipeline.Batch`): an empty slot holds the id V, outside
-every V-row table, never word 0 (so does the centre of a step of an epoch that kept nothing).
-
-Index arithmetic is int32 and exact up to N = 2^31 − 2 tokens (`make_corpus` refuses more):
-a row's position is computed by `row_positions` (an integer-exact stream start and modular
-additions that never pass 2^31 − 1) and its slots by `context_positions`; the step counter's
-limit is checked before training (`settings.check_against_corpus`).
+Padding, as on the host (`input_pipeline.Batch`): an empty slot holds the id V (so does
+the centre of a step of an epoch that kept nothing). Index arithmetic is int32 and exact up
+to N = 2^31 − 2 tokens (`make_corpus` refuses more; `row_positions`, `context_positions`).
 
 Shape letters: N tokens, V vocabulary, M kept tokens of an epoch (dynamic, ≤ N), B rows per
 step, W window, C context slots (2W, or W when left-only), T steps per epoch.

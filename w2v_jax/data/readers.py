@@ -14,14 +14,10 @@ memory: `read_tokens` appends them to a raw int32 file and the line ends to a ra
 file in a folder the caller gives (`blocks` reads them back a block at a time), so what
 it holds is one chunk of text and the word table, whatever the corpus size.
 
-Workers. The text is cut into pieces: a member (file or archive member), or for a plain
-file over 2 x `PIECE_BYTES`, runs of whole lines (cut just after a "\\n"). With
-``workers > 1`` and more than one piece, worker processes (spawned, so safe beside JAX's
-threads) tokenise pieces into their own files with their own word tables, and the pieces
-are merged in order: a piece's words not met before get the next ids in the order the
-piece first met them, which is the order a serial read meets them, so the merged files
-are byte for byte those of a serial read. Below `PARALLEL_MIN_BYTES` of input, starting
-processes costs more than it saves and the read is serial.
+Workers. With ``workers > 1`` the pieces (`pieces`: members, and plain files over
+2 x `PIECE_BYTES` cut into runs of whole lines) are tokenised in spawned processes, each
+with its own word table, and merged in order into files byte for byte those of a serial
+read (docs/data.md, "The build at scale"); below `PARALLEL_MIN_BYTES` the read is serial.
 """
 
 import codecs

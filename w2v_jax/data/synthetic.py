@@ -154,11 +154,6 @@ def window_weights(window: int, *, dynamic: bool = True) -> np.ndarray:
     return (window - k + 1) / window if dynamic else np.ones(window)
 
 
-def next_word_conditional(chain: MarkovChain) -> np.ndarray:
-    """p(next | previous n-1 words) = P[last word, next] for a first-order chain; [V, V]."""
-    return chain.transition
-
-
 def reverse_transition(chain: MarkovChain) -> np.ndarray:
     """The time-reversed chain R[w, c] = pi_c P[c, w] / pi_w = p(previous = c | w); [V, V]."""
     pi = chain.stationary
@@ -205,13 +200,6 @@ def pmi_from_joint(joint: np.ndarray) -> np.ndarray:
     row = joint.sum(axis=1, keepdims=True)
     col = joint.sum(axis=0, keepdims=True)
     return np.log(joint) - np.log(row) - np.log(col)
-
-
-def pmi(
-    chain: MarkovChain, window: int, *, dynamic: bool = True, left_only: bool = False
-) -> np.ndarray:
-    """Exact PMI(w, c) = log p(w, c) - log pi_w - log pi_c of the window pairs; [V, V]."""
-    return pmi_from_joint(pair_joint(chain, window, dynamic=dynamic, left_only=left_only))
 
 
 def conditional_entropy(joint: np.ndarray) -> float:
@@ -278,7 +266,7 @@ class GroundTruth(NamedTuple):
         return _row_normalise(self.pair_joint(window, dynamic=dynamic, left_only=left_only))
 
     def pmi(self, window: int, *, dynamic=True, left_only=False) -> np.ndarray:
-        """`pmi` in vocab order; [U, U]."""
+        """Exact PMI(w, c) = log p(w, c) - log p(w) - log p(c) of the window pairs; [U, U]."""
         return pmi_from_joint(self.pair_joint(window, dynamic=dynamic, left_only=left_only))
 
 

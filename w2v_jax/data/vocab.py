@@ -11,16 +11,12 @@ whatever the order the words were first met in or the Python hash seed.
 import dataclasses
 import functools
 import hashlib
-import itertools
 import os
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from w2v_jax import errors, files
-
-# Ids that `encode` gives to words outside the vocabulary.
-OOV_ID = -1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -123,11 +119,6 @@ class Vocab:
     def index(self) -> dict[str, int]:
         """word -> id, built once on first use."""
         return {w: i for i, w in enumerate(self.words)}
-
-    def encode(self, tokens: Iterable[str]) -> np.ndarray:
-        """Maps tokens to int32 ids [N], with `OOV_ID` (-1) for words not in the vocab."""
-        get = self.index.get
-        return np.fromiter(map(get, tokens, itertools.repeat(OOV_ID)), dtype=np.int32)
 
     def decode(self, ids: Iterable[int] | np.ndarray) -> list[str]:
         """Maps ids [N] back to words; every id must be in [0, V)."""

@@ -14,9 +14,7 @@ Slot order of a grouped row: slot k < W holds the kept word k + 1 positions to t
 the centre; slot W + k the kept word k + 1 positions to the right. A left-only row is the
 first W slots, so its position is meaningful (slot 0 = previous word).
 
-Padding: a slot with no context holds the id V, one past the vocabulary (``pad_id``), so the
-step's gathers read zeros there and its scatters drop it; no padding lands on word 0, the
-most frequent word (see `input_pipeline.Batch`).
+Padding: a slot with no context holds the id V (``pad_id``, see `input_pipeline.Batch`).
 """
 
 from typing import NamedTuple
@@ -101,8 +99,8 @@ def draw(
     """Draws subsampling and dynamic windows for one chunk, in a fixed stream order.
 
     The stream gives one float32 uniform per token (only with ``keep_prob``), then one
-    window per kept token (only with ``dynamic_window``); counting rows (`num_rows`) and
-    making them (`make_rows`) therefore see the same draws.
+    window per kept token (only with ``dynamic_window``), so the same chunk of the same
+    epoch always gets the same draws.
 
     Args:
         rng: the chunk's generator.
@@ -129,30 +127,6 @@ def draw(
     return Draws(keep, kept_ids, kept_offsets.astype(np.int32, copy=False), span)
 
 
-def context_counts(draws: Draws, *, left_only: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers of valid left and right contexts of each kept centre (int32[M] each).
-
-    A context is valid when it is at most ``span`` kept words away and in the same
-    sentence.
-    """
-    lengths = np.diff(draws.kept_offsets)
-    index = np.arange(draws.kept_ids.shape[0], dtype=np.int32)
-    start = np.repeat(draws.kept_offsets[:-1], lengths)
-    left = np.minimum(index - start, draws.span)
-    if left_only:
-        return left, np.zeros_like(left)
-    end = np.repeat(draws.kept_offsets[1:], lengths)
-    return left, np.minimum(end - 1 - index, draws.span)
-
-
-def num_rows(draws: Draws, *, layout: str, left_only: bool) -> int:
-    """How many rows `make_rows` would return, without building them."""
-    left, right = context_counts(draws, left_only=left_only)
-    if layout == "pairs":
-        return int(left.sum(dtype=np.int64) + right.sum(dtype=np.int64))
-    return int(np.count_nonzero(left + right))
-
-
 def make_rows(
     draws: Draws, *, layout: str, window: int, left_only: bool, pad_id: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,7 +144,14 @@ def make_rows(
         centres int32[R], contexts int32[R, C] (``pad_id`` where invalid), mask float32[R, C].
     """
     ids = draws.kept_ids
-    left, right = context_counts(draws, left_only=left_only)
+    # Valid left and right contexts of each kept centre [M]: at most ``span`` kept words
+    # away and in the same sentence.
+    lengths = np.diff(draws.kept_offsets)
+    index = np.arange(ids.shape[0], dtype=np.int32)
+    left = np.minimum(index - np.repeat(draws.kept_offsets[:-1], lengths), draws.span)
+    right = np.zeros_like(left)
+    if not left_only:
+        right = np.minimum(np.repeat(draws.kept_offsets[1:], lengths) - 1 - index, draws.span)
     padded = np.concatenate([np.zeros(window, np.int32), ids, np.zeros(window, np.int32)])
     around = np.lib.stride_tricks.sliding_window_view(padded, 2 * window + 1)  # [M, 2W+1]
     # Row pattern of valid slots for every (left, right) count: one gather, not a compare.
