@@ -11,12 +11,8 @@ token of c), so batches are a pure function of (seed, epoch, batch index). A `Po
 names the chunk and the row within it where the next batch starts, so a resume builds
 that one chunk: O(1) in the corpus size.
 
-Several processes. With P input shares (`PipelineOptions.process_count`) each process
-reads only its share of the corpus (`windows.share_sentences`: 1/P of the tokens) and makes
-its own rows; step t of the run takes every share's t-th batch. Every share yields the
-same number of batches per epoch (``batches_per_epoch``, agreed before training), and an
-`Item`'s ``tokens`` then counts the whole group's progress from the batch index, so every
-process takes the same learning rate.
+Several processes: each reads only its share of the corpus (`windows.share_sentences`)
+and yields the same ``batches_per_epoch``, so all step in lockstep at the same learning rate.
 
 Shape letters: B batch rows, C context slots, N tokens, S sentences, V vocabulary.
 """
