@@ -182,14 +182,14 @@ def commit(
     return target
 
 
-def prune(folder, step: int, keep: int = KEEP) -> None:
-    """Removes step folders older than ``step``, except the newest ``keep - 1`` committed
+def prune(folder, step: int) -> None:
+    """Removes step folders older than ``step``, except the newest `KEEP` - 1 committed
     ones (``step`` itself is the newest). Newer folders are left alone: another process
     may already be writing its part of the next save there. Folders set aside
     (``step_N.damaged``, `set_aside`) are never touched."""
     folder = pathlib.Path(folder)
     older = [p for p in committed(folder) if step_of(p) < step]
-    kept = set(older[len(older) - (keep - 1) :]) if keep > 1 else set()
+    kept = set(older[len(older) - (KEEP - 1) :])
     for path in folder.iterdir():
         n = step_of(path)
         if n is not None and n < step and path not in kept:

@@ -100,14 +100,13 @@ class Writer:
     one at the same point (a broadcast when there are several) and calls `save` at the
     same steps."""
 
-    def __init__(self, folder: str | os.PathLike, commit_timeout_s: float = 1800.0):
+    def __init__(self, folder: str | os.PathLike):
         self.folder = pathlib.Path(folder).absolute()
         earlier = _IN_FLIGHT.get(self.folder)
         if earlier is not None:
             earlier.join()  # its errors are its own writer's to raise
         self.process, self.processes = jax.process_index(), jax.process_count()
         self.session, self.saves = _session(), 0
-        self.commit_timeout_s = commit_timeout_s
         self._buffers: dict[tuple, np.ndarray] = {}  # (leaf, start) -> host copy
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -192,10 +191,7 @@ class Writer:
         try:
             store.write_part(self.folder, step, session, self.process, pieces)
             if self.process == 0:
-                store.commit(
-                    self.folder, step, session, self.processes, arrays, meta,
-                    timeout_s=self.commit_timeout_s,
-                )  # fmt: skip
+                store.commit(self.folder, step, session, self.processes, arrays, meta)
         except BaseException as e:  # noqa: BLE001  (raised on the loop's thread by `wait`)
             self._error = e
 

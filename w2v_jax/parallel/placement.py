@@ -157,11 +157,11 @@ def free_bytes(device, cap_bytes: int = 0) -> tuple[int | None, str]:
     return budget.host_available()  # MemAvailable, and ulimit -v
 
 
-def check_fits(need: int, what: str, ways_out: list[str], cap_bytes: int = 0, device=None):
-    """A one-line `errors.ResourceError` before any allocation when ``need`` bytes per device (the
-    state's, ``what`` describing it) exceed what ``device`` (default the first local one)
-    has free, naming ``ways_out``."""
-    device = device or jax.local_devices()[0]
+def check_fits(need: int, what: str, ways_out: list[str], cap_bytes: int = 0):
+    """A one-line `errors.ResourceError` before any allocation when ``need`` bytes per device
+    (the state's, ``what`` describing it) exceed what the first local device has free,
+    naming ``ways_out``."""
+    device = jax.local_devices()[0]
     free, source = free_bytes(device, cap_bytes)
     if free is not None and need > free:
         raise errors.ResourceError(
