@@ -63,7 +63,7 @@ import numpy as np
 
 from w2v_jax import errors
 from w2v_jax.data import input_pipeline, windows
-from w2v_jax.parallel import placement
+from w2v_jax.parallel import budget
 
 _EPOCH_STREAM = 0  # fold_in(key, this) then fold_in(·, epoch): subsampling and offset
 _STEP_STREAM = 1  # fold_in(key, this) then fold_in(·, step): the step's windows
@@ -419,7 +419,7 @@ def check_fits(
     """
     device = device or jax.devices()[0]
     need = device_bytes(num_tokens, vocab_size)
-    free, source = placement.free_bytes(device, cap_bytes)
+    free, source = budget.free_bytes(device, cap_bytes)
     if free is not None and need + reserved_bytes > free:
         raise errors.ResourceError(
             f"input.mode='device': the corpus of {num_tokens:,} tokens needs "

@@ -8,7 +8,7 @@ a step takes batch_size of them), K noise samples, M kept tokens in one input ch
 `estimate` lists what a run holds at its peak on the host and on each device, each item
 with the config fields that set its size (as the user types them: ``--config.window``);
 `check` refuses in one `errors.ResourceError` what exceeds the memory available (the
-host's `host_available`, each device's `placement.free_bytes`; on CPU both sums meet one
+host's `host_available`, each device's `free_bytes`; on CPU both sums meet one
 figure). The estimate is rough (a factor of about two): it stops a config that asks for
 terabytes, it does not pack memory tight.
 """
@@ -161,14 +161,27 @@ def check(
         )
 
 
+def free_bytes(device, cap_bytes: int = 0) -> tuple[int | None, str]:
+    """Memory free on ``device`` and where the figure comes from; None when unknown.
+
+    ``cap_bytes`` > 0 overrides it (``input.device_memory_gib``); else the device's
+    ``memory_stats()`` (GPU, TPU); on CPU, whose device memory is the host's,
+    `host_available` (MemAvailable, and what ``ulimit -v`` leaves).
+    """
+    if cap_bytes > 0:
+        return int(cap_bytes), "input.device_memory_gib"
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), "memory_stats"
+    return host_available()  # MemAvailable, and ulimit -v
+
+
 def check_run(run, *, vocab_size: int = 0, num_tokens: int = CHUNK_TOKENS, state_bytes: int = 0):
     """`check` of `estimate` for ``run`` (a `settings.Settings`), on this process's first
     device. Before the corpus is read (``vocab_size`` 0: the host's needs that the corpus
     does not size, window and batches), and again once the vocabulary and the state's
     shapes are known (after `placement.check_fits` gave the state alone its advice)."""
     import jax  # noqa: PLC0415 (the backend starts here, after distributed.initialize)
-
-    from w2v_jax.parallel import placement  # noqa: PLC0415 (placement imports this module)
 
     p, loop = run.pipeline, run.loop
     device = jax.local_devices()[0]
@@ -185,7 +198,7 @@ def check_run(run, *, vocab_size: int = 0, num_tokens: int = CHUNK_TOKENS, state
     check(
         needs,
         host_free=host_available(),
-        device_free=placement.free_bytes(device, cap),
+        device_free=free_bytes(device, cap),
         device_is_host=device.platform == "cpu" and not cap,
         platform=device.platform,
     )

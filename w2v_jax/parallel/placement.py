@@ -142,27 +142,12 @@ def bytes_per_device(abstract_state, out_shardings=None) -> int:
     return total
 
 
-def free_bytes(device, cap_bytes: int = 0) -> tuple[int | None, str]:
-    """Memory free on ``device`` and where the figure comes from; None when unknown.
-
-    ``cap_bytes`` > 0 overrides it (``input.device_memory_gib``); else the device's
-    ``memory_stats()`` (GPU, TPU); on CPU, whose device memory is the host's,
-    `budget.host_available` (MemAvailable, and what ``ulimit -v`` leaves).
-    """
-    if cap_bytes > 0:
-        return int(cap_bytes), "input.device_memory_gib"
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
-    if stats and "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), "memory_stats"
-    return budget.host_available()  # MemAvailable, and ulimit -v
-
-
 def check_fits(need: int, what: str, ways_out: list[str], cap_bytes: int = 0):
     """A one-line `errors.ResourceError` before any allocation when ``need`` bytes per device
     (the state's, ``what`` describing it) exceed what the first local device has free,
     naming ``ways_out``."""
     device = jax.local_devices()[0]
-    free, source = free_bytes(device, cap_bytes)
+    free, source = budget.free_bytes(device, cap_bytes)
     if free is not None and need > free:
         raise errors.ResourceError(
             f"the train state ({what}) needs {need / 2**30:.2f} GiB per device but "
