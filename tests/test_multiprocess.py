@@ -190,8 +190,9 @@ TEXT8_HEAD = [
     sys.executable, "-m", "w2v_jax.main", "--config=w2v_jax/configs/default.py",
     "--config.epochs=1", "--config.parallel.mode=mesh", "--config.input.mode=host",
 ]  # fmt: skip
-# Measured spread of 3 seeds: analogy 0.83 points, WS353 0.019.
-QUALITY_TOLERANCE = {"eval/analogy/total": 0.01, "eval/similarity/wordsim353/spearman": 0.03}
+# Measured spread of 3 seeds with the summed vectors (config.vectors, the default):
+# analogy 0.80 points, WS353 0.055 (input vectors alone: 0.83, 0.019).
+QUALITY_TOLERANCE = {"eval/analogy/total": 0.01, "eval/similarity/wordsim353/spearman": 0.06}
 
 
 @pytest.mark.slow
