@@ -22,7 +22,6 @@ import pathlib
 from typing import NamedTuple
 
 import jax
-import numpy as np
 from absl import logging
 
 from w2v_jax.data import input_pipeline, sources
@@ -140,14 +139,11 @@ class Evaluator:
         )
         return {"eval/kl_truth_heldout": kl}
 
-    def word_vectors(self, params) -> np.ndarray:
-        """[V, D] the word vectors of ``params`` that are scored and exported."""
-        return output_layers.word_vectors(params, self.cfg.loss, self.options.vectors)
-
     def vectors(self, params) -> dict:
         if not (self.analogies or self.similarity):
             return {}
-        kv = keyed_vectors.create(self.dataset.train.vocab.words, self.word_vectors(params))
+        words = output_layers.word_vectors(params, self.cfg.loss, self.options.vectors)
+        kv = keyed_vectors.create(self.dataset.train.vocab.words, words)
         try:
             metrics = evaluate.evaluate_vectors(
                 kv,
