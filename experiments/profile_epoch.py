@@ -252,7 +252,11 @@ def main(argv) -> None:
         value = text.lower() in ("1", "true") if isinstance(old, bool) else type(old)(text)
         setattr(node, field, value)
     trace_dir = os.path.join(keep, "trace")
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    # No Python tracer: its events (millions in a run) can crowd the thunk executor's out
+    # of the trace buffer, which then holds no training call at all.
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True, profiler_options=options):
         final = trainer.train_and_evaluate(config, os.path.join(keep, "run"))
     trace = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)[0]
     result = analyse(trace, dump)

@@ -36,7 +36,7 @@ Typical use (what `trainer` does in ``input.mode='device'``)::
   corpus = on_device.make_corpus(ids, offsets, counts, sample=1e-3)  # device arrays
   spec = on_device.make_spec(ids, counts, sample=1e-3, batch_size=B, window=5)
   for call in on_device.calls(corpus, key, spec, start=step, stop=epochs * T, steps_per_call=S):
-      state, metrics = scan(state, call.feed, aux, lrs)  # `runners.call_steps`
+      state, metrics = run(state, call.feed, aux, lrs, call.num_steps)  # `runners.call_steps`
 
 The negatives come from the noise table of the step's ``aux`` (on the device already),
 drawn by `update.train_step` from ``fold_in(state.key, step)``. Device memory is about

@@ -126,7 +126,8 @@ def group_steps(
     cfg: update.StepConfig, steps_per_call: int, batch_axis, aux_axis, device_spec=None
 ):
     """One jitted call of ``steps_per_call`` steps for every point:
-    ``(states [P], batch, aux, lrs [P, S]) -> (states [P], metrics [P, S])``.
+    ``(states [P], batch, aux, lrs [P, S]) -> (states [P], metrics [P, S])`` (device
+    input: ``num`` after ``lrs``, the steps to run, shared by every point).
 
     ``batch`` holds S·B rows per point, stacked [P, S·B, ...] (``batch_axis=0``) or shared
     (None), or with ``device_spec`` (input.mode='device') the call's `on_device.Feed`;
@@ -134,7 +135,8 @@ def group_steps(
     takes the same steps it would alone.
     """
     one = runners.call_steps(cfg, steps_per_call, device_spec)
-    return jax.jit(jax.vmap(one, in_axes=(0, batch_axis, aux_axis, 0)), donate_argnums=0)
+    axes = (0, batch_axis, aux_axis, 0) + ((None,) if device_spec is not None else ())
+    return jax.jit(jax.vmap(one, in_axes=axes), donate_argnums=0)
 
 
 def train_group(
@@ -211,6 +213,7 @@ class _Group:
             len(runs), how[self.shared_input], how[shared_aux],
         )  # fmt: skip
         self.points = len(runs)
+        self.per_call = per_call
         self.device = first.device_spec is not None
         self.stack_feeds = _FeedStack()
 
@@ -237,6 +240,8 @@ class _Group:
                 batch = self.stack_feeds(batches)
             else:  # host batches [rows, ...] stacked [P, rows, ...]
                 batch = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+        if self.device:  # the padded rates and n: one program for the last call too
+            return self.call(state, batch, self.aux, *runners.padded_rates(lr, self.per_call))
         return self.call(state, batch, self.aux, lr)
 
     def host_state(self, state, s: int) -> update.TrainState:
