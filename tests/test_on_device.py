@@ -465,3 +465,40 @@ def test_a_run_past_the_int32_step_counter_is_refused_in_one_line():
     assert "\n" not in str(err.value) and "max_steps" in str(err.value)
     config.max_steps = 1000  # the loop stops there: accepted
     settings.check_against_corpus(settings.resolve(config), train)
+
+
+def test_a_shorter_last_call_runs_its_steps_on_the_same_program():
+    """A device-input call of n < S steps (a run's last) is the S-step program run to n:
+    one compilation, the state after exactly n steps (each `update.train_step` on its own
+    `batch_at`), zeros in the metrics past n."""
+    from w2v_jax.model import output_layers
+    from w2v_jax.step import runners, update
+
+    corpus = zipf_corpus(seed=3)
+    device_corpus = on_device.make_corpus(*corpus, sample=0.02)
+    spec = on_device.make_spec(corpus[0], corpus[2], sample=0.02, batch_size=16, window=3)
+    cfg = update.StepConfig(model="skipgram", loss="neg", k=3, share="row", optimizer="adagrad")
+    aux = output_layers.constants_for("neg", corpus[2])
+    key = on_device.data_key(1)
+    runner = runners.JitRunner(cfg, steps_per_call=4, device_spec=spec)
+    fresh = lambda: update.init_state(jax.random.PRNGKey(0), V, 8, cfg)  # noqa: E731
+
+    feed, _ = on_device.feed_for_call(device_corpus, key, 0, 4, spec)
+    state, full = runner.step_call(fresh(), feed, aux, [0.2, 0.2, 0.1, 0.1])
+    assert int(state.step) == 4 and full["loss"].shape == (4,)
+    short_feed, _ = on_device.feed_for_call(device_corpus, key, 4, 3, spec)
+    state, short = runner.step_call(state, short_feed, aux, [0.1, 0.05, 0.05])
+    assert runner._call._cache_size() == 1  # the 3-step call compiled nothing new
+    assert int(state.step) == 7
+    np.testing.assert_array_equal(short["loss"][3:], 0.0)
+    assert np.all(np.asarray(short["loss"][:3]) > 0)
+
+    step = jax.jit(update.train_step, static_argnames="cfg")
+    expected = fresh()
+    for s, lr in enumerate([0.2, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05]):
+        batch = on_device.batch_at(feed if s < 4 else short_feed, s, spec)
+        expected, metrics = step(expected, batch, aux, lr, cfg=cfg)
+        got = (full if s < 4 else short)["loss"][s % 4]
+        np.testing.assert_allclose(got, metrics["loss"], rtol=1e-6)
+    for name, table in expected.params.items():
+        np.testing.assert_allclose(state.params[name], table, rtol=1e-5, atol=1e-7)
