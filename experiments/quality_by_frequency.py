@@ -37,7 +37,6 @@ import statistics
 import subprocess
 import sys
 
-import numpy as np
 from absl import app, flags
 
 from w2v_jax import cli
@@ -192,7 +191,13 @@ def measure(label: str, vector_paths: list[pathlib.Path], questions, pairs) -> d
         for a, b in itertools.combinations(loaded, 2)
     ]
     overlap = [statistics.mean(col) for col in zip(*pair_overlaps, strict=True)] or None
-    noise = churn(loaded[0], loaded[1]) if len(loaded) >= 2 else None
+    noise = None
+    if len(loaded) >= 2:
+        a, b = loaded[:2]
+        noise = [
+            c._asdict()
+            for c in by_frequency.neighbour_noise(a.words, a.vectors, b.words, b.vectors)
+        ]
     labels = by_frequency.band_labels()
     runs = [json.loads(p.with_suffix(".json").read_text()) for p in vector_paths]
     speed = "gensim_words_per_s" if label == "gensim" else "words_per_s"
@@ -220,36 +225,6 @@ def measure(label: str, vector_paths: list[pathlib.Path], questions, pairs) -> d
             for i in range(len(labels))
         ],
     }
-
-
-def churn(a, b, probes: int = 200, candidates: int = 50, seed: int = 0) -> list[dict]:
-    """Why two seeds' top-10 lists differ, per band of `by_frequency.EDGES`: how far apart
-    a probe's neighbours lie (``gap``: its 10th minus its 50th cosine, in seed a) against
-    how much the seeds disagree on those cosines (``noise``: the standard deviation of
-    cos_a − cos_b over its 50 nearest in seed a). A list churns when noise ≳ gap.
-    ``pair_corr``: the correlation of the two seeds' cosines over 20,000 random word pairs.
-    ``a``, ``b``: keyed vectors of one vocabulary order."""
-    if list(a.words) != list(b.words):
-        raise ValueError("churn needs two vector sets of the same vocabulary order")
-    edges = by_frequency.EDGES
-    n = min(len(a.words), edges[-1])
-    unit = [keyed_vectors.unit_rows(np.asarray(kv.vectors)[:n]) for kv in (a, b)]  # [n, D]
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, n, (2, 20_000))
-    pair_cos = [(u[pick[0]] * u[pick[1]]).sum(-1) for u in unit]
-    pair_corr = float(np.corrcoef(*pair_cos)[0, 1])
-    out = []
-    for lo, hi, label in zip(edges[:-1], edges[1:], by_frequency.band_labels(), strict=True):
-        probe = np.sort(rng.choice(np.arange(lo, min(hi, n)), probes, replace=False))  # [W]
-        cos = [u[probe] @ u.T for u in unit]  # [W, n] each
-        for c in cos:
-            c[np.arange(probes), probe] = -np.inf  # not its own neighbour
-        near = np.argsort(-cos[0], axis=1)[:, :candidates]  # [W, 50]
-        ca, cb = (np.take_along_axis(c, near, 1) for c in cos)
-        gap = float((ca[:, 9] - ca[:, -1]).mean())
-        noise = float(np.std(ca - cb, axis=1).mean())
-        out.append({"band": label, "gap": gap, "noise": noise, "pair_corr": pair_corr})
-    return out
 
 
 def _churn_cell(band: dict) -> str:

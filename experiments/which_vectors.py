@@ -3,9 +3,11 @@
 For two finished runs of one recipe that differ only in their seed (``--runs=A,B``),
 scores each kind of word vector the run holds: the input vectors (``in_embed``, word2vec's
 and gensim's export), the output vectors (``out_embed``) and their sum (``config.vectors
-= "input+output"``, the default): analogy accuracy and WordSim-353 ρ of run A, and the
+= "input+output"``, the default): analogy accuracy and WordSim-353 ρ of run A, the
 top-10 neighbour overlap between A and B per frequency band (`by_frequency`, as
-``experiments/quality_by_frequency.py``). With ``--gensim=skipgram|cbow`` it trains
+``experiments/quality_by_frequency.py``) and why the lists churn: the two seeds'
+disagreement on a word's nearest cosines against their spacing
+(`by_frequency.neighbour_noise`). With ``--gensim=skipgram|cbow`` it trains
 gensim 4 twice instead (seeds 0 and 1, ``experiments/benchmark.py``'s settings for
 text8-head, 5 epochs) and scores its input vectors and their sum with ``syn1neg``.
 
@@ -70,8 +72,9 @@ def table(kinds: list[tuple[str, dict]]) -> str:
     pairs = similarity.read_word_pairs(data / "wordsim353.tsv")
     bands = by_frequency.band_labels()
     lines = [
-        f"| vectors | analogy | WS353 ρ | top-10 overlap {' / '.join(bands)} |",
-        "| --- | ---: | ---: | ---: |",
+        f"| vectors | analogy | WS353 ρ | top-10 overlap {' / '.join(bands)} "
+        f"| cosine noise / gap {' · '.join(bands)} | pair correlation |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, seeds in kinds:
         (words, a), (words_b, b) = seeds[0], seeds[1]
@@ -79,7 +82,12 @@ def table(kinds: list[tuple[str, dict]]) -> str:
         rho = similarity.similarity_spearman(words, a, pairs).spearman
         overlap = by_frequency.neighbour_overlap(words, a, words_b, b)
         bands_text = " / ".join(f"{score[1]:.3f}" for score in overlap)
-        lines.append(f"| {kind} | {acc:.2%} | {rho:.3f} | {bands_text} |")
+        churn = by_frequency.neighbour_noise(words, a, words_b, b)
+        churn_text = " · ".join(f"{c.noise:.3f}/{c.gap:.3f}" for c in churn)
+        lines.append(
+            f"| {kind} | {acc:.2%} | {rho:.3f} | {bands_text} | {churn_text} "
+            f"| {churn[0].pair_corr:.2f} |"
+        )
     return "\n".join(lines)
 
 

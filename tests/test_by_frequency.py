@@ -85,3 +85,28 @@ def test_neighbour_overlap_matches_words_by_name_not_row():
         words, vectors, shuffled_words, vectors[order], edges=(0, 100), probes=30
     )
     assert bands[0].value == pytest.approx(1.0)
+
+
+def test_neighbour_noise_is_zero_under_rotation_and_grows_with_a_perturbation():
+    """Noise is the seeds' disagreement on a probe's nearest cosines: none for the same
+    geometry (a rotation), about the perturbation's size for a noisy copy; the gap is the
+    probe's 10th minus 50th nearest cosine in set a, the same whatever set b is."""
+    words, vectors = _random_vocab(num_words=400, dim=16)
+    rotation, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(16, 16)))
+    rotated = (vectors @ rotation).astype(np.float32)
+    edges = (0, 100, 400)
+    same = by_frequency.neighbour_noise(words, vectors, words, rotated, edges=edges, probes=40)
+    assert [c.band for c in same] == by_frequency.band_labels(edges)
+    assert all(c.noise == pytest.approx(0.0, abs=1e-5) and c.pair_corr > 0.9999 for c in same)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cos = unit[:100] @ unit.T
+    np.fill_diagonal(cos[:, :100], -np.inf)
+    ranked = -np.sort(-cos, axis=1)
+    assert same[0].gap > 0 and same[0].gap < float(np.max(ranked[:, 9] - ranked[:, 49]))
+    rng = np.random.default_rng(6)
+    noisy = vectors + 0.3 * rng.normal(size=vectors.shape).astype(np.float32)
+    far = by_frequency.neighbour_noise(words, vectors, words, noisy, edges=edges, probes=40)
+    assert all(0.05 < c.noise < 0.5 and c.pair_corr < 0.99 for c in far)
+    assert [c.gap for c in far] == pytest.approx([c.gap for c in same])
+    with pytest.raises(ValueError, match="same vocabulary order"):
+        by_frequency.neighbour_noise(words, vectors, words[::-1], vectors)

@@ -136,3 +136,48 @@ def _top_k_overlap(unit_a: np.ndarray, unit_b: np.ndarray, row: int, k: int) -> 
         return set(np.argpartition(-cosines, k)[:k].tolist())
 
     return len(top(unit_a) & top(unit_b)) / k
+
+
+class Churn(NamedTuple):
+    """Why two vector sets' top-10 lists differ in one band (`neighbour_noise`)."""
+
+    band: str
+    noise: float  # mean over probes: std of cos_a − cos_b over the probe's nearest in a
+    gap: float  # mean over probes: its 10th minus its 50th nearest cosine, in a
+    pair_corr: float  # correlation of a's and b's cosines over 20,000 random word pairs
+
+
+def neighbour_noise(
+    words_a: Sequence[str],
+    vectors_a: np.ndarray,
+    words_b: Sequence[str],
+    vectors_b: np.ndarray,
+    edges: Sequence[int] = EDGES,
+    probes: int = 200,
+    candidates: int = 50,
+    seed: int = 0,
+) -> list[Churn]:
+    """Per band, how much two vector sets of one vocabulary order (two seeds) disagree on
+    the cosines of a probe word's ``candidates`` nearest words in a (``noise``) against
+    how far apart those neighbours lie (``gap``): a top-10 list churns when noise ≳ gap.
+    ``probes`` words per band drawn with ``seed``; ranks cut at ``edges[-1]``."""
+    if list(words_a) != list(words_b):
+        raise ValueError("neighbour_noise needs two vector sets of the same vocabulary order")
+    n = min(len(words_a), edges[-1])
+    unit = [keyed_vectors.unit_rows(np.asarray(v)[:n]) for v in (vectors_a, vectors_b)]
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n, (2, 20_000))
+    pair_cos = [(u[pick[0]] * u[pick[1]]).sum(-1) for u in unit]
+    pair_corr = float(np.corrcoef(*pair_cos)[0, 1])
+    out = []
+    for lo, hi, label in zip(edges[:-1], edges[1:], band_labels(edges), strict=True):
+        probe = np.sort(rng.choice(np.arange(lo, min(hi, n)), probes, replace=False))  # [W]
+        cos = [u[probe] @ u.T for u in unit]  # [W, n] each
+        for c in cos:
+            c[np.arange(probe.size), probe] = -np.inf  # not its own neighbour
+        near = np.argsort(-cos[0], axis=1)[:, :candidates]  # [W, candidates]
+        ca, cb = (np.take_along_axis(c, near, 1) for c in cos)
+        gap = float((ca[:, 9] - ca[:, -1]).mean())
+        noise = float(np.std(ca - cb, axis=1).mean())
+        out.append(Churn(label, noise, gap, pair_corr))
+    return out
