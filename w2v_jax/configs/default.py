@@ -115,12 +115,13 @@ def get_config() -> ml_collections.ConfigDict:
     # and kept word2vec's quality from 1,024 to 16,384 rows. 1,024 is the fastest on a CPU
     # (smaller temporaries); accelerators want more (experiments/bench_accelerator.py).
     config.batch_size = 1024
-    # Sequential SGD steps per jitted call (lax.scan): the host sends one batch of
-    # steps_per_call x batch_size rows and step i trains on its i-th slice, seeing the
-    # parameters step i-1 wrote; small steps keep word2vec's quality without a Python
-    # dispatch or a host batch per step (word2vec.py: 32 steps of 32 rows). 8 steps of the
-    # default's 1,024 rows run 1.19x the words/s of one step per call on this CPU, the same
-    # vectors (docs/performance.md, "Time to quality against gensim").
+    # Sequential SGD steps per jitted call (a loop on the device): the host sends one batch
+    # of steps_per_call x batch_size rows (or, input.mode device, the call draws them) and
+    # step i trains on its i-th slice, seeing the parameters step i-1 wrote; small steps
+    # keep word2vec's quality without a Python dispatch or a host batch per step
+    # (word2vec.py: 32 steps of 32 rows). 8 steps of the default's 1,024 rows run 1.19x
+    # the words/s of one step per call on this CPU, the same vectors (docs/performance.md,
+    # "Time to quality against gensim").
     config.steps_per_call = 8
     config.layout = "grouped"  # "grouped" (centre × context slots) or "pairs" (skip-gram)
     config.shuffle_buffer = 0  # rows shuffled within a bounded buffer; 0 = corpus order
