@@ -119,9 +119,12 @@ def test_step_equals_a_reference_that_skips_negatives_equal_to_the_target(model,
         model=model, loss=loss, k=K, share=share, block_size=BLOCK, skipgram_input=side,
         cbow_exact_grad=True, remove_accidental_hits=True,
     )  # fmt: skip
+    cfgs = [update.StepConfig(**{**base.__dict__, "sparse": sparse}) for sparse in (True, False)]
     s0 = _state(base)
     key = jax.random.fold_in(s0.key, s0.step)
-    samples = jax.jit(functools.partial(update.batch_samples, base))(batch, aux, key)
+    samples, steps = jax.jit(functools.partial(_samples_and_steps, base, cfgs))(
+        [_state(cfg) for cfg in cfgs], batch, aux, key
+    )
     examples = _examples(base, batch, samples)
     hits = sum(int(n) == t for _, _, t, negs in examples for n in negs)
     draws = sum(len(negs) for *_, negs in examples)
@@ -135,16 +138,24 @@ def test_step_equals_a_reference_that_skips_negatives_equal_to_the_target(model,
     # The case is sensitive to the setting: the references with and without skipping differ.
     assert (abs(float(ref(s0.params, skip=not skip)) - float(ref_total)) > 1e-3) == (loss != "nce")
 
-    for sparse in (True, False):
-        cfg = update.StepConfig(**{**base.__dict__, "sparse": sparse})
-        s1, metrics = jax.jit(functools.partial(update.train_step, cfg=cfg))(
-            _state(cfg), batch, aux, np.float32(LR)
-        )
+    for cfg, (s1, metrics) in zip(cfgs, steps, strict=True):
         assert float(metrics["examples"]) == len(examples)
         np.testing.assert_allclose(
             float(metrics["loss"]) * len(examples), float(ref_total), rtol=1e-5
         )
         for name in want:
             np.testing.assert_allclose(
-                s1.params[name], want[name], rtol=0, atol=2e-6, err_msg=f"{name} sparse={sparse}"
-            )
+                s1.params[name], want[name], rtol=0, atol=2e-6,
+                err_msg=f"{name} sparse={cfg.sparse}",
+            )  # fmt: skip
+
+
+def _samples_and_steps(base, cfgs, states, batch, aux, key):
+    """The negatives train_step draws (batch_samples) and one step of each config, as one
+    program: a case compiles once, not three times (most of its time was compiling)."""
+    samples = update.batch_samples(base, batch, aux, key)
+    steps = [
+        update.train_step(state, batch, aux, np.float32(LR), cfg=cfg)
+        for state, cfg in zip(states, cfgs, strict=True)
+    ]
+    return samples, steps
