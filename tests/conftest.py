@@ -210,17 +210,54 @@ SLOW_IN_CI_ONLY = (
 )
 
 
+# The slow set's heaviest files, heaviest first (CPU seconds of their slow tests, busy,
+# docs/performance.md "The test suite"). Whole files go to the workers (below), so a heavy
+# file handed out last is a tail that one worker runs while the other idles: these go
+# first (longest first, as for any greedy schedule), then the rest, most tests first.
+HEAVIEST_FILES_FIRST = (
+    "test_multiprocess.py",
+    "test_multidevice.py",
+    "test_target_negatives.py",
+    "test_benchmarks.py",
+    "test_notebooks.py",
+    "test_mesh_collectives.py",
+    "test_point_groups.py",
+    "test_lbl.py",
+    "test_optimizers.py",
+    "test_trainer.py",
+    "test_gpu_check.py",
+    "test_update.py",
+)
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     """Under ``-n``, each worker runs whole test files (xdist's ``--dist loadfile``), the
-    files with the most tests first: a module-scoped fixture (a trained run, a launch of
-    processes that several tests read) is then built once, not once per worker that gets
-    one of its tests, as xdist's default (``load``) hands out runs of consecutive tests."""
-    if config.getoption("dist") == "load":
-        from xdist.scheduler import LoadFileScheduling
+    files of HEAVIEST_FILES_FIRST first, then the files with the most tests: a
+    module-scoped fixture (a trained run, a launch of processes that several tests read) is
+    then built once, not once per worker that gets one of its tests, as xdist's default
+    (``load``) hands out runs of consecutive tests; and no heavy file is left for last."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadFileScheduling
 
-        return LoadFileScheduling(config, log)
-    return None
+    rank = {name: i for i, name in enumerate(HEAVIEST_FILES_FIRST)}
+
+    class HeaviestFilesFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node):
+            # xdist queued the files most tests first; min keeps that order among equals
+            scope = min(self.workqueue, key=lambda s: rank.get(pathlib.PurePath(s).name, len(rank)))
+            self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return HeaviestFilesFirst(config, log)
+
+
+def pytest_configure(config):
+    """A HEAVIEST_FILES_FIRST entry naming no test file is an error (a renamed file)."""
+    missing = [n for n in HEAVIEST_FILES_FIRST if not pathlib.Path(__file__).with_name(n).is_file()]
+    if missing:
+        raise pytest.UsageError(f"conftest.HEAVIEST_FILES_FIRST names no file: {missing}")
 
 
 @pytest.hookimpl(tryfirst=True)
