@@ -198,6 +198,31 @@ def test_deterministic_sets_the_flag_before_jax_starts():
     ]
 
 
+def test_local_devices_without_a_coordinator_simulates_them():
+    """``parallel.local_devices`` in one process (no coordinator) gives that many CPU
+    devices, as it does per process in a multi-process run; it was silently ignored."""
+    code = """
+        import jax
+        from w2v_jax.parallel import distributed
+        from w2v_jax.configs import default
+        config = default.get_config()
+        config.parallel.local_devices = 3
+        distributed.initialize(distributed.options(config))
+        print(jax.device_count())
+    """
+    assert _fresh_process(code, None).split() == ["3"]
+
+
+def test_local_devices_after_the_backend_started():
+    """Too late to change the count: the same count passes, another is one line."""
+    from w2v_jax import errors
+
+    n = jax.local_device_count()
+    distributed.simulate_cpu_devices(n)
+    with pytest.raises(errors.ConfigError, match=f"local_devices={n + 1} but JAX already"):
+        distributed.simulate_cpu_devices(n + 1)
+
+
 def test_deterministic_false_leaves_xla_flags_alone(monkeypatch):
     for flags in ("", "--xla_gpu_deterministic_ops=false", "--xla_gpu_deterministic_ops"):
         monkeypatch.setenv("XLA_FLAGS", flags)

@@ -151,6 +151,23 @@ def set_deterministic(deterministic: bool) -> None:
     logging.info("XLA_FLAGS=%s (config.deterministic)", os.environ["XLA_FLAGS"])
 
 
+def simulate_cpu_devices(n: int) -> None:
+    """One process simulating ``n`` CPU devices (``parallel.local_devices`` without a
+    coordinator: a mesh on one machine). JAX takes the count only before its backend
+    starts; after that, the same count is accepted and another is one line."""
+    from jax._src import xla_bridge  # noqa: PLC0415 (no public "has a backend started")
+
+    if not xla_bridge.backends_are_initialized():
+        jax.config.update("jax_num_cpu_devices", n)
+        return
+    if jax.default_backend() == "cpu" and jax.local_device_count() != n:
+        raise errors.ConfigError(
+            f"--config.parallel.local_devices={n} but JAX already started with "
+            f"{jax.local_device_count()} CPU devices; set it before JAX starts (a new "
+            "process; notebook: restart the kernel), or leave local_devices at 0"
+        )
+
+
 def initialize(opts: Options) -> None:
     """Joins the run ``opts`` describes (nothing for one process); one line on failure.
 
@@ -161,6 +178,8 @@ def initialize(opts: Options) -> None:
     """
     set_deterministic(opts.deterministic)
     if not opts.coordinator:
+        if opts.local_devices:
+            simulate_cpu_devices(opts.local_devices)
         return
     if jax.distributed.is_initialized():
         if opts.coordinator != "auto" and jax.process_count() != opts.num_processes:
