@@ -117,14 +117,22 @@ def neighbour_overlap(
     rng = np.random.default_rng(seed)
     out = []
     for lo, hi, label in zip(edges[:-1], edges[1:], band_labels(edges), strict=True):
-        candidates = np.arange(lo, min(hi, len(shared)))
-        if candidates.size == 0:
+        probe = _probe_words(rng, lo, min(hi, len(shared)), probes)
+        if probe.size == 0:
             out.append(BandScore(label, float("nan"), 0))
             continue
-        probe = np.sort(rng.choice(candidates, min(probes, candidates.size), replace=False))
         overlap = [_top_k_overlap(unit_a, unit_b, int(w), k) for w in probe]
         out.append(BandScore(label, float(np.mean(overlap)), int(probe.size)))
     return out
+
+
+def _probe_words(rng: np.random.Generator, lo: int, hi: int, probes: int) -> np.ndarray:
+    """Sorted ranks [W] drawn without replacement from [lo, hi), W = min(probes, hi - lo)
+    (none for an empty band): the probe words of one band."""
+    candidates = np.arange(lo, hi)
+    if candidates.size == 0:
+        return candidates
+    return np.sort(rng.choice(candidates, min(probes, candidates.size), replace=False))
 
 
 def _top_k_overlap(unit_a: np.ndarray, unit_b: np.ndarray, row: int, k: int) -> float:
@@ -160,7 +168,8 @@ def neighbour_noise(
     """Per band, how much two vector sets of one vocabulary order (two seeds) disagree on
     the cosines of a probe word's ``candidates`` nearest words in a (``noise``) against
     how far apart those neighbours lie (``gap``): a top-10 list churns when noise ≳ gap.
-    ``probes`` words per band drawn with ``seed``; ranks cut at ``edges[-1]``."""
+    ``probes`` words per band drawn with ``seed`` (the same as `neighbour_overlap`'s), NaN
+    for a band with no word; ranks cut at ``edges[-1]``."""
     if list(words_a) != list(words_b):
         raise ValueError("neighbour_noise needs two vector sets of the same vocabulary order")
     n = min(len(words_a), edges[-1])
@@ -171,7 +180,10 @@ def neighbour_noise(
     pair_corr = float(np.corrcoef(*pair_cos)[0, 1])
     out = []
     for lo, hi, label in zip(edges[:-1], edges[1:], band_labels(edges), strict=True):
-        probe = np.sort(rng.choice(np.arange(lo, min(hi, n)), probes, replace=False))  # [W]
+        probe = _probe_words(rng, lo, min(hi, n), probes)  # [W]
+        if probe.size == 0:
+            out.append(Churn(label, float("nan"), float("nan"), pair_corr))
+            continue
         cos = [u[probe] @ u.T for u in unit]  # [W, n] each
         for c in cos:
             c[np.arange(probe.size), probe] = -np.inf  # not its own neighbour
